@@ -1,0 +1,221 @@
+"""The controller's command line.
+
+  python -m controller run [--config FILE] [--local] [--store URI] [--search NAME] [--max-trials N]
+                           [--parallelism P] [--max-failed N] [--seed S] [--data SPEC] [--epochs E]
+  python -m controller status --store URI [--search NAME] [--json]
+  python -m controller best --store URI [--search NAME] [--download DIR]
+  python -m controller import --store URI [--search NAME] PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.config import Settings, load_settings, with_overrides
+from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.importer import import_trials, read_source
+from controller.launcher import ProcessLauncher
+from controller.ledger import Ledger
+from controller.loop import SearchLoop, open_search
+from controller.report import download_best, status_json, status_table
+from controller.store import LocalStore, Store, open_store
+
+log = logging.getLogger("controller")
+
+
+def _setup_logging(fmt: str, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("botocore", "boto3", "urllib3", "hyperopt", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"ts": record.created, "level": record.levelname, "logger": record.name,
+                           "msg": record.getMessage()})
+
+
+def _root_store(uri: str, settings: Settings | None = None) -> Store:
+    s = settings.store if settings else None
+    store = open_store(uri, endpoint_url=s.endpoint_url if s else None, region=s.region if s else None)
+    return store
+
+
+def _search_store(root: Store, search: str | None) -> tuple[Store, str]:
+    """The named search, or the only one in the store."""
+    if search:
+        return root.child(search), search
+    names = sorted({k.split("/")[0] for k in root.list() if k.endswith("/search.json") and k.count("/") == 1})
+    if len(names) == 1:
+        return root.child(names[0]), names[0]
+    if not names:
+        raise ConfigError(f"--store {root.uri}: no search found here (no <name>/search.json); check the URI")
+    raise ConfigError(f"--store {root.uri}: holds several searches ({', '.join(names)}); pick one with --search")
+
+
+def _local_workdir(settings: Settings, search_store: Store) -> Path:
+    if settings.local.workdir:
+        return Path(settings.local.workdir).expanduser()
+    if isinstance(search_store, LocalStore):
+        return search_store.root / ".local"
+    digest = hashlib.sha256(search_store.uri.encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "cifar-hpo" / f"{settings.search.name}-{digest}"
+
+
+class _Progress:
+    """One updating line on a terminal; a log line per change otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, loop: SearchLoop) -> None:
+        s = loop.settings.search
+        done, budget = loop.finished_count(), s.max_trials
+        best = loop.best()
+        best_txt = f"best {best.objective:.4f} (trial {best.tid})" if best else "best -"
+        running, failed = len(loop.launcher.running()), loop.failed_count()
+        if self.tty:
+            width = 24
+            filled = int(width * done / budget) if budget else width
+            sys.stderr.write(f"\r[{'#' * filled}{'-' * (width - filled)}] {done}/{budget} trials  {best_txt}  "
+                             f"running {running}  failed {failed}   ")
+            sys.stderr.flush()
+        else:
+            log.info("progress: %d/%d trials, %s, running %d, failed %d", done, budget, best_txt, running, failed)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    settings = with_overrides(
+        settings, store__uri=args.store, search__name=args.search, search__max_trials=args.max_trials,
+        search__parallelism=args.parallelism, search__max_failed_trials=args.max_failed, search__seed=args.seed,
+        trial__data=args.data, trial__epochs=args.epochs,
+    ).validate()
+    _setup_logging(settings.controller.log_format, args.verbose)
+    if not args.local:
+        raise ConfigError("run: only --local is available here yet (the Kubernetes launcher comes with the chart)")
+    if settings.trial.command[0] in ("python", "python3"):
+        # Trials run in this interpreter's environment, not whatever `python` is first on PATH.
+        settings = with_overrides(settings, trial__command=[sys.executable, *settings.trial.command[1:]])
+    root = _root_store(settings.store.uri, settings)
+    root.check()
+    store = root.child(settings.search.name)
+    launcher = ProcessLauncher(_local_workdir(settings, store), settings.local.poll_seconds)
+    env = {"PYTHONUNBUFFERED": "1"}
+    if settings.store.endpoint_url:
+        env["AWS_ENDPOINT_URL_S3"] = settings.store.endpoint_url
+    progress = _Progress()
+    loop = SearchLoop(settings, store, launcher, trial_env=env, on_change=progress,
+                      wait_seconds=max(1.0, settings.local.poll_seconds))
+    status = loop.run()
+    if progress.tty:
+        sys.stderr.write("\n")
+    print(json.dumps(status.to_json(), indent=1))
+    return 0 if status.state in ("succeeded", "goal_reached") else 3
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _setup_logging("text", args.verbose)
+    store, name = _search_store(_root_store(args.store), args.search)
+    doc = status_json(store, name)
+    print(json.dumps(doc, indent=1) if args.json else status_table(doc))
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    _setup_logging("text", args.verbose)
+    store, _ = _search_store(_root_store(args.store), args.search)
+    if args.download:
+        print(json.dumps(download_best(store, args.download), indent=1))
+        return 0
+    doc = status_json(store, args.search or "")
+    if doc["best"] is None:
+        raise ConfigError(f"--store {store.uri}: no finished trial with an objective yet")
+    print(json.dumps(doc["best"], indent=1))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    _setup_logging("text", args.verbose)
+    settings = with_overrides(load_settings(args.config), store__uri=args.store, search__name=args.search).validate()
+    root = _root_store(settings.store.uri, settings)
+    root.check()
+    store = root.child(settings.search.name)
+    space = settings.space()
+    open_search(store, settings, space)
+    trials = read_source(args.path, space)
+    ledger = Ledger(store)
+    records = ledger.load()
+    added = import_trials(ledger, space, trials, records)
+    ledger.write_checkpoint(records.values(), max(records, default=-1) + 1)
+    print(json.dumps({"imported": len(added), "skipped": len(trials) - len(added), "trials": len(records)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m controller", description="cifar-hpo search controller")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run (or resume) a search")
+    run.add_argument("--config", help="YAML config file (see charts/values.yaml and README)")
+    run.add_argument("--local", action="store_true", help="run trials as local processes (no cluster)")
+    run.add_argument("--store", help="s3://bucket/prefix or a directory")
+    run.add_argument("--search", help="search name (a folder in the store)")
+    run.add_argument("--max-trials", type=int)
+    run.add_argument("--parallelism", type=int)
+    run.add_argument("--max-failed", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--data", help="cifar100 | PATH or s3://.../cifar-100-python.tar.gz | synthetic[:N]")
+    run.add_argument("--epochs", type=int)
+    run.set_defaults(func=cmd_run)
+
+    for name, func, helptext in (("status", cmd_status, "show every trial"),
+                                 ("best", cmd_best, "show or download the best trial")):
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument("--store", required=True)
+        c.add_argument("--search")
+        c.set_defaults(func=func)
+    sub.choices["status"].add_argument("--json", action="store_true")
+    sub.choices["best"].add_argument("--download", metavar="DIR")
+
+    imp = sub.add_parser("import", help="warm start from the original project's results or results.pkl")
+    imp.add_argument("--store", required=True)
+    imp.add_argument("--search")
+    imp.add_argument("--config")
+    imp.add_argument("path")
+    imp.set_defaults(func=cmd_import)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    except (PermanentError, TemporaryError) as e:
+        sys.stderr.write(f"error: {type(e).__name__}: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; run the same command again to resume\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Typed settings, loaded and checked once at the edge.
+
+The config file is YAML with camelCase keys, the same names the Helm chart's values use, so the chart
+renders its ConfigMap straight from values and both sides agree on one schema:
+
+    search:  {name, maxTrials, maxFailedTrials, parallelism, goal, seed, space}
+    tpe:     {nStartupJobs, nEICandidates, gamma, priorWeight, pending}
+    store:   {uri, endpointUrl, region}
+    trial:   {command, data, epochs, extraArgs}
+    local:   {workdir, pollSeconds}
+    controller: {checkpointEvery, logFormat}
+
+Every error names the key (e.g. `search.maxTrials`) and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from controller.errors import ConfigError
+from controller.space import Space
+from controller.suggest import PENDING_STRATEGIES, SuggestSettings
+
+
+def _camel(name: str) -> str:
+    special = {"n_ei_candidates": "nEICandidates"}
+    if name in special:
+        return special[name]
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    name: str = "cifar100"
+    """The search's folder under the store: a new name starts a new search."""
+    max_trials: int = 20
+    """Trials this search runs to the end (imported trials do not count)."""
+    max_failed_trials: int = 5
+    """The search stops, marked failed, when this many of its trials have failed."""
+    parallelism: int = 1
+    """Trials in flight at once."""
+    goal: float | None = None
+    """Stop once a trial's objective (validation fine accuracy) reaches this value."""
+    seed: int = 0
+    """Search seed: every proposal's seed derives from it and the trial id."""
+    space: dict[str, Any] | None = None
+    """The search space (see controller/space.py); null means the seed project's 19-key space."""
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", self.name):
+            raise ConfigError(
+                f"search.name: {self.name!r} must be 1-40 lowercase letters, digits or '-' "
+                "(it names a store folder and Kubernetes objects)"
+            )
+        _at_least("search.maxTrials", self.max_trials, 1)
+        _at_least("search.maxFailedTrials", self.max_failed_trials, 1)
+        _at_least("search.parallelism", self.parallelism, 1)
+        _at_least("search.seed", self.seed, 0)
+        if self.goal is not None and not 0 < self.goal <= 1:
+            raise ConfigError(f"search.goal: {self.goal} must be in (0, 1] (a validation accuracy) or null")
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    uri: str = "./runs"
+    """s3://bucket/prefix, a directory path, or file://path."""
+    endpoint_url: str | None = None
+    """S3 endpoint for MinIO or another S3-compatible server; null uses AWS_ENDPOINT_URL_S3 / AWS."""
+    region: str | None = None
+    """S3 region; null uses the AWS default chain."""
+
+    def validate(self) -> None:
+        if not self.uri:
+            raise ConfigError("store.uri: required, e.g. ./runs or s3://my-bucket/searches")
+
+
+@dataclass(frozen=True)
+class TrialSection:
+    command: list[str] = field(default_factory=lambda: ["python", "-m", "trainer"])
+    """The trial program; it gets `--trial <trial URI>` (and --data/--epochs when set) appended."""
+    data: str | None = None
+    """Dataset spec for the trainer: cifar100, a cifar-100-python.tar.gz path or S3 URI, synthetic[:N]."""
+    epochs: int | None = None
+    """Epochs per trial; null uses the trainer's default."""
+    extra_args: list[str] = field(default_factory=list)
+    """More arguments appended to every trial's command."""
+
+    def validate(self) -> None:
+        if not self.command:
+            raise ConfigError("trial.command: must name a program, e.g. [python, -m, trainer]")
+        if self.epochs is not None:
+            _at_least("trial.epochs", self.epochs, 1)
+
+    def argv(self, trial_uri: str) -> list[str]:
+        args = [*self.command, "--trial", trial_uri]
+        if self.data:
+            args += ["--data", self.data]
+        if self.epochs:
+            args += ["--epochs", str(self.epochs)]
+        return args + list(self.extra_args)
+
+
+@dataclass(frozen=True)
+class LocalSection:
+    workdir: str | None = None
+    """Where local mode keeps trial processes' locks, exit codes and logs until they are uploaded;
+    null: <store>/<search>/.local for a directory store, ~/.cache/cifar-hpo/... for S3."""
+    poll_seconds: float = 0.2
+    """How often local mode checks its trial processes."""
+
+    def validate(self) -> None:
+        if not 0.01 <= self.poll_seconds <= 60:
+            raise ConfigError(f"local.pollSeconds: {self.poll_seconds} must be between 0.01 and 60")
+
+
+@dataclass(frozen=True)
+class ControllerSection:
+    checkpoint_every: int = 25
+    """Write the ledger checkpoint after this many decided trials (it makes resume fast)."""
+    log_format: str = "text"
+    """text or json."""
+
+    def validate(self) -> None:
+        _at_least("controller.checkpointEvery", self.checkpoint_every, 1)
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"controller.logFormat: {self.log_format!r} must be 'text' or 'json'")
+
+
+@dataclass(frozen=True)
+class TpeSection(SuggestSettings):
+    def validate(self) -> None:
+        _at_least("tpe.nStartupJobs", self.n_startup_jobs, 0)
+        _at_least("tpe.nEICandidates", self.n_ei_candidates, 1)
+        if not 0 < self.gamma < 1:
+            raise ConfigError(f"tpe.gamma: {self.gamma} must be in (0, 1)")
+        if self.prior_weight <= 0:
+            raise ConfigError(f"tpe.priorWeight: {self.prior_weight} must be > 0")
+        if self.pending not in PENDING_STRATEGIES:
+            raise ConfigError(f"tpe.pending: {self.pending!r} must be one of {', '.join(PENDING_STRATEGIES)}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    search: SearchSection = SearchSection()
+    tpe: TpeSection = TpeSection()
+    store: StoreSection = StoreSection()
+    trial: TrialSection = TrialSection()
+    local: LocalSection = LocalSection()
+    controller: ControllerSection = ControllerSection()
+
+    def space(self) -> Space:
+        if self.search.space is None:
+            return Space.default()
+        return Space.from_spec(self.search.space, "search.space")
+
+    def validate(self) -> "Settings":
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        self.space()
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return {_camel(f.name): _section_json(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _section_json(section: Any) -> dict[str, Any]:
+    return {_camel(f.name): getattr(section, f.name) for f in dataclasses.fields(section)}
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{key}: {value} must be >= {low}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check value against a field's type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    if origin is list and isinstance(value, list):
+        (inner,) = typing.get_args(hint)
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin is dict and isinstance(value, dict):
+        return value
+    want = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+    if origin is list:
+        want = "a list"
+    if origin is dict:
+        want = "a mapping"
+    raise ConfigError(f"{key}: expected {want}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, data: Mapping[str, Any], path: str, base: Any) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    by_camel = {_camel(f.name): f.name for f in dataclasses.fields(cls)}
+    updates = {}
+    for key, value in data.items():
+        if key not in by_camel:
+            close = difflib.get_close_matches(str(key), list(by_camel), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(by_camel)}"
+            raise ConfigError(f"{path}.{key}: unknown key{hint}")
+        name = by_camel[key]
+        updates[name] = _coerce(f"{path}.{key}", value, hints[name])
+    return dataclasses.replace(base, **updates)
+
+
+def settings_from_mapping(data: Mapping[str, Any] | None, base: Settings = Settings()) -> Settings:
+    """Overlay a config mapping on base. Validation is separate (flags may still override)."""
+    data = data or {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    sections = {f.name: f for f in dataclasses.fields(Settings)}
+    hints = typing.get_type_hints(Settings)
+    updates = {}
+    for key, value in data.items():
+        if key not in sections:
+            close = difflib.get_close_matches(str(key), list(sections), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known sections: {', '.join(sections)}"
+            raise ConfigError(f"{key}: unknown section{hint}")
+        updates[key] = _build(hints[key], value or {}, key, getattr(base, key))
+    return dataclasses.replace(base, **updates)
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    if path is None:
+        return Settings()
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror})") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path}: not valid YAML ({e})") from e
+    return settings_from_mapping(data)
+
+
+def with_overrides(settings: Settings, **overrides: Any) -> Settings:
+    """Apply CLI flags (section__field=value; None means 'not given')."""
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, name = key.split("__")
+        sections.setdefault(section, {})[name] = value
+    return dataclasses.replace(
+        settings, **{s: dataclasses.replace(getattr(settings, s), **v) for s, v in sections.items()}
+    )

@@ -1,0 +1,264 @@
+"""Trial records ⇄ store, and the search state rebuilt from them.
+
+Layout under a search's root (one writer per key):
+  search.json                      controller, once: config + space snapshot
+  trials/<tid>/proposal.json       controller, once, before the trial starts
+  trials/<tid>/progress.json       trainer, each epoch
+  trials/<tid>/result.json         trainer, once
+  trials/<tid>/outcome.json        controller, once, when a trial ends without a usable result
+  trials/<tid>/trial.log           launcher, once, when the trial's process ends
+  best.json, status.json           controller, derived
+  ledger/checkpoint.json           controller, derived: the records of trials already decided
+
+Decided records never change, so the checkpoint is a cache that cannot go stale: a resume reads it,
+then only the trials it does not cover. Without it (or if it is unreadable) the state is rebuilt by
+listing every trial. Nothing here is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
+
+from controller.errors import PermanentError, RecordError
+from controller.store import Store, create_json, get_json, put_json
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+FINISHED = ("ok", "stopped", "failed")
+RESULT_STATUSES = {"ok": "ok", "stopped": "stopped", "fail": "failed"}
+CHECKPOINT_KEY = "ledger/checkpoint.json"
+
+
+def trial_prefix(tid: int) -> str:
+    # Zero-padded so that key order is trial order (S3 lists lexicographically).
+    return f"trials/{tid:06d}"
+
+
+def trial_key(tid: int, name: str) -> str:
+    return f"{trial_prefix(tid)}/{name}"
+
+
+@dataclass
+class TrialRecord:
+    tid: int
+    params: dict[str, Any]
+    vals: dict[str, Any]
+    seed: int | None
+    origin: str
+    """'random' or 'tpe' (proposed by this search), or 'import' (warm start)."""
+    created_at: float | None = None
+    state: str = "pending"
+    """pending | running | ok | stopped | failed"""
+    objective: float | None = None
+    """Higher is better (validation fine accuracy of the best epoch for the trainer)."""
+    reason: str | None = None
+    finished_at: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """A small summary of the result (test accuracy, best epoch, epochs, seconds, ...)."""
+    import_key: str | None = None
+    """For imported trials: a hash of the source, so a second import skips it."""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def loss(self) -> float | None:
+        """What TPE minimises: -objective; inf for failures (a region to avoid); None while open."""
+        if self.state == "failed":
+            return math.inf
+        if self.finished and self.objective is not None:
+            return -self.objective
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "TrialRecord":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def proposal_record(tid: int, params: Mapping[str, Any], vals: Mapping[str, Any], seed: int | None,
+                    origin: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tid": tid,
+        "params": dict(params),
+        "vals": dict(vals),
+        "seed": seed,
+        "origin": origin,
+        "created_at": time.time(),
+        **(dict(extra) if extra else {}),
+    }
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def judge_result(raw: Any, tid: int) -> tuple[str, float | None, str | None, dict[str, Any]]:
+    """A trainer's result.json → (state, objective, reason, metrics). Anything unusable is a
+    failure with the reason spelled out, never an exception: one bad trial must not stop a search."""
+    if not isinstance(raw, Mapping):
+        return "failed", None, f"result.json is not a JSON object ({type(raw).__name__})", {}
+    if raw.get("tid") != tid:
+        return "failed", None, f"result.json belongs to trial {raw.get('tid')!r}, not {tid}", {}
+    status = raw.get("status")
+    if status not in RESULT_STATUSES:
+        return "failed", None, f"result.json status {status!r} is not one of {sorted(RESULT_STATUSES)}", {}
+    metrics = {k: raw[k] for k in ("test_fine_accuracy", "val_fine_accuracy", "best_epoch", "epochs_run",
+                                   "train_seconds", "images_per_second") if k in raw}
+    if status == "fail":
+        return "failed", None, str(raw.get("error") or "the trainer reported a failure"), metrics
+    objective = raw.get("objective")
+    if not _finite(objective):
+        return "failed", None, f"result.json objective is {objective!r}, not a finite number", metrics
+    return RESULT_STATUSES[status], float(objective), None, metrics
+
+
+class Ledger:
+    """Reads and writes one search's records. Stateless but for the store it wraps."""
+
+    def __init__(self, store: Store, read_workers: int = 16):
+        self.store = store
+        self.read_workers = read_workers
+
+    # -- writes ------------------------------------------------------------------------------------
+    def write_proposal(self, record: Mapping[str, Any]) -> bool:
+        """False if the trial already had a proposal (a restarted controller re-proposing)."""
+        return create_json(self.store, trial_key(record["tid"], "proposal.json"), record)
+
+    def write_result(self, tid: int, record: Mapping[str, Any]) -> bool:
+        return create_json(self.store, trial_key(tid, "result.json"), record)
+
+    def write_outcome(self, tid: int, state: str, reason: str, **details: Any) -> bool:
+        record = {"schema_version": SCHEMA_VERSION, "tid": tid, "state": state, "reason": reason,
+                  "finished_at": time.time(), **details}
+        return create_json(self.store, trial_key(tid, "outcome.json"), record)
+
+    def write_checkpoint(self, records: Iterable[TrialRecord], next_tid: int) -> None:
+        put_json(self.store, CHECKPOINT_KEY, {
+            "schema_version": SCHEMA_VERSION,
+            "written_at": time.time(),
+            "next_tid": next_tid,
+            "trials": [r.to_json() for r in records if r.finished],
+        })
+
+    # -- reads -------------------------------------------------------------------------------------
+    def read_trial(self, tid: int, names: Iterable[str] = ("proposal.json", "result.json", "outcome.json")) -> TrialRecord | None:
+        """The trial's record from its keys, or None if it has no proposal. A corrupt proposal makes
+        a failed record (the id stays taken); a corrupt result leaves the trial open until the
+        controller decides it (outcome.json)."""
+        docs = {name: self._get(trial_key(tid, name)) for name in names}
+        return self._record(tid, docs)
+
+    def _get(self, key: str) -> Any:
+        try:
+            return get_json(self.store, key)
+        except RecordError as e:
+            return e  # judged by _record: which key is corrupt decides what it means
+
+    def _record(self, tid: int, docs: Mapping[str, Any]) -> TrialRecord | None:
+        proposal = docs.get("proposal.json")
+        if proposal is None:
+            return None
+        if isinstance(proposal, RecordError):
+            # Keep the trial id taken and the damage visible; never drop it from history.
+            log.error("trial %d: %s; counted as failed", tid, proposal)
+            return TrialRecord(tid=tid, params={}, vals={}, seed=None, origin="unknown", state="failed",
+                               reason=f"corrupt proposal: {proposal}")
+        try:
+            rec = TrialRecord(tid=tid, params=proposal["params"], vals=proposal.get("vals", {}),
+                              seed=proposal.get("seed"), origin=proposal.get("origin", "tpe"),
+                              created_at=proposal.get("created_at"), import_key=proposal.get("import_key"))
+        except (KeyError, TypeError) as e:
+            log.error("trial %d: proposal.json lacks field %s; counted as failed", tid, e)
+            return TrialRecord(tid=tid, params={}, vals={}, seed=None, origin="unknown", state="failed",
+                               reason=f"corrupt proposal: missing field {e}")
+        outcome, result = docs.get("outcome.json"), docs.get("result.json")
+        if isinstance(outcome, Mapping):
+            rec.state = outcome.get("state", "failed")
+            rec.reason = outcome.get("reason")
+            rec.finished_at = outcome.get("finished_at")
+            if _finite(outcome.get("objective")):
+                rec.objective = float(outcome["objective"])
+        elif result is not None:
+            if isinstance(result, RecordError):
+                # Decided by the controller on collection (outcome.json); until then it stays open.
+                rec.reason = str(result)
+                return rec
+            state, objective, reason, metrics = judge_result(result, tid)
+            if state == "failed" and result.get("status") != "fail":
+                rec.reason = reason  # an unusable result waits for the controller's outcome.json
+                return rec
+            rec.state, rec.objective, rec.reason, rec.metrics = state, objective, reason, metrics
+            rec.finished_at = result.get("finished_at")
+        return rec
+
+    def load(self) -> dict[int, TrialRecord]:
+        """Every trial's record: the checkpoint's decided trials, then the rest read directly."""
+        cp = self._checkpoint()
+        if cp is None:
+            return self.load_full()
+        known: dict[int, TrialRecord] = {r.tid: r for r in cp[0]}
+        next_tid = cp[1]
+        open_tids = [t for t in range(next_tid) if t not in known]
+        newer = self._tids(self.store.list("trials/", start_after=trial_prefix(next_tid - 1) + "/~"))
+        known.update(self._read_many(open_tids + sorted(newer)))
+        return dict(sorted(known.items()))
+
+    def load_full(self) -> dict[int, TrialRecord]:
+        """Rebuild from the listing alone (no checkpoint): reads every trial's records."""
+        keys = self.store.list("trials/")
+        by_tid: dict[int, set[str]] = {}
+        for key in keys:
+            parts = key.split("/")
+            if len(parts) == 3 and parts[1].isdigit():
+                by_tid.setdefault(int(parts[1]), set()).add(parts[2])
+        wanted = {tid: [n for n in ("proposal.json", "outcome.json", "result.json") if n in names]
+                  for tid, names in by_tid.items()}
+        return dict(sorted(self._read_many(list(wanted), wanted).items()))
+
+    @staticmethod
+    def _tids(keys: Iterable[str]) -> set[int]:
+        return {int(k.split("/")[1]) for k in keys if k.count("/") == 2 and k.split("/")[1].isdigit()}
+
+    def _read_many(self, tids: list[int], names: Mapping[int, list[str]] | None = None) -> dict[int, TrialRecord]:
+        def one(tid: int) -> tuple[int, TrialRecord | None]:
+            if names is None:
+                return tid, self.read_trial(tid)
+            return tid, self.read_trial(tid, names[tid])
+
+        out = {}
+        with ThreadPoolExecutor(self.read_workers) as pool:
+            for tid, rec in pool.map(one, tids):
+                if rec is not None:
+                    out[tid] = rec
+        return out
+
+    def _checkpoint(self) -> tuple[list[TrialRecord], int] | None:
+        try:
+            cp = get_json(self.store, CHECKPOINT_KEY)
+            if cp is None:
+                return None
+            return [TrialRecord.from_json(r) for r in cp["trials"]], int(cp["next_tid"])
+        except (PermanentError, KeyError, TypeError, ValueError) as e:
+            # Derived data: a bad checkpoint costs a slower resume, never history.
+            log.warning("ignoring unreadable %s (%s); rebuilding from the trial records", CHECKPOINT_KEY, e)
+            return None
+
+
+def best_of(records: Iterable[TrialRecord]) -> TrialRecord | None:
+    scored = [r for r in records if r.state in ("ok", "stopped") and r.objective is not None]
+    return max(scored, key=lambda r: (r.objective, -r.tid)) if scored else None
+
+
+def best_record(best: TrialRecord) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "updated_at": time.time(), **best.to_json()}

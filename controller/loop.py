@@ -1,0 +1,228 @@
+"""The search loop: rebuild state, reconcile with the launcher, propose, launch, collect, repeat.
+
+Crash safety comes from the order of writes, not from the loop's memory: a proposal is written
+(create-only) before its trial is launched, a trial's end is decided once (result.json, or the
+controller's outcome.json) and the launcher can tell a running trial from one that never started.
+Killed at any point and restarted, the loop finds every trial in one of those states and carries on:
+no trial is lost, none runs twice, and the budget counts each exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from controller.config import Settings
+from controller.errors import ConfigError
+from controller.launcher import Launcher, TrialExit
+from controller.ledger import (FINISHED, SCHEMA_VERSION, Ledger, TrialRecord, best_of, best_record, proposal_record,
+                               trial_key, trial_prefix)
+from controller.space import Space
+from controller.store import Store, create_json, get_json, put_json
+from controller.suggest import Observation, suggest
+
+log = logging.getLogger(__name__)
+
+SEARCH_ORIGINS = ("random", "tpe", "unknown")
+
+
+@dataclass
+class SearchStatus:
+    state: str
+    """running | succeeded | goal_reached | failed"""
+    reason: str | None
+    counts: dict[str, int]
+    budget: int
+    finished: int
+    best: dict[str, Any] | None = None
+    updated_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "state": self.state, "reason": self.reason, "counts": self.counts,
+                "budget": self.budget, "finished": self.finished, "budget_left": max(0, self.budget - self.finished),
+                "best": self.best, "updated_at": self.updated_at}
+
+
+def open_search(store: Store, settings: Settings, space: Space) -> dict[str, Any]:
+    """Write search.json once; on resume refuse another space or seed (the history would not fit)."""
+    record = {"schema_version": SCHEMA_VERSION, "name": settings.search.name, "created_at": time.time(),
+              "seed": settings.search.seed, "space": space.spec, "settings": settings.to_json()}
+    if create_json(store, "search.json", record):
+        return record
+    existing = get_json(store, "search.json")
+    old_space = Space.from_spec(existing["space"], "search.json space")
+    where = old_space.diff(space)
+    if where:
+        raise ConfigError(
+            f"search {settings.search.name!r} in {store.uri} was started with another search space (they differ "
+            f"at {where}); resume it with its own space, or start a new search with another search.name / --search"
+        )
+    if existing.get("seed") != settings.search.seed:
+        raise ConfigError(
+            f"search.seed: {settings.search.seed} differs from the seed {existing.get('seed')} this search was "
+            "started with; keep it to resume, or start a new search with another --search name"
+        )
+    return existing
+
+
+class SearchLoop:
+    def __init__(self, settings: Settings, store: Store, launcher: Launcher, *, trial_env: Mapping[str, str] | None = None,
+                 on_change: Callable[["SearchLoop"], None] | None = None, wait_seconds: float = 5.0):
+        self.settings = settings
+        self.space = settings.space()
+        self.store = store
+        self.ledger = Ledger(store)
+        self.launcher = launcher
+        self.trial_env = dict(trial_env or {})
+        self.on_change = on_change or (lambda _loop: None)
+        self.wait_seconds = wait_seconds
+        self.records: dict[int, TrialRecord] = {}
+        self.stop_reason: tuple[str, str] | None = None
+        self._decided_since_checkpoint = 0
+
+    # -- views ---------------------------------------------------------------------------------------
+    @property
+    def next_tid(self) -> int:
+        return max(self.records, default=-1) + 1
+
+    def finished_count(self) -> int:
+        return sum(1 for r in self.records.values() if r.finished and r.origin in SEARCH_ORIGINS)
+
+    def failed_count(self) -> int:
+        return sum(1 for r in self.records.values() if r.state == "failed" and r.origin in SEARCH_ORIGINS)
+
+    def open_count(self) -> int:
+        return sum(1 for r in self.records.values() if not r.finished)
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in ("pending", "running", "ok", "stopped", "failed")}
+        for r in self.records.values():
+            out[r.state] = out.get(r.state, 0) + 1
+        return out
+
+    def best(self) -> TrialRecord | None:
+        return best_of(self.records.values())
+
+    def status(self) -> SearchStatus:
+        state, reason = self.stop_reason or ("running", None)
+        if state == "running" and self.finished_count() >= self.settings.search.max_trials and not self.open_count():
+            state, reason = "succeeded", f"{self.finished_count()} trials finished"
+        best = self.best()
+        return SearchStatus(state, reason, self.counts(), self.settings.search.max_trials, self.finished_count(),
+                            best_record(best) if best else None)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self) -> SearchStatus:
+        open_search(self.store, self.settings, self.space)
+        self.records = self.ledger.load()
+        log.info("search %s: %d trials on record (%d finished in budget, %d open)", self.settings.search.name,
+                 len(self.records), self.finished_count(), self.open_count())
+        self._reconcile()
+        self._check_stop()
+        while True:
+            if self.stop_reason is None:
+                self._fill()
+            if not self.launcher.running():
+                break
+            for ended in self.launcher.wait(self.wait_seconds):
+                self._collect(ended)
+            self._check_stop()
+        self.ledger.write_checkpoint(self.records.values(), self.next_tid)
+        status = self.status()
+        put_json(self.store, "status.json", status.to_json())
+        log.info("search %s: %s (%s)", self.settings.search.name, status.state, status.reason)
+        return status
+
+    def _reconcile(self) -> None:
+        open_tids = [t for t, r in self.records.items() if not r.finished]
+        alive = self.launcher.adopt(open_tids)
+        for tid in open_tids:
+            if tid in alive:
+                self.records[tid].state = "running"
+            else:
+                log.info("trial %d: proposed but not running; launching it", tid)
+                self._launch(tid)
+
+    def _observations(self) -> list[Observation]:
+        return [Observation(r.tid, r.vals, r.loss) for r in self.records.values() if r.vals]
+
+    def _fill(self) -> None:
+        s = self.settings.search
+        free = s.parallelism - len(self.launcher.running())
+        left = s.max_trials - self.finished_count() - sum(
+            1 for r in self.records.values() if not r.finished and r.origin in SEARCH_ORIGINS)
+        n = min(free, left)
+        if n <= 0:
+            return
+        t0 = time.perf_counter()
+        proposals = suggest(self.space, self._observations(), list(range(self.next_tid, self.next_tid + n)), s.seed,
+                            self.settings.tpe)
+        log.info("proposed %d trial(s) in %.3f s", n, time.perf_counter() - t0)
+        for p in proposals:
+            record = proposal_record(p.tid, p.params, p.vals, p.seed, p.method)
+            if not self.ledger.write_proposal(record):
+                # Another writer took this id: re-read the state rather than guess.
+                log.warning("trial %d: a proposal already exists; reloading the ledger", p.tid)
+                self.records = self.ledger.load()
+                return
+            self.records[p.tid] = TrialRecord(p.tid, p.params, p.vals, p.seed, p.method, record["created_at"])
+            self._launch(p.tid)
+        self.on_change(self)
+
+    def _launch(self, tid: int) -> None:
+        uri = self.store.child(trial_prefix(tid)).uri
+        self.launcher.launch(tid, self.settings.trial.argv(uri), self.trial_env)
+        self.records[tid].state = "running"
+
+    def _collect(self, ended: TrialExit) -> None:
+        tid = ended.tid
+        if ended.log is not None:
+            self.store.put(trial_key(tid, "trial.log"), ended.log)
+        rec = self.ledger.read_trial(tid) or self.records[tid]
+        if not rec.finished:
+            why = rec.reason or "it wrote no result.json"
+            code = "unknown exit status" if ended.exit_code is None else f"exit code {ended.exit_code}"
+            reason = f"{why} ({code}{'; ' + ended.reason if ended.reason else ''})"
+            last_line = ended.log_tail.strip().splitlines()[-1:] if ended.log_tail.strip() else []
+            if last_line:
+                reason += f"; last output: {last_line[0][:200]}"
+            if not self.ledger.write_outcome(tid, "failed", reason, exit_code=ended.exit_code, log_tail=ended.log_tail):
+                log.info("trial %d: outcome already recorded by an earlier controller", tid)
+            rec = self.ledger.read_trial(tid) or rec
+        elif ended.exit_code not in (0, None):
+            log.warning("trial %d: wrote a valid result but exited with %s", tid, ended.exit_code)
+        previous_best = self.best()
+        self.records[tid] = rec
+        if rec.state == "failed":
+            log.warning("trial %d: failed: %s", tid, rec.reason)
+        else:
+            log.info("trial %d: %s, objective %.4f", tid, rec.state, rec.objective)
+        best = self.best()
+        if best is not None and (previous_best is None or best.tid != previous_best.tid):
+            log.info("trial %d: new best objective %.4f", best.tid, best.objective)
+            put_json(self.store, "best.json", best_record(best))
+        self._decided_since_checkpoint += 1
+        if self._decided_since_checkpoint >= self.settings.controller.checkpoint_every:
+            self.ledger.write_checkpoint(self.records.values(), self.next_tid)
+            self._decided_since_checkpoint = 0
+        put_json(self.store, "status.json", self.status().to_json())
+        self.on_change(self)
+
+    def _check_stop(self) -> None:
+        if self.stop_reason is not None:
+            return
+        s = self.settings.search
+        failed = self.failed_count()
+        best = self.best()
+        if failed >= s.max_failed_trials:
+            last = max((r for r in self.records.values() if r.state == "failed"), key=lambda r: r.tid)
+            self.stop_reason = ("failed", f"{failed} trials failed (search.maxFailedTrials={s.max_failed_trials}); "
+                                          f"last: trial {last.tid}: {last.reason}")
+        elif s.goal is not None and best is not None and best.objective >= s.goal:
+            self.stop_reason = ("goal_reached", f"trial {best.tid} reached {best.objective:.4f} >= goal {s.goal}")
+        if self.stop_reason is not None:
+            log.warning("search %s: stopping: %s", s.name, self.stop_reason[1])
+            for tid in sorted(self.launcher.running()):
+                self.launcher.cancel(tid)

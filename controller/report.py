@@ -1,0 +1,100 @@
+"""What a person (or a script) reads about a search: the status table/JSON and the best trial."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from controller.ledger import Ledger, TrialRecord, best_of, trial_key, trial_prefix
+from controller.store import Store, get_json
+
+KEY_PARAMS = 4
+
+
+def live_states(store: Store, records: dict[int, TrialRecord]) -> None:
+    """Open trials are 'running' once their trainer has reported progress, else 'pending'."""
+    for r in records.values():
+        if not r.finished:
+            r.state = "running" if store.exists(trial_key(r.tid, "progress.json")) else "pending"
+
+
+def status_json(store: Store, search: str) -> dict[str, Any]:
+    records = Ledger(store).load()
+    live_states(store, records)
+    best = best_of(records.values())
+    saved = get_json(store, "status.json") or {}
+    counts: dict[str, int] = {}
+    for r in records.values():
+        counts[r.state] = counts.get(r.state, 0) + 1
+    search_doc = get_json(store, "search.json") or {}
+    return {
+        "search": search,
+        "key_params": list(search_doc.get("space") or {})[:KEY_PARAMS],
+        "store": store.uri,
+        "state": saved.get("state", "running" if records else "empty"),
+        "reason": saved.get("reason"),
+        "budget": saved.get("budget"),
+        "counts": counts,
+        "trials": [_trial_json(r) for r in records.values()],
+        "best": _trial_json(best) if best else None,
+    }
+
+
+def _trial_json(r: TrialRecord) -> dict[str, Any]:
+    return {"tid": r.tid, "state": r.state, "objective": r.objective, "params": r.params, "origin": r.origin,
+            "reason": r.reason, "created_at": r.created_at, "finished_at": r.finished_at, "metrics": r.metrics}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def status_table(doc: dict[str, Any], key_params: Iterable[str] | None = None) -> str:
+    trials = doc["trials"]
+    key_params = list(key_params if key_params is not None else doc.get("key_params", []))
+    header = ["id", "state", "objective", *key_params, "time", "note"]
+    rows = []
+    now = time.time()
+    for t in trials:
+        end = t["finished_at"] or (now if t["state"] in ("running", "pending") else None)
+        took = f"{end - t['created_at']:.0f}s" if end and t["created_at"] else ""
+        obj = "" if t["objective"] is None else f"{t['objective']:.4f}"
+        note = t["reason"] or ("imported" if t["origin"] == "import" else "")
+        rows.append([str(t["tid"]), t["state"], obj, *[_fmt(t["params"].get(k, "")) for k in key_params], took,
+                     note[:60]])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(doc["counts"].items()))
+    best = doc["best"]
+    summary = f"search {doc['search']} ({doc['state']}): {counts or 'no trials'}"
+    if best:
+        summary += f"; best: trial {best['tid']} objective {best['objective']:.4f}"
+    return "\n".join([summary, *lines])
+
+
+def download_best(store: Store, dest: str | Path) -> dict[str, Any]:
+    """Copy every record of the best trial (params, result, model, log) into dest."""
+    records = Ledger(store).load()
+    best = best_of(records.values())
+    if best is None:
+        raise LookupError(f"{store.uri}: no finished trial with an objective yet")
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = trial_prefix(best.tid) + "/"
+    files = []
+    for key in store.list(prefix):
+        data = store.get(key)
+        if data is None:
+            continue
+        target = out / key[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        files.append(target.name)
+    (out / "params.json").write_text(json.dumps(best.params, indent=1, sort_keys=True))
+    files.append("params.json")
+    return {"tid": best.tid, "objective": best.objective, "dir": str(out), "files": sorted(files)}

@@ -1,0 +1,380 @@
+"""Declarative search spaces ⇄ hyperopt.
+
+A space is a mapping of parameter name → spec. A spec is a literal (str, number, bool, null), or a
+mapping with `dist` naming a distribution:
+
+    lr_rate_mult:   {dist: loguniform, log_low: -0.5, log_high: 0.5}   # hyperopt's log bounds
+    lr:             {dist: loguniform, low: 1.0e-4, high: 1.0e-2}      # or the values themselves
+    batch_size:     {dist: quniform, low: 100, high: 700, q: 5}
+    optimizer:      {dist: choice, options: [Adam, Nadam, RMSprop]}
+    residual:       {dist: choice, options: [null, {dist: quniform, low: 0.501, high: 4.499, q: 1,
+                                                    label: residual_units}]}
+    head:           {dist: choice, options: [{kind: small}, {kind: big, width: {dist: uniform, ...}}]}
+
+A choice option may itself be a distribution (its value becomes the choice's value) or a mapping of
+names to specs (a conditional group, decoded as a dict). `label` overrides the hyperopt label, which
+defaults to the key; labels must be unique, because hyperopt keys its raw values by them.
+
+Decoding a point gives the same structure with every distribution replaced by its value, with
+hyperopt's types (quniform values stay floats), so results stay comparable with the seed project's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from typing import Any, Mapping, Union
+
+import yaml
+
+from controller.errors import SpaceError
+
+Value = Any
+
+_BOUNDED = {"uniform", "quniform", "loguniform", "qloguniform", "randint"}
+_GAUSSIAN = {"normal", "qnormal", "lognormal", "qlognormal"}
+_QUANTIZED = {"quniform", "qloguniform", "qnormal", "qlognormal"}
+_LOG = {"loguniform", "qloguniform"}
+DISTRIBUTIONS = sorted(_BOUNDED | _GAUSSIAN | {"choice"})
+_ALLOWED_KEYS = {
+    "uniform": {"low", "high"},
+    "quniform": {"low", "high", "q"},
+    "loguniform": {"low", "high", "log_low", "log_high"},
+    "qloguniform": {"low", "high", "log_low", "log_high", "q"},
+    "randint": {"low", "high"},
+    "normal": {"mu", "sigma"},
+    "qnormal": {"mu", "sigma", "q"},
+    "lognormal": {"mu", "sigma"},
+    "qlognormal": {"mu", "sigma", "q"},
+    "choice": {"options"},
+}
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Value
+
+
+@dataclass(frozen=True)
+class Dist:
+    """One hyperopt random variable. `args` are hyperopt's positional arguments."""
+
+    kind: str
+    label: str
+    path: str
+    args: tuple[float, ...] = ()
+    options: tuple["Node", ...] = ()
+
+
+@dataclass(frozen=True)
+class Group:
+    members: tuple[tuple[str, "Node"], ...]
+
+
+Node = Union[Literal, Dist, Group]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _same_literal(a: Value, b: Value) -> bool:
+    # True == 1 in Python; a choice of [0, False] must still tell them apart.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if _is_number(a) and _is_number(b):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return type(a) is type(b) and a == b
+
+
+class _Parser:
+    def __init__(self) -> None:
+        self.labels: dict[str, str] = {}
+
+    def group(self, spec: Any, path: str) -> Group:
+        if not isinstance(spec, Mapping) or not spec:
+            raise SpaceError(f"{path}: expected a non-empty mapping of parameter name -> spec, got {spec!r}")
+        members = []
+        for name, sub in spec.items():
+            if not isinstance(name, str) or not name:
+                raise SpaceError(f"{path}: parameter names must be non-empty strings, got {name!r}")
+            members.append((name, self.node(sub, f"{path}.{name}", default_label=name)))
+        return Group(tuple(members))
+
+    def node(self, spec: Any, path: str, default_label: str) -> Node:
+        if spec is None or isinstance(spec, (str, bool, int, float)):
+            if isinstance(spec, float) and not math.isfinite(spec):
+                raise SpaceError(f"{path}: literal values must be finite, got {spec!r}")
+            return Literal(spec)
+        if isinstance(spec, Mapping) and "dist" in spec:
+            return self.dist(spec, path, default_label)
+        if isinstance(spec, Mapping):
+            return self.group(spec, path)
+        raise SpaceError(
+            f"{path}: expected a literal or a mapping with 'dist' (one of {', '.join(DISTRIBUTIONS)}), "
+            f"got {type(spec).__name__} {spec!r}"
+        )
+
+    def _label(self, spec: Mapping, path: str, default_label: str) -> str:
+        label = spec.get("label", default_label)
+        if not isinstance(label, str) or not label:
+            raise SpaceError(f"{path}.label: must be a non-empty string, got {label!r}")
+        if label in self.labels:
+            raise SpaceError(
+                f"{path}: duplicate label {label!r} (already used at {self.labels[label]}); "
+                "give one of them an explicit distinct 'label'"
+            )
+        self.labels[label] = path
+        return label
+
+    def dist(self, spec: Mapping, path: str, default_label: str) -> Dist:
+        kind = spec["dist"]
+        if kind not in _ALLOWED_KEYS:
+            raise SpaceError(f"{path}.dist: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
+        unknown = set(spec) - _ALLOWED_KEYS[kind] - {"dist", "label"}
+        if unknown:
+            raise SpaceError(
+                f"{path}: unknown key(s) {sorted(unknown)} for {kind}; allowed: {sorted(_ALLOWED_KEYS[kind])}"
+            )
+        label = self._label(spec, path, default_label)
+        if kind == "choice":
+            options = spec.get("options")
+            if not isinstance(options, list) or not options:
+                raise SpaceError(f"{path}.options: a choice needs a non-empty list of options, got {options!r}")
+            parsed = tuple(
+                self.node(opt, f"{path}.options[{i}]", default_label=f"{label}_{i}") for i, opt in enumerate(options)
+            )
+            return Dist("choice", label, path, (), parsed)
+        return Dist(kind, label, path, self._numeric_args(kind, spec, path))
+
+    @staticmethod
+    def _num(spec: Mapping, key: str, path: str) -> float:
+        if key not in spec:
+            raise SpaceError(f"{path}.{key}: required for {spec['dist']}")
+        v = spec[key]
+        if not _is_number(v) or not math.isfinite(v):
+            raise SpaceError(f"{path}.{key}: must be a finite number, got {type(v).__name__} {v!r}")
+        return float(v)
+
+    def _numeric_args(self, kind: str, spec: Mapping, path: str) -> tuple[float, ...]:
+        if kind in _GAUSSIAN:
+            mu, sigma = self._num(spec, "mu", path), self._num(spec, "sigma", path)
+            if sigma <= 0:
+                raise SpaceError(f"{path}.sigma: must be > 0, got {sigma}")
+            args: tuple[float, ...] = (mu, sigma)
+        elif kind in _LOG:
+            has_log = "log_low" in spec or "log_high" in spec
+            has_lin = "low" in spec or "high" in spec
+            if has_log == has_lin:
+                raise SpaceError(
+                    f"{path}: give either low/high (the values) or log_low/log_high (hyperopt's natural-log bounds)"
+                )
+            if has_lin:
+                low, high = self._num(spec, "low", path), self._num(spec, "high", path)
+                if low <= 0:
+                    raise SpaceError(f"{path}.low: {kind} bounds must be > 0, got {low}")
+                self._check_order(low, high, path, "low", "high")
+                args = (math.log(low), math.log(high))
+            else:
+                args = (self._num(spec, "log_low", path), self._num(spec, "log_high", path))
+                self._check_order(args[0], args[1], path, "log_low", "log_high")
+        else:
+            low, high = self._num(spec, "low", path), self._num(spec, "high", path)
+            self._check_order(low, high, path, "low", "high")
+            if kind == "randint" and not (low.is_integer() and high.is_integer()):
+                raise SpaceError(f"{path}: randint bounds must be integers, got {low}, {high}")
+            args = (low, high)
+        if kind in _QUANTIZED:
+            q = self._num(spec, "q", path)
+            if q <= 0:
+                raise SpaceError(f"{path}.q: must be > 0, got {q}")
+            args = args + (q,)
+        return args
+
+    @staticmethod
+    def _check_order(low: float, high: float, path: str, lo_name: str, hi_name: str) -> None:
+        if not low < high:
+            raise SpaceError(f"{path}: {lo_name} ({low}) must be < {hi_name} ({high})")
+
+
+class Space:
+    """A validated search space. Build with Space.from_spec / from_yaml / default()."""
+
+    def __init__(self, root: Group, spec: Mapping[str, Any]):
+        self.root = root
+        self.spec = spec
+
+    @classmethod
+    def from_spec(cls, spec: Any, path: str = "space") -> "Space":
+        parser = _Parser()
+        root = parser.group(spec, path)
+        return cls(root, json.loads(json.dumps(spec)))
+
+    @classmethod
+    def from_yaml(cls, text: str, path: str = "space") -> "Space":
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise SpaceError(f"{path}: not valid YAML: {e}") from e
+        return cls.from_spec(spec, path)
+
+    @classmethod
+    def default(cls) -> "Space":
+        """The seed project's 19-key space."""
+        text = resources.files("controller").joinpath("default_space.yaml").read_text()
+        return cls.from_yaml(text)
+
+    def canonical(self) -> str:
+        """A stable text form: equal for equal spaces, used to refuse resuming with another space."""
+        return json.dumps(self.spec, sort_keys=True, separators=(",", ":"))
+
+    @cached_property
+    def dists(self) -> dict[str, Dist]:
+        """Every distribution by hyperopt label."""
+        out: dict[str, Dist] = {}
+
+        def walk(node: Node) -> None:
+            if isinstance(node, Group):
+                for _, sub in node.members:
+                    walk(sub)
+            elif isinstance(node, Dist):
+                out[node.label] = node
+                for opt in node.options:
+                    walk(opt)
+
+        walk(self.root)
+        return out
+
+    # -- hyperopt ------------------------------------------------------------------------------
+    @cached_property
+    def hyperopt(self) -> Any:
+        """The equivalent hyperopt expression (a dict of hp.* nodes)."""
+        from hyperopt import hp
+
+        def build(node: Node) -> Any:
+            if isinstance(node, Literal):
+                return node.value
+            if isinstance(node, Group):
+                return {name: build(sub) for name, sub in node.members}
+            if node.kind == "choice":
+                return hp.choice(node.label, [build(o) for o in node.options])
+            if node.kind == "randint":
+                return hp.randint(node.label, int(node.args[0]), int(node.args[1]))
+            return getattr(hp, node.kind)(node.label, *node.args)
+
+        return build(self.root)
+
+    # -- points ------------------------------------------------------------------------------------
+    def decode(self, vals: Mapping[str, Value]) -> dict[str, Value]:
+        """Hyperopt raw values (label → value; choice → index) of one point → decoded params."""
+
+        def dec(node: Node, path: str) -> Value:
+            if isinstance(node, Literal):
+                return node.value
+            if isinstance(node, Group):
+                return {name: dec(sub, f"{path}.{name}") for name, sub in node.members}
+            if node.label not in vals:
+                raise SpaceError(f"{path}: the point has no value for label {node.label!r}")
+            v = vals[node.label]
+            if node.kind == "choice":
+                idx = int(v)
+                if not 0 <= idx < len(node.options) or idx != v:
+                    raise SpaceError(f"{path}: choice index {v!r} is out of range 0..{len(node.options) - 1}")
+                return dec(node.options[idx], f"{path}.options[{idx}]")
+            if node.kind == "randint":
+                return int(v)
+            return float(v)
+
+        return dec(self.root, "params")
+
+    def encode(self, params: Mapping[str, Value]) -> dict[str, Value]:
+        """Decoded params → hyperopt raw values of the active labels. Raises SpaceError naming the
+        first parameter that does not fit the space (so a proposal or import is checked before use)."""
+        vals: dict[str, Value] = {}
+        self._encode(self.root, params, "params", vals)
+        return vals
+
+    def _encode(self, node: Node, value: Value, path: str, vals: dict[str, Value]) -> None:
+        if isinstance(node, Literal):
+            if not _same_literal(node.value, value):
+                raise SpaceError(f"{path}: expected {node.value!r}, got {value!r}")
+            return
+        if isinstance(node, Group):
+            if not isinstance(value, Mapping):
+                raise SpaceError(f"{path}: expected a mapping, got {value!r}")
+            names = [n for n, _ in node.members]
+            extra = sorted(set(value) - set(names))
+            if extra:
+                raise SpaceError(f"{path}: unknown parameter(s) {extra}; the space has {names}")
+            for name, sub in node.members:
+                if name not in value:
+                    raise SpaceError(f"{path}.{name}: missing")
+                self._encode(sub, value[name], f"{path}.{name}", vals)
+            return
+        if node.kind == "choice":
+            errors = []
+            for idx, opt in enumerate(node.options):
+                trial: dict[str, Value] = {}
+                try:
+                    self._encode(opt, value, path, trial)
+                except SpaceError as e:
+                    errors.append(str(e))
+                    continue
+                vals[node.label] = idx
+                vals.update(trial)
+                return
+            raise SpaceError(f"{path}: {value!r} matches no option of choice {node.label!r} ({'; '.join(errors)})")
+        vals[node.label] = self._check_numeric(node, value, path)
+
+    @staticmethod
+    def _check_numeric(node: Dist, value: Value, path: str) -> float | int:
+        if not _is_number(value) or not math.isfinite(value):
+            raise SpaceError(f"{path}: expected a finite number for {node.kind} {node.label!r}, got {value!r}")
+        v = float(value)
+        if node.kind in _GAUSSIAN:
+            if node.kind.endswith("lognormal") and v < 0:
+                raise SpaceError(f"{path}: {node.kind} values are >= 0, got {v}")
+            return v
+        low, high = node.args[0], node.args[1]
+        if node.kind in _LOG:
+            low, high = math.exp(low), math.exp(high)
+        if node.kind == "randint":
+            if not v.is_integer() or not low <= v < high:
+                raise SpaceError(f"{path}: expected an integer in [{low:g}, {high:g}), got {value!r}")
+            return int(v)
+        slack = node.args[2] / 2 if node.kind in _QUANTIZED else 0.0
+        tol = 1e-9 * max(1.0, abs(high))
+        if not (low - slack - tol <= v <= high + slack + tol):
+            raise SpaceError(f"{path}: {v} is outside [{low:g}, {high:g}] of {node.kind} {node.label!r}")
+        if node.kind in _QUANTIZED:
+            q = node.args[2]
+            if not math.isclose(v / q, round(v / q), abs_tol=1e-6):
+                raise SpaceError(f"{path}: {v} is not a multiple of q={q:g} for {node.label!r}")
+        return v
+
+    def diff(self, other: "Space") -> str | None:
+        """The first path at which two spaces differ, or None if they are equal."""
+        return _first_difference(self.spec, other.spec, "space")
+
+
+def _first_difference(a: Any, b: Any, path: str) -> str | None:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return f"{path}.{key}"
+            found = _first_difference(a[key], b[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return path
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _first_difference(x, y, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b and type(a) is type(b) else path

@@ -1,0 +1,93 @@
+"""A stand-in trial program for tests and benchmarks: `python tests/objective.py --trial URI [...]`.
+
+It reads the trial's proposal.json like the trainer does, "trains" for a few short epochs on a smooth
+synthetic function of the seed space's parameters, writes progress.json each epoch and result.json at
+the end — or misbehaves on purpose when FAKE_TRIAL_FAULTS names a JSON file {tid: fault}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from controller.store import dumps, get_json, open_store, put_json  # noqa: E402
+
+
+def synthetic_objective(params: dict) -> float:
+    """Peaks near lr 1.0, l2 0.5, batch 300, Nadam, BN on, residual 2, 3 blocks, avg pooling."""
+    p = params
+    score = 0.70
+    score -= 0.08 * math.log(p.get("lr_rate_mult", 1.0)) ** 2
+    score -= 0.02 * (math.log(p.get("l2_weight_reg_mult", 0.5)) - math.log(0.5)) ** 2
+    score -= 0.10 * ((p.get("batch_size", 300) - 300) / 400) ** 2
+    score -= {"Adam": 0.01, "Nadam": 0.0, "RMSprop": 0.03}.get(p.get("optimizer"), 0.0)
+    score -= 0.0 if p.get("use_BN") else 0.04
+    res = p.get("residual")
+    score -= 0.05 if res is None else 0.01 * abs(res - 2)
+    score -= 0.0 if p.get("nb_conv_pool_layers") == 3 else 0.03
+    score -= {"avg": 0.0, "max": 0.01, "all_conv": 0.02, "inception": 0.015}.get(p.get("pooling_type"), 0.0)
+    score -= 0.1 * (p.get("conv_dropout_drop_proba", 0.2) - 0.2) ** 2
+    score -= 0.05 * (p.get("coarse_labels_weight", 0.3) - 0.3) ** 2
+    return max(0.01, score)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trial", required=True)
+    ap.add_argument("--data")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--sleep", type=float, default=float(os.environ.get("FAKE_TRIAL_SLEEP", "0.05")))
+    args = ap.parse_args()
+    store = open_store(args.trial)
+    proposal = get_json(store, "proposal.json")
+    tid = proposal["tid"]
+    faults_file = os.environ.get("FAKE_TRIAL_FAULTS")
+    fault = json.load(open(faults_file)).get(str(tid)) if faults_file else None
+    stopped = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stopped.update(flag=True))
+    final = synthetic_objective(proposal["params"])
+    curve = []
+    for epoch in range(1, args.epochs + 1):
+        if fault == "hang":
+            time.sleep(3600)
+        time.sleep(args.sleep)
+        curve.append(final * (1 - 0.5 ** epoch))
+        put_json(store, "progress.json", {"schema_version": 1, "tid": tid, "epoch": epoch, "val_fine_accuracy": curve})
+        if stopped["flag"]:
+            break
+    if fault == "exit1":
+        print("failing on purpose", file=sys.stderr)
+        return 1
+    if fault == "kill9":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fault == "no_result":
+        return 0
+    status = "stopped" if stopped["flag"] else "ok"
+    result = {"schema_version": 1, "tid": tid, "status": status, "objective": max(curve),
+              "val_fine_accuracy": max(curve), "epochs_run": len(curve), "finished_at": time.time(), "history": {"val_fine_accuracy": curve}}
+    if fault == "nan":
+        result["objective"] = float("nan")
+        store.put("result.json", json.dumps(result).encode())  # NaN on purpose: not valid JSON
+        return 0
+    if fault == "inf":
+        store.put("result.json", b'{"schema_version": 1, "tid": %d, "status": "ok", "objective": Infinity}' % tid)
+        return 0
+    if fault == "malformed":
+        store.put("result.json", dumps(result)[:25])
+        return 0
+    if fault == "wrong_tid":
+        result["tid"] = tid + 1000
+    store.create("result.json", dumps(result))
+    print(f"trial {tid}: objective {result['objective']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
