@@ -45,6 +45,7 @@ _ALLOWED_GLOBALS = {
     ("builtins", "set"),
     ("datetime", "datetime"),
     ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # how protocol-2 pickles spell bytes
 }
 
 
@@ -83,8 +84,8 @@ def _seed_json_trial(path: Path) -> ImportedTrial:
         objective = float(d.get("fine_best_accuracy", -d["loss"]))
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{path}: not a result of the original project (needs 'space' and 'loss'): {e}") from e
-    history = {k: d["history"][k] for k in SEED_SERIES if k in d.get("history", {})}
-    val_acc = history.get("val_fine_outputs_acc", [])
+    history = {k: _json_safe(d["history"][k]) for k in SEED_SERIES if k in d.get("history", {})}
+    val_acc = [v if v is not None else -1.0 for v in history.get("val_fine_outputs_acc", [])]
     result = {
         "objective": objective,
         "fine_best_accuracy": d.get("fine_best_accuracy"),
@@ -99,6 +100,11 @@ def _seed_json_trial(path: Path) -> ImportedTrial:
         "protocol": "seed: objective is the best epoch's TEST fine accuracy",
     }
     return ImportedTrial(params, objective, path.name, result)
+
+
+def _json_safe(values: list) -> list:
+    """Diverged epochs were saved as NaN, which is not JSON: kept as null."""
+    return [v if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
 
 
 def _pickle_trials(path: Path, space: Space) -> list[ImportedTrial]:

@@ -42,7 +42,11 @@ class Launcher(Protocol):
 
     def adopt(self, tids: Iterable[int]) -> set[int]:
         """After a (re)start: which of these open trials still exist (running or ended but not yet
-        reported). Ended ones are reported by the next wait()."""
+        reported). Ended ones are reported by the next wait(), and so is any other trial that ended
+        but was never released (its end may already be on record, its log not yet)."""
+
+    def release(self, tid: int) -> None:
+        """The loop has recorded the trial's end: forget it for good."""
 
     def cancel(self, tid: int) -> None:
         """Ask the trial to stop (SIGTERM / delete the Job); it still reports its exit."""
@@ -92,6 +96,7 @@ class ProcessLauncher:
         d.mkdir(parents=True, exist_ok=True)
         # A relaunch (the first attempt left no trace) starts from a clean slate.
         (d / "exit.json").unlink(missing_ok=True)
+        (d / "released").unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "controller.supervise", str(d), "--", *argv]
         with open(d / "trial.log", "ab") as logf:
             child = subprocess.Popen(cmd, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=logf,
@@ -107,7 +112,13 @@ class ProcessLauncher:
                 found.add(tid)
                 self._tracked.add(tid)
                 log.info("trial %d: adopted its running or finished process", tid)
+        for exit_file in self.workdir.glob("*/exit.json"):
+            if not (exit_file.parent / "released").exists() and exit_file.parent.name.isdigit():
+                self._tracked.add(int(exit_file.parent.name))
         return found
+
+    def release(self, tid: int) -> None:
+        (self._dir(tid) / "released").touch()
 
     def cancel(self, tid: int) -> None:
         pid_file = self._dir(tid) / "child.pid"

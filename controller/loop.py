@@ -81,6 +81,7 @@ class SearchLoop:
         self.records: dict[int, TrialRecord] = {}
         self.stop_reason: tuple[str, str] | None = None
         self._decided_since_checkpoint = 0
+        self._suggest_cache: dict = {}
 
     # -- views ---------------------------------------------------------------------------------------
     @property
@@ -158,7 +159,7 @@ class SearchLoop:
             return
         t0 = time.perf_counter()
         proposals = suggest(self.space, self._observations(), list(range(self.next_tid, self.next_tid + n)), s.seed,
-                            self.settings.tpe)
+                            self.settings.tpe, self._suggest_cache)
         log.info("proposed %d trial(s) in %.3f s", n, time.perf_counter() - t0)
         for p in proposals:
             record = proposal_record(p.tid, p.params, p.vals, p.seed, p.method)
@@ -208,6 +209,7 @@ class SearchLoop:
             self.ledger.write_checkpoint(self.records.values(), self.next_tid)
             self._decided_since_checkpoint = 0
         put_json(self.store, "status.json", self.status().to_json())
+        self.launcher.release(tid)
         self.on_change(self)
 
     def _check_stop(self) -> None:

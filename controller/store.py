@@ -49,7 +49,7 @@ class Store(Protocol):
 
 def dumps(record: Any) -> bytes:
     # allow_nan=False: NaN/inf are not JSON, and a record other tools cannot parse is a lost record.
-    return json.dumps(record, indent=1, sort_keys=True, allow_nan=False).encode()
+    return json.dumps(record, indent=1, allow_nan=False).encode()
 
 
 def loads(data: bytes, key: str) -> Any:

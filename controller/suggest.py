@@ -92,9 +92,11 @@ def _doc(tid: int, vals: Mapping[str, Any], loss: float | None, labels: Sequence
     }
 
 
-def _observation_docs(observed: Sequence[Observation], labels: Sequence[str], pending: str) -> list[dict]:
+def _observation_docs(observed: Sequence[Observation], labels: Sequence[str], pending: str,
+                      cache: dict[int, tuple[float | None, dict]] | None = None) -> list[dict]:
     finite = [o.loss for o in observed if o.loss is not None and math.isfinite(o.loss)]
     lie = statistics.fmean(finite) if (pending == "liar_mean" and finite) else None
+    cache = {} if cache is None else cache
     docs = []
     for o in observed:
         loss = o.loss
@@ -102,7 +104,13 @@ def _observation_docs(observed: Sequence[Observation], labels: Sequence[str], pe
             if pending == "ignore":
                 continue
             loss = lie
-        docs.append(_doc(o.tid, o.vals, None if loss is None else float(loss), labels))
+        loss = None if loss is None else float(loss)
+        hit = cache.get(o.tid)
+        # A trial's point never changes and its loss changes once: (tid, loss) identifies its doc.
+        if hit is None or hit[0] != loss:
+            hit = (loss, _doc(o.tid, o.vals, loss, labels))
+            cache[o.tid] = hit
+        docs.append(hit[1])
     return docs
 
 
@@ -115,9 +123,11 @@ def _trials_from_docs(docs: list[dict]) -> Any:
     return trials
 
 
-def hyperopt_trials(space: Space, observed: Sequence[Observation], pending: str = "hyperopt") -> Any:
-    """A hyperopt Trials holding the observations (for benchmarks and interop)."""
-    return _trials_from_docs(_observation_docs(observed, list(_domain(space).params), pending))
+def hyperopt_trials(space: Space, observed: Sequence[Observation], pending: str = "hyperopt",
+                    cache: dict | None = None) -> Any:
+    """A hyperopt Trials holding the observations. `cache` (a dict the caller keeps between calls)
+    saves rebuilding the documents of trials that did not change."""
+    return _trials_from_docs(_observation_docs(observed, list(_domain(space).params), pending, cache))
 
 
 def suggest(
@@ -126,8 +136,10 @@ def suggest(
     new_tids: Sequence[int],
     search_seed: int,
     settings: SuggestSettings = SuggestSettings(),
+    cache: dict | None = None,
 ) -> list[Proposal]:
-    """Propose one point per new trial id, each seeded by derive_seed(search_seed, tid)."""
+    """Propose one point per new trial id, each seeded by derive_seed(search_seed, tid). Pass the
+    same `cache` dict on every call of a search to skip rebuilding unchanged history."""
     from hyperopt import tpe
 
     if settings.pending not in PENDING_STRATEGIES:
@@ -138,7 +150,7 @@ def suggest(
     proposals = []
     for tid in new_tids:
         seed = derive_seed(search_seed, tid)
-        trials = hyperopt_trials(space, observed, settings.pending)
+        trials = hyperopt_trials(space, observed, settings.pending, cache)
         method = "random" if len(trials.trials) < settings.n_startup_jobs else "tpe"
         (doc,) = tpe.suggest(
             [tid],

@@ -48,6 +48,9 @@ def main() -> int:
     store = open_store(args.trial)
     proposal = get_json(store, "proposal.json")
     tid = proposal["tid"]
+    if os.environ.get("FAKE_TRIAL_RUNLOG"):
+        with open(os.environ["FAKE_TRIAL_RUNLOG"], "a") as f:
+            f.write(f"{tid}\n")
     faults_file = os.environ.get("FAKE_TRIAL_FAULTS")
     fault = json.load(open(faults_file)).get(str(tid)) if faults_file else None
     stopped = {"flag": False}
@@ -57,7 +60,10 @@ def main() -> int:
     for epoch in range(1, args.epochs + 1):
         if fault == "hang":
             time.sleep(3600)
-        time.sleep(args.sleep)
+        pause = args.sleep * (50 if fault == "slow" else 1)
+        end = time.monotonic() + pause
+        while time.monotonic() < end and not stopped["flag"]:
+            time.sleep(0.02)
         curve.append(final * (1 - 0.5 ** epoch))
         put_json(store, "progress.json", {"schema_version": 1, "tid": tid, "epoch": epoch, "val_fine_accuracy": curve})
         if stopped["flag"]:
@@ -84,6 +90,7 @@ def main() -> int:
         return 0
     if fault == "wrong_tid":
         result["tid"] = tid + 1000
+    store.put("model.keras", b"stand-in model bytes for trial %d" % tid)
     store.create("result.json", dumps(result))
     print(f"trial {tid}: objective {result['objective']:.4f}")
     return 0

@@ -1,0 +1,66 @@
+"""Helpers shared by the benchmark scripts (not imported by the product)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+
+
+def random_history(n: int, seed: int = 0):
+    """n finished observations of random points of the seed space, scored by the synthetic objective."""
+    from objective import synthetic_objective
+
+    from controller.space import Space
+    from controller.suggest import Observation, SuggestSettings, suggest
+
+    space = Space.default()
+    props = suggest(space, [], list(range(n)), seed, SuggestSettings(n_startup_jobs=10**9))
+    return space, [Observation(p.tid, p.vals, -synthetic_objective(p.params)) for p in props], props
+
+
+class MotoServer:
+    """moto's S3 server as its own process (so it does not share the client's GIL)."""
+
+    def __enter__(self) -> str:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        return url
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()

@@ -1,0 +1,50 @@
+"""The real controller CLI, SIGKILLed by itself at a chosen point: CRASH_AT=<point>:<n> kills it on the
+n-th time it reaches <point>. Points: launch (proposal written, trial not started yet), collect (a trial
+ended, its result not read yet), outcome (outcome.json written, state not yet updated), best (before
+best.json is written)."""
+
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from controller import __main__ as cli  # noqa: E402
+from controller.launcher import ProcessLauncher  # noqa: E402
+from controller.ledger import Ledger  # noqa: E402
+from controller.loop import SearchLoop  # noqa: E402
+
+point, _, nth = os.environ.get("CRASH_AT", ":0").partition(":")
+calls = {"n": 0}
+
+
+def crash_before(cls, name, after=False):
+    original = getattr(cls, name)
+
+    def wrapper(*args, **kwargs):
+        if not after:
+            _tick()
+        out = original(*args, **kwargs)
+        if after:
+            _tick()
+        return out
+
+    setattr(cls, name, wrapper)
+
+
+def _tick():
+    calls["n"] += 1
+    if calls["n"] == int(nth):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+if point == "launch":
+    crash_before(ProcessLauncher, "launch")
+elif point == "collect":
+    crash_before(SearchLoop, "_collect")
+elif point == "outcome":
+    crash_before(Ledger, "write_outcome", after=True)
+elif point == "proposal":
+    crash_before(Ledger, "write_proposal", after=True)
+
+sys.exit(cli.main())

@@ -1,0 +1,93 @@
+"""Warm start from the original project's results: its 42 JSON files and its pickled Trials."""
+
+import json
+import os
+import pickle
+
+import pytest
+
+from conftest import SEED_RESULTS, run_cli
+from controller.errors import ConfigError
+from controller.importer import load_trials_pickle
+
+
+def test_import_the_42_seed_results_and_best_is_0_6761(store_uri_factory):
+    uri = store_uri_factory()
+    out = json.loads(run_cli("import", "--store", uri, str(SEED_RESULTS)).stdout)
+    assert out == {"imported": 42, "skipped": 0, "trials": 42}
+    best = json.loads(run_cli("best", "--store", uri).stdout)
+    assert round(best["objective"], 4) == 0.6761
+    assert best["params"]["optimizer"] == "Nadam" and best["params"]["batch_size"] == 320.0
+    again = json.loads(run_cli("import", "--store", uri, str(SEED_RESULTS)).stdout)
+    assert again == {"imported": 0, "skipped": 42, "trials": 42}
+    doc = json.loads(run_cli("status", "--store", uri, "--json").stdout)
+    assert len(doc["trials"]) == 42 and {t["origin"] for t in doc["trials"]} == {"import"}
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri_factory(request, tmp_path):
+    if request.param == "local":
+        return lambda: str(tmp_path / "runs")
+    b = request.getfixturevalue("bucket")
+    return lambda: f"s3://{b}/imp"
+
+
+def test_imported_trials_warm_start_tpe_but_not_the_budget(tmp_path, fake_trial_config):
+    store = str(tmp_path / "runs")
+    run_cli("import", "--store", store, str(SEED_RESULTS))
+    cfg = fake_trial_config("tpe:\n  nStartupJobs: 20\n")
+    final = json.loads(run_cli("run", "--config", str(cfg), "--local", "--store", store, "--max-trials", "2").stdout)
+    assert final["finished"] == 2
+    trials = json.loads(run_cli("status", "--store", store, "--json").stdout)["trials"]
+    assert len(trials) == 44
+    proposals = [json.loads((tmp_path / f"runs/cifar100/trials/{t:06d}/proposal.json").read_text()) for t in (42, 43)]
+    assert [p["origin"] for p in proposals] == ["tpe", "tpe"]  # 42 imported trials are past the start-up phase
+
+
+def _real_trials_pickle():
+    from hyperopt import Trials, fmin, tpe
+
+    from controller.space import Space
+
+    trials = Trials()
+    fmin(lambda p: -p["coarse_labels_weight"], Space.default().hyperopt, algo=tpe.suggest, max_evals=5,
+         trials=trials, rstate=__import__("numpy").random.default_rng(0), show_progressbar=False)
+    return pickle.dumps(trials, protocol=2), trials
+
+
+def test_results_pkl_of_a_real_hyperopt_trials_imports(tmp_path):
+    data, trials = _real_trials_pickle()
+    (tmp_path / "results.pkl").write_bytes(data)
+    out = json.loads(run_cli("import", "--store", str(tmp_path / "runs"), str(tmp_path / "results.pkl")).stdout)
+    assert out["imported"] == 5
+    best = json.loads(run_cli("best", "--store", str(tmp_path / "runs")).stdout)
+    assert best["objective"] == pytest.approx(-min(trials.losses()))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/cifar-hpo-pwned-marker",))
+
+
+def test_a_pickle_with_anything_else_is_refused_without_running_it(tmp_path):
+    marker = "/tmp/cifar-hpo-pwned-marker"
+    if os.path.exists(marker):
+        os.remove(marker)
+    bad = pickle.dumps({"trials": _Evil()})
+    with pytest.raises(ConfigError, match=r"refusing to unpickle (posix|os)\.system"):
+        load_trials_pickle(bad)
+    (tmp_path / "results.pkl").write_bytes(bad)
+    p = run_cli("import", "--store", str(tmp_path / "runs"), str(tmp_path / "results.pkl"), check=False)
+    assert p.returncode == 2 and "refusing to unpickle" in p.stderr
+    assert not os.path.exists(marker)
+
+
+def test_a_result_outside_the_space_is_refused_naming_file_and_parameter(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    d = json.loads(sorted(SEED_RESULTS.glob("*.json"))[0].read_text())
+    d["space"]["pooling_type"] = "fractional"
+    (src / "model_x.txt.json").write_text(json.dumps(d))
+    p = run_cli("import", "--store", str(tmp_path / "runs"), str(src), check=False)
+    assert p.returncode == 2
+    assert "model_x.txt.json" in p.stderr and "params.pooling_type" in p.stderr

@@ -1,0 +1,196 @@
+"""End to end in local mode: the real CLI, real trial processes (tests/objective.py), both stores."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from conftest import PY, ROOT, run_cli
+
+
+def _status(store_uri):
+    return json.loads(run_cli("status", "--store", store_uri, "--json").stdout)
+
+
+def _assert_exact_budget(doc, n):
+    trials = doc["trials"]
+    assert [t["tid"] for t in trials] == list(range(n))
+    assert all(t["state"] in ("ok", "failed", "stopped") for t in trials)
+    params = {json.dumps(t["params"], sort_keys=True) for t in trials}
+    assert len(params) == n
+
+
+def test_local_search_runs_the_budget_and_reports_status(tmp_path, fake_trial_config):
+    store = str(tmp_path / "runs")
+    out = run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "4",
+                  "--parallelism", "2", "--seed", "1")
+    final = json.loads(out.stdout)
+    assert final["state"] == "succeeded" and final["finished"] == 4 and final["budget_left"] == 0
+    doc = _status(store)
+    _assert_exact_budget(doc, 4)
+    assert {t["state"] for t in doc["trials"]} == {"ok"}
+    best = max(doc["trials"], key=lambda t: t["objective"])
+    assert doc["best"]["tid"] == best["tid"] and doc["best"]["objective"] == best["objective"]
+    assert set(doc["trials"][0]) >= {"tid", "state", "objective", "params"}
+    # trial logs are kept next to the records
+    assert "objective" in (tmp_path / "runs" / "cifar100" / "trials" / "000000" / "trial.log").read_text()
+    table = run_cli("status", "--store", store).stdout
+    assert "lr_rate_mult" in table and "best: trial" in table
+    # rerunning a finished search does nothing more
+    again = json.loads(run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", store,
+                               "--max-trials", "4", "--parallelism", "2", "--seed", "1").stdout)
+    assert again["finished"] == 4 and len(_status(store)["trials"]) == 4
+
+
+def test_raising_the_budget_resumes_the_same_search(tmp_path, fake_trial_config):
+    store = str(tmp_path / "runs")
+    cfg = str(fake_trial_config())
+    run_cli("run", "--config", cfg, "--local", "--store", store, "--max-trials", "2", "--seed", "4")
+    run_cli("run", "--config", cfg, "--local", "--store", store, "--max-trials", "5", "--seed", "4")
+    _assert_exact_budget(_status(store), 5)
+
+
+def test_another_space_or_seed_is_refused_and_nothing_is_lost(tmp_path, fake_trial_config):
+    store = str(tmp_path / "runs")
+    run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "2")
+    before = _status(store)
+    other = fake_trial_config("search:\n  space:\n    x: {dist: uniform, low: 0, high: 1}\n")
+    p = run_cli("run", "--config", str(other), "--local", "--store", store, check=False)
+    assert p.returncode == 2 and "another search space" in p.stderr and "--search" in p.stderr
+    p = run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", store, "--seed", "9", check=False)
+    assert p.returncode == 2 and "search.seed: 9 differs" in p.stderr
+    assert _status(store)["trials"] == before["trials"]
+
+
+FAULTS = {
+    "exit1": "exit code 1",
+    "no_result": "wrote no result.json (exit code 0)",
+    "malformed": "not valid JSON",
+    "nan": "not valid JSON",
+    "inf": "not valid JSON",
+    "wrong_tid": "belongs to trial",
+    "kill9": "killed by SIGKILL",
+}
+
+
+def test_bad_trials_fail_with_their_reason_and_the_search_goes_on(tmp_path, fake_trial_config):
+    faults = {str(i): f for i, f in enumerate(FAULTS)}
+    ffile = tmp_path / "faults.json"
+    ffile.write_text(json.dumps(faults))
+    store = str(tmp_path / "runs")
+    n = len(FAULTS) + 2
+    p = run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", str(n),
+                "--parallelism", "3", "--max-failed", "20", env={"FAKE_TRIAL_FAULTS": str(ffile)})
+    assert json.loads(p.stdout)["state"] == "succeeded"
+    doc = _status(store)
+    _assert_exact_budget(doc, n)
+    for tid, fault in faults.items():
+        t = doc["trials"][int(tid)]
+        assert t["state"] == "failed", (fault, t)
+        assert FAULTS[fault] in t["reason"], (fault, t["reason"])
+    assert [t["state"] for t in doc["trials"][len(FAULTS):]] == ["ok", "ok"]
+    outcome = json.loads((tmp_path / "runs/cifar100/trials/000000/outcome.json").read_text())
+    assert "failing on purpose" in outcome["log_tail"] and outcome["exit_code"] == 1
+
+
+def test_max_failed_trials_stops_the_search_marked_failed(tmp_path, fake_trial_config):
+    ffile = tmp_path / "faults.json"
+    ffile.write_text(json.dumps({str(i): "exit1" for i in range(10)}))
+    store = str(tmp_path / "runs")
+    p = run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "10",
+                "--max-failed", "2", env={"FAKE_TRIAL_FAULTS": str(ffile)}, check=False)
+    assert p.returncode == 3
+    final = json.loads(p.stdout)
+    assert final["state"] == "failed" and "search.maxFailedTrials=2" in final["reason"]
+    assert "failing on purpose" in final["reason"]
+    assert _status(store)["state"] == "failed" and len(_status(store)["trials"]) == 2
+
+
+def test_goal_stops_early_and_stops_running_trials(tmp_path, fake_trial_config):
+    store = str(tmp_path / "runs")
+    cfg = fake_trial_config("search:\n  goal: 0.05\n")
+    ffile = tmp_path / "faults.json"
+    ffile.write_text(json.dumps({"1": "slow", "2": "slow"}))
+    p = run_cli("run", "--config", str(cfg), "--local", "--store", store, "--max-trials", "20", "--parallelism", "3",
+                env={"FAKE_TRIAL_SLEEP": "0.2", "FAKE_TRIAL_FAULTS": str(ffile)})
+    final = json.loads(p.stdout)
+    assert final["state"] == "goal_reached"
+    doc = _status(store)
+    assert len(doc["trials"]) < 20
+    assert [t["state"] for t in doc["trials"]] == ["ok", "stopped", "stopped"]  # SIGTERM, then they reported
+
+
+def _kill_loop(args, env, rng, kills, grace=(0.4, 2.0)):
+    """Start the controller, SIGKILL it after a random delay, `kills` times; then let it finish."""
+    done = 0
+    for _ in range(kills):
+        proc = subprocess.Popen([PY, "-m", "controller", *args], cwd=ROOT, env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(*grace))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            done += 1
+        proc.wait()
+    return done, run_cli(*args, env=env)
+
+
+def _assert_ran_once(runlog, n):
+    starts = Counter(int(x) for x in runlog.read_text().split())
+    assert sorted(starts) == list(range(n)) and set(starts.values()) == {1}, starts
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(tmp_path, fake_trial_config):
+    store = str(tmp_path / "runs")
+    runlog = tmp_path / "runlog"
+    env = {"FAKE_TRIAL_SLEEP": "0.15", "FAKE_TRIAL_RUNLOG": str(runlog)}
+    args = ["run", "--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "10",
+            "--parallelism", "3", "--seed", "2"]
+    kills, final = _kill_loop(args, env, random.Random(11), kills=6)
+    assert kills >= 4
+    assert json.loads(final.stdout)["finished"] == 10
+    _assert_exact_budget(_status(store), 10)
+    _assert_ran_once(runlog, 10)
+
+
+@pytest.mark.parametrize("point", ["proposal:1", "launch:3", "collect:2", "outcome:1"])
+def test_sigkill_at_each_critical_point(tmp_path, fake_trial_config, point):
+    store = str(tmp_path / "runs")
+    runlog = tmp_path / "runlog"
+    ffile = tmp_path / "faults.json"
+    ffile.write_text(json.dumps({"1": "exit1"}))  # so that 'outcome' is reached
+    env = {"FAKE_TRIAL_RUNLOG": str(runlog), "FAKE_TRIAL_FAULTS": str(ffile), "FAKE_TRIAL_SLEEP": "0.1"}
+    args = ["--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "6",
+            "--parallelism", "2", "--seed", "3"]
+    crashed = subprocess.run([PY, str(ROOT / "tests" / "crashy_controller.py"), "run", *args], cwd=ROOT,
+                             env={**os.environ, **env, "CRASH_AT": point}, capture_output=True, timeout=120)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
+    final = json.loads(run_cli("run", *args, env=env).stdout)
+    assert final["finished"] == 6
+    doc = _status(store)
+    _assert_exact_budget(doc, 6)
+    assert doc["trials"][1]["state"] == "failed"
+    _assert_ran_once(runlog, 6)
+
+
+def test_s3_store_killed_and_rerun(bucket, fake_trial_config, tmp_path):
+    store = f"s3://{bucket}/searches"
+    runlog = tmp_path / "runlog"
+    env = {"FAKE_TRIAL_SLEEP": "0.2", "FAKE_TRIAL_RUNLOG": str(runlog)}
+    args = ["run", "--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "6",
+            "--parallelism", "2", "--seed", "5"]
+    kills, final = _kill_loop(args, env, random.Random(5), kills=3, grace=(1.5, 3.0))
+    assert kills >= 2
+    assert json.loads(final.stdout)["finished"] == 6
+    doc = _status(store)
+    _assert_exact_budget(doc, 6)
+    _assert_ran_once(runlog, 6)
+    out = tmp_path / "best"
+    got = json.loads(run_cli("best", "--store", store, "--download", str(out)).stdout)
+    assert got["tid"] == doc["best"]["tid"]
+    assert {"params.json", "result.json", "model.keras", "proposal.json", "trial.log"} <= set(got["files"])
+    assert json.loads((out / "params.json").read_text()) == doc["best"]["params"]
