@@ -29,13 +29,19 @@ def machine() -> str:
 
 def random_history(n: int, seed: int = 0):
     """n finished observations of random points of the seed space, scored by the synthetic objective."""
+    import numpy as np
+    from hyperopt.pyll import stochastic
     from objective import synthetic_objective
 
     from controller.space import Space
-    from controller.suggest import Observation, SuggestSettings, suggest
+    from controller.suggest import Observation, Proposal
 
     space = Space.default()
-    props = suggest(space, [], list(range(n)), seed, SuggestSettings(n_startup_jobs=10**9))
+    rng = np.random.default_rng(seed)
+    props = []
+    for tid in range(n):
+        params = stochastic.sample(space.hyperopt, rng=rng)
+        props.append(Proposal(tid, params, space.encode(params), tid, "random"))
     return space, [Observation(p.tid, p.vals, -synthetic_objective(p.params)) for p in props], props
 
 

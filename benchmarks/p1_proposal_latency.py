@@ -15,7 +15,7 @@ from hyperopt import tpe
 
 from controller.suggest import _domain, derive_seed, hyperopt_trials, suggest
 
-REPEATS = 5
+REPEATS = 9
 
 
 def main(sizes=(100, 1000, 5000)) -> None:

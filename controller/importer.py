@@ -9,16 +9,15 @@ before it is called: a pickle from a bucket must not become code execution.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from controller.errors import ConfigError, SpaceError
+from controller.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 from controller.ledger import SCHEMA_VERSION, Ledger, TrialRecord, proposal_record
 from controller.space import Space
 
@@ -29,24 +28,7 @@ SEED_SERIES = ("loss", "fine_outputs_loss", "coarse_outputs_loss", "fine_outputs
                "val_loss", "val_fine_outputs_loss", "val_coarse_outputs_loss", "val_fine_outputs_acc",
                "val_coarse_outputs_acc")
 
-_ALLOWED_GLOBALS = {
-    ("hyperopt.base", "Trials"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("copy_reg", "_reconstructor"),
-    ("copyreg", "_reconstructor"),
-    ("__builtin__", "object"),
-    ("builtins", "object"),
-    ("__builtin__", "set"),
-    ("builtins", "set"),
-    ("datetime", "datetime"),
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),  # how protocol-2 pickles spell bytes
-}
+_TRIALS_PICKLE = NUMPY_AND_BUILTINS | {("hyperopt.base", "Trials"), ("datetime", "datetime")}
 
 
 @dataclass(frozen=True)
@@ -57,24 +39,9 @@ class ImportedTrial:
     result: dict[str, Any]
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise ConfigError(
-                f"refusing to unpickle {module}.{name}: a results.pkl holds only hyperopt Trials data "
-                "(hyperopt, numpy and builtin types); this file holds something else and was not loaded"
-            )
-        return super().find_class(module, name)
-
-
 def load_trials_pickle(data: bytes) -> Any:
-    try:
-        # latin1: the seed project pickled under Python 2.
-        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except ConfigError:
-        raise
-    except Exception as e:
-        raise ConfigError(f"not a readable hyperopt Trials pickle: {e}") from e
+    return restricted_loads(data, _TRIALS_PICKLE,
+                            "a results.pkl holds only hyperopt Trials data (hyperopt, numpy and builtin types)")
 
 
 def _seed_json_trial(path: Path) -> ImportedTrial:

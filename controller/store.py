@@ -19,6 +19,9 @@ from controller.errors import ConfigError, PermanentError, RecordError, Temporar
 
 log = logging.getLogger(__name__)
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class Store(Protocol):
     uri: str
@@ -100,6 +103,7 @@ class LocalStore:
     def _temp(self, path: Path, data: bytes) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are as readable as any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

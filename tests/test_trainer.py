@@ -1,0 +1,109 @@
+"""The trainer as a process, as local mode and Kubernetes run it, on tiny models and generated data."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PY, ROOT, SEED_RESULTS
+from trainer import data
+
+BEST = json.loads(sorted(SEED_RESULTS.glob("*.json"))[-1].read_text())["space"]
+TINY = ["--width-scale", "0.1"]
+
+
+def _trial(tmp_path, params=BEST, tid=0):
+    d = tmp_path / f"trial{tid}"
+    d.mkdir()
+    (d / "proposal.json").write_text(json.dumps({"schema_version": 1, "tid": tid, "params": params}))
+    return d
+
+
+def _trainer(*args, **kw):
+    return subprocess.run([PY, "-m", "trainer", *args], cwd=ROOT, capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_trains_and_writes_progress_result_and_model(tmp_path):
+    d = _trial(tmp_path)
+    p = _trainer("--trial", str(d), "--data", "synthetic:600", "--epochs", "2", "--patience", "0", *TINY)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "ok" and result["tid"] == 0 and result["epochs_run"] == 2
+    assert result["objective"] == result["val_fine_accuracy"] == max(result["history"]["val_fine_outputs_acc"])
+    assert 0 <= result["test_fine_accuracy"] <= 1 and result["test_coarse_accuracy"] is not None
+    assert set(result["history"]) == {"loss", "fine_outputs_loss", "coarse_outputs_loss", "fine_outputs_acc",
+                                      "coarse_outputs_acc", "val_loss", "val_fine_outputs_loss",
+                                      "val_coarse_outputs_loss", "val_fine_outputs_acc", "val_coarse_outputs_acc"}
+    assert result["params"] == BEST and result["params_count"] > 0 and result["images_per_second"] > 0
+    assert json.loads((d / "progress.json").read_text())["epoch"] == 2
+    import keras
+
+    model = keras.models.load_model(d / "model.keras")
+    assert model.count_params() == result["params_count"]
+    assert "epoch 2/2" in p.stderr  # one line per epoch when not on a TTY
+
+
+def test_beats_chance_on_synthetic_data(tmp_path):
+    small = {**BEST, "nb_conv_pool_layers": 2, "residual": None, "pooling_type": "max", "use_BN": True}
+    d = _trial(tmp_path, small)
+    p = _trainer("--trial", str(d), "--data", "synthetic:2000", "--epochs", "3", "--patience", "0", "--width-scale", "0.25")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((d / "result.json").read_text())["objective"] > 0.05  # chance: 0.01
+
+
+def test_reads_the_standard_archive(tmp_path):
+    ds = data.synthetic(400, seed=2)
+    archive = tmp_path / "cifar-100-python.tar.gz"
+    data.write_archive(archive, ds.train, ds.test)
+    d = _trial(tmp_path)
+    p = _trainer("--trial", str(d), "--data", str(archive), "--epochs", "1", *TINY)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "ok" and str(archive) in result["data"]
+
+
+def test_sigterm_ends_with_a_stopped_result_within_seconds(tmp_path):
+    d = _trial(tmp_path)
+    proc = subprocess.Popen([PY, "-m", "trainer", "--trial", str(d), "--data", "synthetic:3000", "--epochs", "200",
+                             "--patience", "0", *TINY], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (d / "progress.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-3000:]
+        time.sleep(0.1)
+    t = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    took = time.monotonic() - t
+    assert code == 0
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "stopped" and result["stop_reason"] == "sigterm"
+    assert result["objective"] is not None and result["epochs_run"] >= 1
+    assert (d / "model.keras").exists()
+    print(f"exit {took:.1f} s after SIGTERM")
+
+
+def test_bad_params_fail_fast_with_exit_3_naming_them(tmp_path):
+    d = _trial(tmp_path, {**BEST, "pooling_type": "fractional"})
+    t = time.monotonic()
+    p = _trainer("--trial", str(d), "--data", "synthetic:300")
+    assert p.returncode == 3
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "fail" and "params.pooling_type" in result["error"]
+
+
+def test_local_search_with_the_real_trainer(tmp_path):
+    """README command (1) in miniature: the controller's default trial command is the trainer."""
+    store = tmp_path / "runs"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("trial:\n  extraArgs: [--width-scale, '0.1', --patience, '0']\nlocal:\n  pollSeconds: 0.1\n")
+    p = subprocess.run([PY, "-m", "controller", "run", "--config", str(cfg), "--local", "--store", str(store),
+                        "--max-trials", "2", "--parallelism", "2", "--seed", "1", "--data", "synthetic:300",
+                        "--epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads(subprocess.run([PY, "-m", "controller", "status", "--store", str(store), "--json"], cwd=ROOT,
+                                    capture_output=True, text=True).stdout)
+    assert [t["state"] for t in doc["trials"]] == ["ok", "ok"]
+    assert all(t["metrics"]["test_fine_accuracy"] is not None for t in doc["trials"])

@@ -1,0 +1,1 @@
+"""cifar-hpo trainer: the program each trial runs (`python -m trainer --trial <trial URI>`)."""
