@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ).validate()
     _setup_logging(settings.controller.log_format, args.verbose)
     if not args.local:
-        raise ConfigError("run: only --local is available here yet (the Kubernetes launcher comes with the chart)")
+        return _run_on_kubernetes(settings)
     if settings.trial.command[0] in ("python", "python3"):
         # Trials run in this interpreter's environment, not whatever `python` is first on PATH.
         settings = with_overrides(settings, trial__command=[sys.executable, *settings.trial.command[1:]])
@@ -115,15 +115,79 @@ def cmd_run(args: argparse.Namespace) -> int:
     root.check()
     store = root.child(settings.search.name)
     launcher = ProcessLauncher(_local_workdir(settings, store), settings.local.poll_seconds)
-    env = {"PYTHONUNBUFFERED": "1"}
-    if settings.store.endpoint_url:
-        env["AWS_ENDPOINT_URL_S3"] = settings.store.endpoint_url
     progress = _Progress()
-    loop = SearchLoop(settings, store, launcher, trial_env=env, on_change=progress,
+    loop = SearchLoop(settings, store, launcher, trial_env=_trial_env(settings), on_change=progress,
                       wait_seconds=max(1.0, settings.local.poll_seconds))
     status = loop.run()
     if progress.tty:
         sys.stderr.write("\n")
+    print(json.dumps(status.to_json(), indent=1))
+    return 0 if status.state in ("succeeded", "goal_reached") else 3
+
+
+def _trial_env(settings: Settings) -> dict[str, str]:
+    env = {"PYTHONUNBUFFERED": "1"}
+    if settings.store.endpoint_url:
+        env["AWS_ENDPOINT_URL_S3"] = settings.store.endpoint_url
+    if settings.store.region:
+        env["AWS_DEFAULT_REGION"] = settings.store.region
+    return env
+
+
+def _kube_api() -> Any:
+    import urllib3
+    from kubernetes import client, config
+    from kubernetes.utils.keepalive import tcp_keepalive_socket_options
+
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        try:
+            config.load_kube_config(client_configuration=cfg)
+        except (config.ConfigException, OSError) as e:
+            raise ConfigError(f"no in-cluster service account and no usable kubeconfig ({e}); "
+                              "use --local to run without a cluster") from e
+    # TCP_NODELAY: small API requests otherwise wait on Nagle + delayed ACK (~40 ms each).
+    cfg.socket_options = urllib3.connection.HTTPConnection.default_socket_options + tcp_keepalive_socket_options()
+    # Retries with backoff on 5xx/429 and dropped connections, for every verb: all our writes are
+    # idempotent by name (a retried create that had landed answers AlreadyExists, which means ours).
+    cfg.retries = urllib3.Retry(total=6, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504),
+                                allowed_methods=None, raise_on_status=False)
+    return client.ApiClient(cfg)
+
+
+def _run_on_kubernetes(settings: Settings) -> int:
+    import socket
+
+    from controller.kube import KubeClient, KubeNotifier, KubernetesLauncher, LeaderLease
+
+    root = _root_store(settings.store.uri, settings)
+    root.check()
+    store = root.child(settings.search.name)
+    kube = KubeClient(_kube_api(), settings.kube.namespace)
+    lease = None
+    if settings.kube.lease_name:
+        def lost() -> None:
+            log.error("lost the leader Lease: exiting so that only one controller acts")
+            os._exit(4)
+
+        lease = LeaderLease(kube, settings.kube.lease_name, f"{socket.gethostname()}-{os.getpid()}",
+                            settings.kube.lease_seconds, lost)
+        lease.acquire()
+    holder: dict[str, SearchLoop] = {}
+    launcher = KubernetesLauncher(kube, settings.kube, settings.search.name,
+                                  params_of=lambda tid: holder["loop"].records[tid].params)
+    loop = SearchLoop(settings, store, launcher, trial_env=_trial_env(settings), on_change=_Progress(),
+                      wait_seconds=settings.kube.resync_seconds, notifier=KubeNotifier(kube, settings.kube,
+                                                                                      settings.search.name))
+    holder["loop"] = loop
+    try:
+        status = loop.run()
+    finally:
+        launcher.close()
+        if lease:
+            lease.release()
     print(json.dumps(status.to_json(), indent=1))
     return 0 if status.state in ("succeeded", "goal_reached") else 3
 

@@ -9,6 +9,7 @@ renders its ConfigMap straight from values and both sides agree on one schema:
     trial:   {command, data, epochs, extraArgs}
     local:   {workdir, pollSeconds}
     controller: {checkpointEvery, logFormat}
+    kube:    {namespace, release, image, gpuResource, gpuCount, requests, limits, nodeSelector, ...}
 
 Every error names the key (e.g. `search.maxTrials`) and what would be valid.
 """
@@ -27,6 +28,7 @@ from typing import Any, Mapping
 import yaml
 
 from controller.errors import ConfigError
+from controller.kube import KubeSettings
 from controller.space import Space
 from controller.suggest import PENDING_STRATEGIES, SuggestSettings
 
@@ -157,6 +159,7 @@ class Settings:
     trial: TrialSection = TrialSection()
     local: LocalSection = LocalSection()
     controller: ControllerSection = ControllerSection()
+    kube: KubeSettings = KubeSettings()
 
     def space(self) -> Space:
         if self.search.space is None:
@@ -201,7 +204,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         (inner,) = typing.get_args(hint)
         return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
     if origin is dict and isinstance(value, dict):
-        return value
+        return {str(k): v for k, v in value.items()}
     want = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
     if origin is list:
         want = "a list"

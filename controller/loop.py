@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from controller.config import Settings
-from controller.errors import ConfigError
+from controller.errors import ConfigError, TemporaryError
 from controller.launcher import Launcher, TrialExit
 from controller.ledger import (FINISHED, SCHEMA_VERSION, Ledger, TrialRecord, best_of, best_record, proposal_record,
                                trial_key, trial_prefix)
@@ -45,6 +45,22 @@ class SearchStatus:
                 "best": self.best, "updated_at": self.updated_at}
 
 
+class Notifier(Protocol):
+    """Where a person watching the search sees it happen (Kubernetes Events and a status ConfigMap)."""
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None: ...
+
+    def status(self, status_doc: dict[str, Any]) -> None: ...
+
+
+class NullNotifier:
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        pass
+
+    def status(self, status_doc: dict[str, Any]) -> None:
+        pass
+
+
 def open_search(store: Store, settings: Settings, space: Space) -> dict[str, Any]:
     """Write search.json once; on resume refuse another space or seed (the history would not fit)."""
     record = {"schema_version": SCHEMA_VERSION, "name": settings.search.name, "created_at": time.time(),
@@ -69,7 +85,8 @@ def open_search(store: Store, settings: Settings, space: Space) -> dict[str, Any
 
 class SearchLoop:
     def __init__(self, settings: Settings, store: Store, launcher: Launcher, *, trial_env: Mapping[str, str] | None = None,
-                 on_change: Callable[["SearchLoop"], None] | None = None, wait_seconds: float = 5.0):
+                 on_change: Callable[["SearchLoop"], None] | None = None, wait_seconds: float = 5.0,
+                 notifier: Notifier | None = None):
         self.settings = settings
         self.space = settings.space()
         self.store = store
@@ -77,6 +94,7 @@ class SearchLoop:
         self.launcher = launcher
         self.trial_env = dict(trial_env or {})
         self.on_change = on_change or (lambda _loop: None)
+        self.notifier = notifier or NullNotifier()
         self.wait_seconds = wait_seconds
         self.records: dict[int, TrialRecord] = {}
         self.stop_reason: tuple[str, str] | None = None
@@ -120,24 +138,40 @@ class SearchLoop:
         self.records = self.ledger.load()
         log.info("search %s: %d trials on record (%d finished in budget, %d open)", self.settings.search.name,
                  len(self.records), self.finished_count(), self.open_count())
-        self._reconcile()
+        self._reconcile([t for t, r in self.records.items() if not r.finished])
         self._check_stop()
+        backoff = 1.0
         while True:
-            if self.stop_reason is None:
-                self._fill()
-            if not self.launcher.running():
-                break
-            for ended in self.launcher.wait(self.wait_seconds):
-                self._collect(ended)
-            self._check_stop()
+            try:
+                if self.stop_reason is None:
+                    self._fill()
+                running = self.launcher.running()
+                lost = [t for t, r in self.records.items() if not r.finished and t not in running]
+                if lost and self.stop_reason is None:
+                    self._reconcile(lost)
+                if not self.launcher.running():
+                    break
+                for ended in self.launcher.wait(self.wait_seconds):
+                    self._collect(ended)
+                self._check_stop()
+                backoff = 1.0
+            except TemporaryError as e:
+                # Every step is idempotent (create-only records, named Jobs), so retrying is safe.
+                log.warning("temporary failure: %s; retrying in %.0f s", e, backoff)
+                time.sleep(backoff)
+                backoff = min(60.0, backoff * 2)
         self.ledger.write_checkpoint(self.records.values(), self.next_tid)
         status = self.status()
         put_json(self.store, "status.json", status.to_json())
+        self.notifier.status(status.to_json())
+        self.notifier.event("SearchFailed" if status.state == "failed" else "SearchFinished",
+                            f"search {self.settings.search.name}: {status.state} ({status.reason})",
+                            warning=status.state == "failed")
         log.info("search %s: %s (%s)", self.settings.search.name, status.state, status.reason)
         return status
 
-    def _reconcile(self) -> None:
-        open_tids = [t for t, r in self.records.items() if not r.finished]
+    def _reconcile(self, open_tids: list[int]) -> None:
+        """Adopt what still runs (or ended unreported); launch what never started."""
         alive = self.launcher.adopt(open_tids)
         for tid in open_tids:
             if tid in alive:
@@ -170,6 +204,7 @@ class SearchLoop:
                 return
             self.records[p.tid] = TrialRecord(p.tid, p.params, p.vals, p.seed, p.method, record["created_at"])
             self._launch(p.tid)
+            self.notifier.event("TrialCreated", f"trial {p.tid} ({p.method}): {_short(p.params)}")
         self.on_change(self)
 
     def _launch(self, tid: int) -> None:
@@ -198,17 +233,22 @@ class SearchLoop:
         self.records[tid] = rec
         if rec.state == "failed":
             log.warning("trial %d: failed: %s", tid, rec.reason)
+            self.notifier.event("TrialFailed", f"trial {tid} failed: {rec.reason}", warning=True)
         else:
             log.info("trial %d: %s, objective %.4f", tid, rec.state, rec.objective)
+            self.notifier.event("TrialFinished", f"trial {tid} {rec.state}: objective {rec.objective:.4f}")
         best = self.best()
         if best is not None and (previous_best is None or best.tid != previous_best.tid):
             log.info("trial %d: new best objective %.4f", best.tid, best.objective)
             put_json(self.store, "best.json", best_record(best))
+            self.notifier.event("NewBest", f"trial {best.tid}: new best objective {best.objective:.4f}")
         self._decided_since_checkpoint += 1
         if self._decided_since_checkpoint >= self.settings.controller.checkpoint_every:
             self.ledger.write_checkpoint(self.records.values(), self.next_tid)
             self._decided_since_checkpoint = 0
-        put_json(self.store, "status.json", self.status().to_json())
+        status_doc = self.status().to_json()
+        put_json(self.store, "status.json", status_doc)
+        self.notifier.status(status_doc)
         self.launcher.release(tid)
         self.on_change(self)
 
@@ -228,3 +268,7 @@ class SearchLoop:
             log.warning("search %s: stopping: %s", s.name, self.stop_reason[1])
             for tid in sorted(self.launcher.running()):
                 self.launcher.cancel(tid)
+
+
+def _short(params: Mapping[str, Any], n: int = 6) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(params.items())[:n])

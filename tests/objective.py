@@ -55,6 +55,9 @@ def main() -> int:
     fault = json.load(open(faults_file)).get(str(tid)) if faults_file else None
     stopped = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stopped.update(flag=True))
+    if fault == "bad_params":
+        print("params.pooling_type: 'fractional' is not one of [...] (stand-in for the trainer's check)", file=sys.stderr)
+        return 3
     final = synthetic_objective(proposal["params"])
     curve = []
     for epoch in range(1, args.epochs + 1):

@@ -107,8 +107,9 @@ def check_params(params: Mapping[str, Any]) -> Arch:
 
 
 def build_model(params: Mapping[str, Any], *, n_fine: int = 100, n_coarse: int = 20, jit_compile: bool | str = "auto",
-                width_scale: float = 1.0) -> Any:
-    """The compiled Keras model for one point. width_scale shrinks every layer (tests use tiny models)."""
+                width_scale: float = 1.0, input_dtype: str = "uint8") -> Any:
+    """The compiled Keras model for one point. width_scale shrinks every layer (tests use tiny models);
+    input_dtype float32 takes the seed's float arrays (benchmark P6b compares the two)."""
     import keras
     from keras import layers, regularizers
 
@@ -123,7 +124,7 @@ def build_model(params: Mapping[str, Any], *, n_fine: int = 100, n_coarse: int =
     def bn(x):
         return layers.BatchNormalization()(x) if a.use_BN else x
 
-    inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")
+    inputs = keras.Input((32, 32, 3), dtype=input_dtype, name="image")
     x = layers.Rescaling(1 / 255.0, offset=-0.5)(inputs)
     x = layers.RandomFlip("horizontal")(x)  # active in training only
     if a.first_conv is not None:

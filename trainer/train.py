@@ -74,6 +74,21 @@ class Outcome:
     xla: bool
 
 
+def process_seconds() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere since import)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+_IMPORTED = time.monotonic()
+
+
 def gpu_present() -> bool:
     import tensorflow as tf
 
@@ -111,6 +126,10 @@ class _Watch(keras.callbacks.Callback):
         self.rates: list[float] = []
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not self.rates and batch in (0, 1):
+            # The second line lets a reader split the first step's time into setup and compute.
+            log.info("%s training step done (%.1f s after the trainer started)", ("first", "second")[batch],
+                     process_seconds())
         if self.stop_event.is_set():
             self.stop_reason = "sigterm"
             raise Stopped()
