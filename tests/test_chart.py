@@ -1,0 +1,212 @@
+"""The Helm chart, rendered by real helm (installed by scripts/install-tools.sh), every object validated
+with kubernetes-validate --strict, and its config loaded by the controller's own loader."""
+
+import json
+import re
+import shutil
+import subprocess
+from importlib import metadata
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import ROOT
+from controller.config import settings_from_mapping
+from controller.kube import build_job
+
+HELM = ROOT / ".tools" / "bin" / "helm"
+CHART = ROOT / "charts"
+
+VALUE_SETS = {
+    "default": [],
+    "minio-existing-secret": ["--set", "store.endpoint=http://minio.minio:9000", "--set", "store.existingSecret=s3-creds",
+                              "--set", "store.bucket=hpo-bucket"],
+    "cpu-only": ["--set", "trainer.gpu.count=0", "--set", "trainer.data=synthetic:5000", "--set", "trainer.epochs=3",
+                 "--set", "store.accessKeyId=AKIAFAKE", "--set", "store.secretAccessKey=fake-secret"],
+    "custom-space": ["--set-json", 'search.space={"lr_rate_mult": {"dist": "loguniform", "low": 0.5, "high": 2.0}, '
+                                   '"batch_size": {"dist": "quniform", "low": 128, "high": 512, "q": 64}}',
+                     "--set", "search.name=narrow", "--set-json", "search.goal=0.7"],
+    "placement": ["--set-json", 'trainer.tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", '
+                                '"effect": "NoSchedule"}]',
+                  "--set-json", 'trainer.nodeSelector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}',
+                  "--set-json", 'trainer.affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": '
+                                '{"nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", '
+                                '"values": ["h100"]}]}]}}}',
+                  "--set", "trainer.priorityClassName=batch-low", "--set-json", 'imagePullSecrets=["regcred"]'],
+}
+
+
+def helm(*args, check=True):
+    assert HELM.exists(), "helm is missing: run scripts/install-tools.sh (scripts/test.sh does)"
+    p = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError(p.stderr)
+    return p
+
+
+def render(values):
+    out = helm("template", "cifar-hpo", str(CHART), "--namespace", "ml", *values).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _settings(docs):
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-search"))
+    return settings_from_mapping(yaml.safe_load(cm["data"]["search.yaml"])).validate()
+
+
+def test_lint_strict_passes():
+    helm("lint", "--strict", str(CHART))
+    for name, values in VALUE_SETS.items():
+        helm("lint", "--strict", str(CHART), *values)
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_rendered_objects_are_valid_for_1_29_and_1_33(name):
+    docs = render(VALUE_SETS[name])
+    kinds = sorted(d["kind"] for d in docs)
+    assert {"ConfigMap", "Deployment", "Role", "RoleBinding", "ServiceAccount"} <= set(kinds)
+    settings = _settings(docs)
+    job = build_job(settings.kube, settings.search.name, 7, settings.trial.argv("s3://b/p/t/000007"), {},
+                    {"x": 1}, {"apiVersion": "v1", "kind": "ConfigMap", "name": "cifar-hpo-search", "uid": "u"})
+    for version in ("1.29", "1.33"):
+        for doc in docs + [job]:
+            kubernetes_validate.validate(doc, version, strict=True)
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "cifar-hpo" and labels["app.kubernetes.io/instance"] == "cifar-hpo"
+
+
+def test_the_chart_and_the_controller_agree_on_the_config():
+    s = _settings(render(VALUE_SETS["minio-existing-secret"]))
+    assert s.store.uri == "s3://hpo-bucket/searches" and s.store.endpoint_url == "http://minio.minio:9000"
+    assert s.kube.s3_secret_name == "s3-creds" and s.kube.namespace == "ml"
+    assert s.kube.owner_config_map == "cifar-hpo-search" and s.kube.lease_name == "cifar-hpo-controller"
+    s = _settings(render(VALUE_SETS["custom-space"]))
+    assert s.search.name == "narrow" and s.search.goal == 0.7
+    assert sorted(s.space().spec) == ["batch_size", "lr_rate_mult"]
+    s = _settings(render(VALUE_SETS["cpu-only"]))
+    assert s.kube.gpu_count == 0 and s.trial.data == "synthetic:5000" and s.kube.s3_secret_name == "cifar-hpo-s3"
+    s = _settings(render(VALUE_SETS["default"]))
+    assert len(s.space().root.members) == 19
+
+
+def test_rbac_is_namespaced_and_exactly_the_verbs_used():
+    docs = render(VALUE_SETS["default"])
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    rules = {(r["apiGroups"][0], r["resources"][0], tuple(r.get("resourceNames", []))): sorted(r["verbs"])
+             for r in role["rules"]}
+    assert rules == {
+        ("batch", "jobs", ()): ["create", "delete", "get", "list", "patch", "watch"],
+        ("", "pods", ()): ["list"],
+        ("", "pods/log", ()): ["get"],
+        ("", "events", ()): ["create"],
+        ("", "configmaps", ("cifar-hpo-search", "cifar-hpo-status")): ["get", "patch"],
+        ("coordination.k8s.io", "leases", ()): ["create"],
+        ("coordination.k8s.io", "leases", ("cifar-hpo-controller",)): ["get", "update"],
+    }
+    assert "*" not in json.dumps(role)
+    trial_sa = next(d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"].endswith("-trial"))
+    assert trial_sa["automountServiceAccountToken"] is False
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert [s["name"] for s in binding["subjects"]] == ["cifar-hpo-controller"]
+
+
+def _restricted(pod_spec):
+    psc = pod_spec["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["seccompProfile"]["type"] == "RuntimeDefault"
+    for c in pod_spec["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert all("hostPath" not in v for v in pod_spec.get("volumes", []))
+    assert not pod_spec.get("hostNetwork") and not pod_spec.get("hostPID")
+
+
+def test_every_pod_is_restricted():
+    docs = render(VALUE_SETS["placement"])
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    _restricted(deployment["spec"]["template"]["spec"])
+    s = _settings(docs)
+    job = build_job(s.kube, s.search.name, 1, s.trial.argv("s3://b/t"), {}, {}, None)
+    _restricted(job["spec"]["template"]["spec"])
+    spec = job["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False and spec["serviceAccountName"] == "cifar-hpo-trial"
+    assert spec["tolerations"][0]["key"] == "nvidia.com/gpu" and spec["priorityClassName"] == "batch-low"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_credentials_only_come_from_secrets():
+    docs = render(VALUE_SETS["cpu-only"])
+    for d in docs:
+        if d["kind"] == "ConfigMap":
+            assert "fake-secret" not in json.dumps(d) and "AKIAFAKE" not in json.dumps(d)
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "cifar-hpo-s3"
+    no_secret = next(d for d in render(VALUE_SETS["default"]) if d["kind"] == "Deployment")
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(no_secret)  # workload identity: nothing to mount
+
+
+def test_a_new_budget_restarts_the_controller_on_the_same_search():
+    before = next(d for d in render([]) if d["kind"] == "Deployment")
+    after_docs = render(["--set", "search.maxTrials=50"])
+    after = next(d for d in after_docs if d["kind"] == "Deployment")
+    key = "checksum/config"
+    assert before["spec"]["template"]["metadata"]["annotations"][key] != \
+        after["spec"]["template"]["metadata"]["annotations"][key]
+    s = _settings(after_docs)
+    assert s.search.max_trials == 50 and s.search.name == "cifar100"
+
+
+@pytest.mark.parametrize("values, pattern", [
+    (["--set", "search.maxTrials=many"], r"maxTrials"),
+    (["--set", "bogus=1"], r"bogus"),
+    (["--set", "search.parallelism=0"], r"parallelism"),
+    (["--set", "trainer.gpu.count=-1"], r"count"),
+    (["--set", "tpe.pending=optimistic"], r"pending"),
+    (["--set", "store.bucket=Not_A_Bucket"], r"bucket"),
+    (["--set", "trainer.gpuCount=1"], r"gpuCount"),
+])
+def test_invalid_values_are_refused_naming_the_key(values, pattern):
+    p = helm("template", "x", str(CHART), *values, check=False)
+    assert p.returncode != 0
+    assert re.search(pattern, p.stderr), p.stderr
+
+
+def test_dockerfiles_pass_hadolint_and_run_as_non_root():
+    hadolint = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
+    for name in ("Dockerfile.trainer", "Dockerfile.controller"):
+        p = subprocess.run([hadolint, str(ROOT / name)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+        users = re.findall(r"^USER\s+(\S+)", (ROOT / name).read_text(), re.M)
+        assert users and not users[-1].startswith(("root", "0"))
+
+
+def _closure(dist_name):
+    """Every distribution the package needs on this interpreter, without extras."""
+    from packaging.requirements import Requirement
+
+    seen, todo = set(), [dist_name]
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.requires(name) or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+def test_the_controller_install_set_has_no_tensorflow():
+    deps = _closure("cifar-hpo")
+    assert {"hyperopt", "boto3", "kubernetes", "pyyaml"} <= deps
+    assert not {d for d in deps if d.startswith(("tensorflow", "keras", "tf-"))}, deps
+    runs = [line for line in (ROOT / "Dockerfile.controller").read_text().splitlines()
+            if line.strip().startswith(("RUN", "FROM", "&&"))]
+    assert not [line for line in runs if "tensorflow" in line.lower() or "[trainer" in line], runs
