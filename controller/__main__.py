@@ -24,6 +24,7 @@ from controller.importer import import_trials, read_source
 from controller.launcher import ProcessLauncher
 from controller.ledger import Ledger
 from controller.loop import SearchLoop, open_search
+from controller.metrics import Metrics
 from controller.report import download_best, status_json, status_table
 from controller.store import LocalStore, Store, open_store
 
@@ -103,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = with_overrides(
         settings, store__uri=args.store, search__name=args.search, search__max_trials=args.max_trials,
         search__parallelism=args.parallelism, search__max_failed_trials=args.max_failed, search__seed=args.seed,
-        trial__data=args.data, trial__epochs=args.epochs,
+        trial__data=args.data, trial__epochs=args.epochs, controller__metrics_port=args.metrics_port,
     ).validate()
     _setup_logging(settings.controller.log_format, args.verbose)
     if not args.local:
@@ -117,12 +118,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     launcher = ProcessLauncher(_local_workdir(settings, store), settings.local.poll_seconds)
     progress = _Progress()
     loop = SearchLoop(settings, store, launcher, trial_env=_trial_env(settings), on_change=progress,
-                      wait_seconds=max(1.0, settings.local.poll_seconds))
+                      wait_seconds=max(1.0, settings.local.poll_seconds), metrics=_metrics(settings))
     status = loop.run()
     if progress.tty:
         sys.stderr.write("\n")
     print(json.dumps(status.to_json(), indent=1))
     return 0 if status.state in ("succeeded", "goal_reached") else 3
+
+
+def _metrics(settings: Settings) -> Metrics | None:
+    if not settings.controller.metrics_port:
+        return None
+    metrics = Metrics(settings.search.name)
+    metrics.serve(settings.controller.metrics_port)
+    return metrics
 
 
 def _trial_env(settings: Settings) -> dict[str, str]:
@@ -179,8 +188,8 @@ def _run_on_kubernetes(settings: Settings) -> int:
     launcher = KubernetesLauncher(kube, settings.kube, settings.search.name,
                                   params_of=lambda tid: holder["loop"].records[tid].params)
     loop = SearchLoop(settings, store, launcher, trial_env=_trial_env(settings), on_change=_Progress(),
-                      wait_seconds=settings.kube.resync_seconds, notifier=KubeNotifier(kube, settings.kube,
-                                                                                      settings.search.name))
+                      wait_seconds=settings.kube.resync_seconds, metrics=_metrics(settings),
+                      notifier=KubeNotifier(kube, settings.kube, settings.search.name))
     holder["loop"] = loop
     try:
         status = loop.run()
@@ -246,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int)
     run.add_argument("--data", help="cifar100 | PATH or s3://.../cifar-100-python.tar.gz | synthetic[:N]")
     run.add_argument("--epochs", type=int)
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     run.set_defaults(func=cmd_run)
 
     for name, func, helptext in (("status", cmd_status, "show every trial"),

@@ -8,8 +8,9 @@ renders its ConfigMap straight from values and both sides agree on one schema:
     store:   {uri, endpointUrl, region}
     trial:   {command, data, epochs, extraArgs}
     local:   {workdir, pollSeconds}
-    controller: {checkpointEvery, logFormat}
+    controller: {checkpointEvery, logFormat, metricsPort}
     kube:    {namespace, release, image, gpuResource, gpuCount, requests, limits, nodeSelector, ...}
+    earlyStopping: {rule, startEpoch, minTrials, graceEpochs, eta, margin, checkSeconds}
 
 Every error names the key (e.g. `search.maxTrials`) and what would be valid.
 """
@@ -30,6 +31,7 @@ import yaml
 from controller.errors import ConfigError
 from controller.kube import KubeSettings
 from controller.space import Space
+from controller.stopping import StoppingSettings
 from controller.suggest import PENDING_STRATEGIES, SuggestSettings
 
 
@@ -131,9 +133,13 @@ class ControllerSection:
     """Write the ledger checkpoint after this many decided trials (it makes resume fast)."""
     log_format: str = "text"
     """text or json."""
+    metrics_port: int = 0
+    """Serve Prometheus metrics on this port (/metrics); 0: off."""
 
     def validate(self) -> None:
         _at_least("controller.checkpointEvery", self.checkpoint_every, 1)
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"controller.metricsPort: {self.metrics_port} must be a port number or 0 (off)")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"controller.logFormat: {self.log_format!r} must be 'text' or 'json'")
 
@@ -160,6 +166,7 @@ class Settings:
     local: LocalSection = LocalSection()
     controller: ControllerSection = ControllerSection()
     kube: KubeSettings = KubeSettings()
+    early_stopping: StoppingSettings = StoppingSettings()
 
     def space(self) -> Space:
         if self.search.space is None:
@@ -234,7 +241,7 @@ def settings_from_mapping(data: Mapping[str, Any] | None, base: Settings = Setti
     data = data or {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
-    sections = {f.name: f for f in dataclasses.fields(Settings)}
+    sections = {_camel(f.name): f.name for f in dataclasses.fields(Settings)}
     hints = typing.get_type_hints(Settings)
     updates = {}
     for key, value in data.items():
@@ -242,7 +249,8 @@ def settings_from_mapping(data: Mapping[str, Any] | None, base: Settings = Setti
             close = difflib.get_close_matches(str(key), list(sections), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known sections: {', '.join(sections)}"
             raise ConfigError(f"{key}: unknown section{hint}")
-        updates[key] = _build(hints[key], value or {}, key, getattr(base, key))
+        name = sections[key]
+        updates[name] = _build(hints[name], value or {}, key, getattr(base, name))
     return dataclasses.replace(base, **updates)
 
 

@@ -63,6 +63,8 @@ class TrialRecord:
     """A small summary of the result (test accuracy, best epoch, epochs, seconds, ...)."""
     import_key: str | None = None
     """For imported trials: a hash of the source, so a second import skips it."""
+    curve: list[float | None] = field(default_factory=list)
+    """Validation fine accuracy per epoch (what early stopping compares)."""
 
     @property
     def finished(self) -> bool:
@@ -101,6 +103,14 @@ def proposal_record(tid: int, params: Mapping[str, Any], vals: Mapping[str, Any]
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def curve_of(doc: Any) -> list[float | None]:
+    """The per-epoch validation fine accuracy in a result or progress record (the seed's series name)."""
+    if not isinstance(doc, Mapping):
+        return []
+    series = (doc.get("history") or {}).get("val_fine_outputs_acc") or []
+    return [v if _finite(v) else None for v in series] if isinstance(series, list) else []
 
 
 def judge_result(raw: Any, tid: int) -> tuple[str, float | None, str | None, dict[str, Any]]:
@@ -152,6 +162,16 @@ class Ledger:
         })
 
     # -- reads -------------------------------------------------------------------------------------
+    def read_end(self, known: TrialRecord) -> TrialRecord:
+        """A trial's record once it has ended: its result and outcome read together; the proposal is
+        the one already known (it never changes)."""
+        proposal = {"params": known.params, "vals": known.vals, "seed": known.seed, "origin": known.origin,
+                    "created_at": known.created_at, "import_key": known.import_key}
+        with ThreadPoolExecutor(2) as pool:
+            result, outcome = pool.map(self._get, (trial_key(known.tid, "result.json"),
+                                                   trial_key(known.tid, "outcome.json")))
+        return self._record(known.tid, {"proposal.json": proposal, "result.json": result, "outcome.json": outcome})
+
     def read_trial(self, tid: int, names: Iterable[str] = ("proposal.json", "result.json", "outcome.json")) -> TrialRecord | None:
         """The trial's record from its keys, or None if it has no proposal. A corrupt proposal makes
         a failed record (the id stays taken); a corrupt result leaves the trial open until the
@@ -184,11 +204,18 @@ class Ledger:
                                reason=f"corrupt proposal: missing field {e}")
         outcome, result = docs.get("outcome.json"), docs.get("result.json")
         if isinstance(outcome, Mapping):
+            # The controller's decision (a failure, or an early stop) wins; a usable result still
+            # supplies the numbers.
             rec.state = outcome.get("state", "failed")
             rec.reason = outcome.get("reason")
             rec.finished_at = outcome.get("finished_at")
             if _finite(outcome.get("objective")):
                 rec.objective = float(outcome["objective"])
+            rec.curve = list(outcome.get("curve") or [])
+            if isinstance(result, Mapping) and rec.state != "failed":
+                state, objective, _, metrics = judge_result(result, tid)
+                if state != "failed":
+                    rec.objective, rec.metrics, rec.curve = objective, metrics, curve_of(result) or rec.curve
         elif result is not None:
             if isinstance(result, RecordError):
                 # Decided by the controller on collection (outcome.json); until then it stays open.
@@ -200,6 +227,7 @@ class Ledger:
                 return rec
             rec.state, rec.objective, rec.reason, rec.metrics = state, objective, reason, metrics
             rec.finished_at = result.get("finished_at")
+            rec.curve = curve_of(result)
         return rec
 
     def load(self) -> dict[int, TrialRecord]:

@@ -17,9 +17,11 @@ from typing import Any, Callable, Mapping, Protocol
 from controller.config import Settings
 from controller.errors import ConfigError, TemporaryError
 from controller.launcher import Launcher, TrialExit
-from controller.ledger import (FINISHED, SCHEMA_VERSION, Ledger, TrialRecord, best_of, best_record, proposal_record,
+from controller.ledger import (SCHEMA_VERSION, Ledger, TrialRecord, best_of, best_record, curve_of, proposal_record,
                                trial_key, trial_prefix)
+from controller.metrics import Metrics
 from controller.space import Space
+from controller.stopping import best_so_far, decide
 from controller.store import Store, create_json, get_json, put_json
 from controller.suggest import Observation, suggest
 
@@ -86,7 +88,7 @@ def open_search(store: Store, settings: Settings, space: Space) -> dict[str, Any
 class SearchLoop:
     def __init__(self, settings: Settings, store: Store, launcher: Launcher, *, trial_env: Mapping[str, str] | None = None,
                  on_change: Callable[["SearchLoop"], None] | None = None, wait_seconds: float = 5.0,
-                 notifier: Notifier | None = None):
+                 notifier: Notifier | None = None, metrics: Metrics | None = None):
         self.settings = settings
         self.space = settings.space()
         self.store = store
@@ -95,11 +97,13 @@ class SearchLoop:
         self.trial_env = dict(trial_env or {})
         self.on_change = on_change or (lambda _loop: None)
         self.notifier = notifier or NullNotifier()
+        self.metrics = metrics
         self.wait_seconds = wait_seconds
         self.records: dict[int, TrialRecord] = {}
         self.stop_reason: tuple[str, str] | None = None
         self._decided_since_checkpoint = 0
         self._suggest_cache: dict = {}
+        self._next_stop_check = 0.0
 
     # -- views ---------------------------------------------------------------------------------------
     @property
@@ -151,11 +155,21 @@ class SearchLoop:
                     self._reconcile(lost)
                 if not self.launcher.running():
                     break
-                for ended in self.launcher.wait(self.wait_seconds):
-                    self._collect(ended)
+                wait = self.wait_seconds
+                if self.settings.early_stopping.rule != "none":
+                    wait = min(wait, self.settings.early_stopping.check_seconds)
+                ended = self.launcher.wait(wait)
+                decided = [(e, *self._collect(e)) for e in ended]
                 self._check_stop()
+                if decided and self.stop_reason is None:
+                    self._fill()  # the next trials start before the bookkeeping below
+                for e, rec, previous_best in decided:
+                    self._publish(e, rec, previous_best)
+                self._early_stop()
                 backoff = 1.0
             except TemporaryError as e:
+                if self.metrics:
+                    self.metrics.error()
                 # Every step is idempotent (create-only records, named Jobs), so retrying is safe.
                 log.warning("temporary failure: %s; retrying in %.0f s", e, backoff)
                 time.sleep(backoff)
@@ -194,7 +208,10 @@ class SearchLoop:
         t0 = time.perf_counter()
         proposals = suggest(self.space, self._observations(), list(range(self.next_tid, self.next_tid + n)), s.seed,
                             self.settings.tpe, self._suggest_cache)
-        log.info("proposed %d trial(s) in %.3f s", n, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        log.info("proposed %d trial(s) in %.3f s", n, seconds)
+        if self.metrics:
+            self.metrics.proposed(seconds)
         for p in proposals:
             record = proposal_record(p.tid, p.params, p.vals, p.seed, p.method)
             if not self.ledger.write_proposal(record):
@@ -205,18 +222,22 @@ class SearchLoop:
             self.records[p.tid] = TrialRecord(p.tid, p.params, p.vals, p.seed, p.method, record["created_at"])
             self._launch(p.tid)
             self.notifier.event("TrialCreated", f"trial {p.tid} ({p.method}): {_short(p.params)}")
+        self._report_metrics()
         self.on_change(self)
 
     def _launch(self, tid: int) -> None:
         uri = self.store.child(trial_prefix(tid)).uri
+        t0 = time.perf_counter()
         self.launcher.launch(tid, self.settings.trial.argv(uri), self.trial_env)
+        if self.metrics:
+            self.metrics.launched(time.perf_counter() - t0)
         self.records[tid].state = "running"
 
-    def _collect(self, ended: TrialExit) -> None:
+    def _collect(self, ended: TrialExit) -> tuple[TrialRecord, TrialRecord | None]:
+        """Decide how the trial ended (its result, or a failure with the reason) and record it."""
         tid = ended.tid
-        if ended.log is not None:
-            self.store.put(trial_key(tid, "trial.log"), ended.log)
-        rec = self.ledger.read_trial(tid) or self.records[tid]
+        known = self.records.get(tid)
+        rec = self.ledger.read_end(known) if known and known.vals else (self.ledger.read_trial(tid) or known)
         if not rec.finished:
             why = rec.reason or "it wrote no result.json"
             code = "unknown exit status" if ended.exit_code is None else f"exit code {ended.exit_code}"
@@ -231,6 +252,13 @@ class SearchLoop:
             log.warning("trial %d: wrote a valid result but exited with %s", tid, ended.exit_code)
         previous_best = self.best()
         self.records[tid] = rec
+        return rec, previous_best
+
+    def _publish(self, ended: TrialExit, rec: TrialRecord, previous_best: TrialRecord | None) -> None:
+        """Logs, best.json, Events, status; then the launcher may forget the trial."""
+        tid = rec.tid
+        if ended.log is not None:
+            self.store.put(trial_key(tid, "trial.log"), ended.log)
         if rec.state == "failed":
             log.warning("trial %d: failed: %s", tid, rec.reason)
             self.notifier.event("TrialFailed", f"trial {tid} failed: {rec.reason}", warning=True)
@@ -238,7 +266,7 @@ class SearchLoop:
             log.info("trial %d: %s, objective %.4f", tid, rec.state, rec.objective)
             self.notifier.event("TrialFinished", f"trial {tid} {rec.state}: objective {rec.objective:.4f}")
         best = self.best()
-        if best is not None and (previous_best is None or best.tid != previous_best.tid):
+        if best is not None and best.tid == tid and (previous_best is None or best.tid != previous_best.tid):
             log.info("trial %d: new best objective %.4f", best.tid, best.objective)
             put_json(self.store, "best.json", best_record(best))
             self.notifier.event("NewBest", f"trial {best.tid}: new best objective {best.objective:.4f}")
@@ -250,7 +278,36 @@ class SearchLoop:
         put_json(self.store, "status.json", status_doc)
         self.notifier.status(status_doc)
         self.launcher.release(tid)
+        self._report_metrics()
         self.on_change(self)
+
+    def _report_metrics(self) -> None:
+        if self.metrics:
+            best = self.best()
+            self.metrics.update(self.counts(), len(self.launcher.running()), best.objective if best else None,
+                                max(0, self.settings.search.max_trials - self.finished_count()))
+
+    def _early_stop(self) -> None:
+        """Read running trials' progress and stop the ones the rule gives up on. The decision is recorded
+        (outcome.json, state stopped, best so far) before the trial is told, so it survives a crash."""
+        rules = self.settings.early_stopping
+        if rules.rule == "none" or self.stop_reason is not None or time.monotonic() < self._next_stop_check:
+            return
+        self._next_stop_check = time.monotonic() + rules.check_seconds
+        running = sorted(t for t in self.launcher.running() if t in self.records and not self.records[t].finished)
+        curves = {t: curve_of(get_json(self.store, trial_key(t, "progress.json"))) for t in running}
+        ended = [r.curve for r in self.records.values() if r.finished and r.curve]
+        for tid, curve in curves.items():
+            reason = decide(rules, curve, ended, [c for t, c in curves.items() if t != tid])
+            if reason is None:
+                continue
+            best = float(best_so_far(curve)[-1])
+            self.ledger.write_outcome(tid, "stopped", f"early-stopped: {reason}", objective=best, curve=curve)
+            rec = self.records[tid]
+            rec.state, rec.objective, rec.reason, rec.curve = "stopped", best, f"early-stopped: {reason}", curve
+            log.info("trial %d: early-stopped at epoch %d (%s)", tid, len(curve), reason)
+            self.notifier.event("TrialEarlyStopped", f"trial {tid} stopped at epoch {len(curve)}: {reason}")
+            self.launcher.cancel(tid)
 
     def _check_stop(self) -> None:
         if self.stop_reason is not None:

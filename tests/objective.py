@@ -68,7 +68,8 @@ def main() -> int:
         while time.monotonic() < end and not stopped["flag"]:
             time.sleep(0.02)
         curve.append(final * (1 - 0.5 ** epoch))
-        put_json(store, "progress.json", {"schema_version": 1, "tid": tid, "epoch": epoch, "val_fine_accuracy": curve})
+        put_json(store, "progress.json", {"schema_version": 1, "tid": tid, "epoch": epoch,
+                                          "history": {"val_fine_outputs_acc": curve}})
         if stopped["flag"]:
             break
     if fault == "exit1":
@@ -80,7 +81,7 @@ def main() -> int:
         return 0
     status = "stopped" if stopped["flag"] else "ok"
     result = {"schema_version": 1, "tid": tid, "status": status, "objective": max(curve),
-              "val_fine_accuracy": max(curve), "epochs_run": len(curve), "finished_at": time.time(), "history": {"val_fine_accuracy": curve}}
+              "val_fine_accuracy": max(curve), "epochs_run": len(curve), "finished_at": time.time(), "history": {"val_fine_outputs_acc": curve}}
     if fault == "nan":
         result["objective"] = float("nan")
         store.put("result.json", json.dumps(result).encode())  # NaN on purpose: not valid JSON

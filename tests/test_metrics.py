@@ -1,0 +1,51 @@
+"""The controller serves Prometheus metrics while a search runs."""
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+from conftest import PY, ROOT
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        return r.read().decode()
+
+
+def test_metrics_during_a_local_run(tmp_path, fake_trial_config):
+    port = _free_port()
+    proc = subprocess.Popen([PY, "-m", "controller", "run", "--config", str(fake_trial_config()), "--local",
+                             "--store", str(tmp_path / "runs"), "--max-trials", "6", "--parallelism", "2",
+                             "--epochs", "4", "--metrics-port", str(port)], cwd=ROOT,
+                            env={**__import__("os").environ, "FAKE_TRIAL_SLEEP": "0.3"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            text = _scrape(port)
+        except OSError:
+            time.sleep(0.1)
+            continue
+        if 'cifar_hpo_trials{search="cifar100",state="ok"} 2.0' in text:
+            seen = text
+            break
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads(out)["finished"] == 6
+    assert seen, "no scrape showed 2 finished trials while the search ran"
+    assert 'cifar_hpo_trials_running{search="cifar100"}' in seen
+    assert 'cifar_hpo_budget_left{search="cifar100"} 4.0' in seen
+    assert "cifar_hpo_best_objective" in seen and "cifar_hpo_proposal_seconds_count" in seen
+    assert "cifar_hpo_launch_seconds_count" in seen and "cifar_hpo_temporary_errors_total" in seen
