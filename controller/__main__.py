@@ -5,6 +5,7 @@
   python -m controller status --store URI [--search NAME] [--json]
   python -m controller best --store URI [--search NAME] [--download DIR]
   python -m controller import --store URI [--search NAME] PATH
+  python -m controller report --store URI [--search NAME] [--out DIR]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from controller.config import Settings, load_settings, with_overrides
 from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.htmlreport import render
 from controller.importer import import_trials, read_source
 from controller.launcher import ProcessLauncher
 from controller.ledger import Ledger
@@ -222,6 +224,24 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    _setup_logging("text", args.verbose)
+    store, name = _search_store(_root_store(args.store), args.search)
+    files = render(Ledger(store).load().values(), name)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for fname, data in files.items():
+            (out / fname).write_bytes(data)
+        where = str(out / "index.html")
+    else:
+        for fname, data in files.items():
+            store.put(f"report/{fname}", data)
+        where = f"{store.uri}/report/index.html"
+    print(json.dumps({"report": where, "files": sorted(files)}))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     _setup_logging("text", args.verbose)
     settings = with_overrides(load_settings(args.config), store__uri=args.store, search__name=args.search).validate()
@@ -266,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
         c.set_defaults(func=func)
     sub.choices["status"].add_argument("--json", action="store_true")
     sub.choices["best"].add_argument("--download", metavar="DIR")
+    rep = sub.add_parser("report", help="HTML page with PNG plots (to --out DIR, else the store's report/)")
+    rep.add_argument("--store", required=True)
+    rep.add_argument("--search")
+    rep.add_argument("--out", metavar="DIR")
+    rep.set_defaults(func=cmd_report)
 
     imp = sub.add_parser("import", help="warm start from the original project's results or results.pkl")
     imp.add_argument("--store", required=True)

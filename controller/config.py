@@ -8,7 +8,7 @@ renders its ConfigMap straight from values and both sides agree on one schema:
     store:   {uri, endpointUrl, region}
     trial:   {command, data, epochs, extraArgs}
     local:   {workdir, pollSeconds}
-    controller: {checkpointEvery, logFormat, metricsPort}
+    controller: {checkpointEvery, logFormat, metricsPort, reportSeconds}
     kube:    {namespace, release, image, gpuResource, gpuCount, requests, limits, nodeSelector, ...}
     earlyStopping: {rule, startEpoch, minTrials, graceEpochs, eta, margin, checkSeconds}
 
@@ -135,9 +135,13 @@ class ControllerSection:
     """text or json."""
     metrics_port: int = 0
     """Serve Prometheus metrics on this port (/metrics); 0: off."""
+    report_seconds: float = 30.0
+    """Rebuild report/ in the store after a finished trial at most this often (and at the end); 0: after each."""
 
     def validate(self) -> None:
         _at_least("controller.checkpointEvery", self.checkpoint_every, 1)
+        if self.report_seconds < 0:
+            raise ConfigError(f"controller.reportSeconds: {self.report_seconds} must be >= 0")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"controller.metricsPort: {self.metrics_port} must be a port number or 0 (off)")
         if self.log_format not in ("text", "json"):

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from controller.errors import ConfigError, SpaceError
 from controller.safepickle import NUMPY_AND_BUILTINS, restricted_loads
-from controller.ledger import SCHEMA_VERSION, Ledger, TrialRecord, proposal_record
+from controller.ledger import SCHEMA_VERSION, Ledger, TrialRecord, curve_of, proposal_record
 from controller.space import Space
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def import_trials(ledger: Ledger, space: Space, trials: Iterable[ImportedTrial],
         ledger.write_result(tid, {"schema_version": SCHEMA_VERSION, "tid": tid, "status": "ok",
                                   "source": t.source, **t.result})
         records[tid] = TrialRecord(tid, t.params, vals, None, "import", record["created_at"], "ok", t.objective,
-                                   import_key=key)
+                                   import_key=key, curve=curve_of(t.result))
         seen.add(key)
         added.append(tid)
         tid += 1

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from controller.config import Settings
 from controller.errors import ConfigError, TemporaryError
+from controller.htmlreport import render
 from controller.launcher import Launcher, TrialExit
 from controller.ledger import (SCHEMA_VERSION, Ledger, TrialRecord, best_of, best_record, curve_of, proposal_record,
                                trial_key, trial_prefix)
@@ -104,6 +105,7 @@ class SearchLoop:
         self._decided_since_checkpoint = 0
         self._suggest_cache: dict = {}
         self._next_stop_check = 0.0
+        self._next_report = 0.0
 
     # -- views ---------------------------------------------------------------------------------------
     @property
@@ -175,6 +177,7 @@ class SearchLoop:
                 time.sleep(backoff)
                 backoff = min(60.0, backoff * 2)
         self.ledger.write_checkpoint(self.records.values(), self.next_tid)
+        self._write_report()
         status = self.status()
         put_json(self.store, "status.json", status.to_json())
         self.notifier.status(status.to_json())
@@ -279,7 +282,18 @@ class SearchLoop:
         self.notifier.status(status_doc)
         self.launcher.release(tid)
         self._report_metrics()
+        if time.monotonic() >= self._next_report:
+            self._write_report()
         self.on_change(self)
+
+    def _write_report(self) -> None:
+        """report/ in the store: derived, so a failure to draw it is logged, never fatal."""
+        self._next_report = time.monotonic() + self.settings.controller.report_seconds
+        try:
+            for name, data in render(self.records.values(), self.settings.search.name).items():
+                self.store.put(f"report/{name}", data)
+        except (ValueError, RuntimeError, OSError) as e:
+            log.warning("could not draw report/: %s", e)
 
     def _report_metrics(self) -> None:
         if self.metrics:

@@ -1,0 +1,52 @@
+"""The HTML/PNG report: for the imported seed results, and for a search with ok, failed and stopped trials."""
+
+import json
+
+from conftest import SEED_RESULTS, run_cli
+from controller.htmlreport import render
+from controller.ledger import TrialRecord
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(data):
+    assert data[:8] == PNG
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_report_of_the_imported_seed_results(tmp_path):
+    store = str(tmp_path / "runs")
+    run_cli("import", "--store", store, str(SEED_RESULTS))
+    out = json.loads(run_cli("report", "--store", store, "--out", str(tmp_path / "rep")).stdout)
+    assert out["files"] == ["best-so-far.png", "curves.png", "index.html", "params.png"]
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "0.6761" in page and "42 trials: 42 ok" in page
+    assert "Nadam" in page  # the best trial's params table
+    for name in ("best-so-far.png", "curves.png", "params.png"):
+        w, h = _png_size((tmp_path / "rep" / name).read_bytes())
+        assert w > 400 and h > 200
+    # into the store's report/ when no --out is given
+    run_cli("report", "--store", store)
+    assert (tmp_path / "runs" / "cifar100" / "report" / "index.html").exists()
+
+
+def test_report_shows_failures_and_stopped_trials():
+    recs = [
+        TrialRecord(0, {"lr": 0.1, "opt": "adam"}, {}, 1, "tpe", state="ok", objective=0.5, curve=[0.2, 0.4, 0.5]),
+        TrialRecord(1, {"lr": 0.3, "opt": "sgd"}, {}, 2, "tpe", state="failed", reason="OOMKilled <exit 137>"),
+        TrialRecord(2, {"lr": 0.2, "opt": "adam"}, {}, 3, "tpe", state="stopped", objective=0.3, curve=[0.1, 0.3],
+                    reason="early-stopped: median rule"),
+    ]
+    files = render(recs, "demo")
+    page = files["index.html"].decode()
+    assert "3 trials: 1 failed, 1 ok, 1 stopped" in page
+    assert "OOMKilled &lt;exit 137&gt;" in page  # escaped
+    assert "Trial 0: objective <b>0.5000</b>" in page
+    assert all(_png_size(files[n])[0] > 300 for n in ("best-so-far.png", "curves.png", "params.png"))
+
+
+def test_a_search_writes_its_report_to_the_store(tmp_path, fake_trial_config):
+    store = tmp_path / "runs"
+    run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", str(store), "--max-trials", "3")
+    page = (store / "cifar100" / "report" / "index.html").read_text()
+    assert "3 trials: 3 ok" in page
