@@ -24,7 +24,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -224,38 +224,31 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{key}: expected {want}, got {type(value).__name__} {value!r}")
 
 
-def _build(cls: type, data: Mapping[str, Any], path: str, base: Any) -> Any:
+def _overlay(cls: type, data: Any, path: str, base: Any, what: str,
+             convert: Callable[[str, Any, Any, Any], Any]) -> Any:
+    """A copy of base with data's camelCase keys applied through convert(key path, value, hint, old)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     by_camel = {_camel(f.name): f.name for f in dataclasses.fields(cls)}
     updates = {}
     for key, value in data.items():
+        keypath = f"{path}.{key}" if path else str(key)
         if key not in by_camel:
             close = difflib.get_close_matches(str(key), list(by_camel), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(by_camel)}"
-            raise ConfigError(f"{path}.{key}: unknown key{hint}")
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(by_camel)}"
+            raise ConfigError(f"{keypath}: unknown {what}{hint}")
         name = by_camel[key]
-        updates[name] = _coerce(f"{path}.{key}", value, hints[name])
+        updates[name] = convert(keypath, value, hints[name], getattr(base, name))
     return dataclasses.replace(base, **updates)
 
 
 def settings_from_mapping(data: Mapping[str, Any] | None, base: Settings = Settings()) -> Settings:
     """Overlay a config mapping on base. Validation is separate (flags may still override)."""
-    data = data or {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
-    sections = {_camel(f.name): f.name for f in dataclasses.fields(Settings)}
-    hints = typing.get_type_hints(Settings)
-    updates = {}
-    for key, value in data.items():
-        if key not in sections:
-            close = difflib.get_close_matches(str(key), list(sections), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known sections: {', '.join(sections)}"
-            raise ConfigError(f"{key}: unknown section{hint}")
-        name = sections[key]
-        updates[name] = _build(hints[name], value or {}, key, getattr(base, name))
-    return dataclasses.replace(base, **updates)
+    def section(keypath: str, value: Any, hint: Any, old: Any) -> Any:
+        return _overlay(hint, value or {}, keypath, old, "key", lambda kp, v, h, _: _coerce(kp, v, h))
+
+    return _overlay(Settings, data or {}, "", base, "section", section)
 
 
 def load_settings(path: str | Path | None) -> Settings:

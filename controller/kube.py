@@ -306,13 +306,11 @@ class KubernetesLauncher:
         self._events: queue.Queue[tuple[str, dict]] = queue.Queue()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        self.jobs_created = 0
 
     # -- Launcher ------------------------------------------------------------------------------------
     def launch(self, tid: int, argv: Sequence[str], env: Mapping[str, str]) -> None:
         body = build_job(self.s, self.search, tid, argv, env, self.params_of(tid), self.owner)
         if self.kube.create_job(body):
-            self.jobs_created += 1
             log.info("trial %d: created Job %s", tid, body["metadata"]["name"])
         else:
             log.info("trial %d: Job %s already exists; adopting it", tid, body["metadata"]["name"])

@@ -227,10 +227,6 @@ class Space:
         text = resources.files("controller").joinpath("default_space.yaml").read_text()
         return cls.from_yaml(text)
 
-    def canonical(self) -> str:
-        """A stable text form: equal for equal spaces, used to refuse resuming with another space."""
-        return json.dumps(self.spec, sort_keys=True, separators=(",", ":"))
-
     @cached_property
     def dists(self) -> dict[str, Dist]:
         """Every distribution by hyperopt label."""
