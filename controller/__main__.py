@@ -33,23 +33,45 @@ from controller.store import LocalStore, Store, open_store
 log = logging.getLogger("controller")
 
 
-def _setup_logging(fmt: str, verbose: bool) -> None:
+class _Context(logging.Filter):
+    """Puts the search name and, for "trial N: ..." lines, the trial id on every record."""
+
+    def __init__(self, search: str):
+        super().__init__()
+        self.search = search
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.search = self.search
+        tid = None
+        if isinstance(record.msg, str) and record.msg.startswith("trial %d") and record.args:
+            tid = record.args[0] if isinstance(record.args, tuple) else None
+        record.tid = tid
+        record.trial = f" trial={tid}" if tid is not None else ""
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": record.created, "level": record.levelname, "logger": record.name,
+               "search": getattr(record, "search", None), "msg": record.getMessage()}
+        if getattr(record, "tid", None) is not None:
+            doc["tid"] = record.tid
+        return json.dumps(doc)
+
+
+def _setup_logging(fmt: str, verbose: bool, search: str = "-") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_Context(search))
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s search=%(search)s%(trial)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("botocore", "boto3", "urllib3", "hyperopt", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": record.created, "level": record.levelname, "logger": record.name,
-                           "msg": record.getMessage()})
 
 
 def _root_store(uri: str, settings: Settings | None = None) -> Store:
@@ -108,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         search__parallelism=args.parallelism, search__max_failed_trials=args.max_failed, search__seed=args.seed,
         trial__data=args.data, trial__epochs=args.epochs, controller__metrics_port=args.metrics_port,
     ).validate()
-    _setup_logging(settings.controller.log_format, args.verbose)
+    _setup_logging(settings.controller.log_format, args.verbose, settings.search.name)
     if not args.local:
         return _run_on_kubernetes(settings)
     if settings.trial.command[0] in ("python", "python3"):

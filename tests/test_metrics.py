@@ -49,3 +49,15 @@ def test_metrics_during_a_local_run(tmp_path, fake_trial_config):
     assert 'cifar_hpo_budget_left{search="cifar100"} 4.0' in seen
     assert "cifar_hpo_best_objective" in seen and "cifar_hpo_proposal_seconds_count" in seen
     assert "cifar_hpo_launch_seconds_count" in seen and "cifar_hpo_temporary_errors_total" in seen
+
+
+def test_json_logs_carry_search_and_trial_ids(tmp_path, fake_trial_config):
+    cfg = fake_trial_config("controller: {logFormat: json}\nsearch: {name: logs-demo}\n")
+    proc = subprocess.run([PY, "-m", "controller", "run", "--config", str(cfg), "--local", "--store",
+                           str(tmp_path / "runs"), "--max-trials", "2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert lines and all(line["search"] == "logs-demo" for line in lines)
+    trial_lines = [line for line in lines if line["msg"].startswith("trial ")]
+    assert {line["tid"] for line in trial_lines} == {0, 1}
