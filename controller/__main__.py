@@ -75,9 +75,10 @@ def _setup_logging(fmt: str, verbose: bool, search: str = "-") -> None:
 
 
 def _root_store(uri: str, settings: Settings | None = None) -> Store:
-    s = settings.store if settings else None
-    store = open_store(uri, endpoint_url=s.endpoint_url if s else None, region=s.region if s else None)
-    return store
+    if settings is None:
+        return open_store(uri)
+    s = settings.store
+    return open_store(uri, endpoint_url=s.endpoint_url, region=s.region, timeout_s=s.timeout_seconds)
 
 
 def _search_store(root: Store, search: str | None) -> tuple[Store, str]:

@@ -82,10 +82,14 @@ class StoreSection:
     """S3 endpoint for MinIO or another S3-compatible server; null uses AWS_ENDPOINT_URL_S3 / AWS."""
     region: str | None = None
     """S3 region; null uses the AWS default chain."""
+    timeout_seconds: float = 20.0
+    """S3 connect/read timeout per attempt (botocore retries with backoff after it)."""
 
     def validate(self) -> None:
         if not self.uri:
             raise ConfigError("store.uri: required, e.g. ./runs or s3://my-bucket/searches")
+        if not 0 < self.timeout_seconds <= 600:
+            raise ConfigError(f"store.timeoutSeconds: {self.timeout_seconds} must be in (0, 600]")
 
 
 @dataclass(frozen=True)

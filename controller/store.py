@@ -282,13 +282,14 @@ class S3Store:
             raise ConfigError(f"store {self.uri}: cannot reach the S3 endpoint ({e}); check AWS_ENDPOINT_URL_S3") from e
 
 
-def open_store(uri: str, *, endpoint_url: str | None = None, region: str | None = None) -> Store:
+def open_store(uri: str, *, endpoint_url: str | None = None, region: str | None = None,
+               timeout_s: float = 20.0) -> Store:
     """s3://bucket/prefix → S3Store; a path or file://path → LocalStore."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ConfigError(f"store {uri!r}: an S3 URI needs a bucket, e.g. s3://my-bucket/searches")
-        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region)
+        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s)
     if parsed.scheme == "file":
         return LocalStore(parsed.path)
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):

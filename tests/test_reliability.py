@@ -1,0 +1,300 @@
+"""Faults injected for real, and the figures RELIABILITY.md quotes: each test records what it tried, how
+many times, and what was lost (must be nothing) in .reliability/figures.json."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from conftest import PY, ROOT, SEED_RESULTS, run_cli
+from faultproxy import FaultProxy
+from fakekube import FakeApiServer, Kubelet
+
+FIGURES: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_figures():
+    yield
+    if FIGURES:
+        out = ROOT / ".reliability"
+        out.mkdir(exist_ok=True)
+        path = out / "figures.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, **FIGURES}, indent=1, sort_keys=True))
+
+
+def _trials(store):
+    return json.loads(run_cli("status", "--store", store, "--json").stdout)["trials"]
+
+
+def _lost_or_doubled(trials, n, runlog):
+    starts = Counter(int(x) for x in runlog.read_text().split()) if runlog.exists() else Counter()
+    return {
+        "finished": sum(t["state"] in ("ok", "failed", "stopped") for t in trials),
+        "budget": n,
+        "ids_exact": [t["tid"] for t in trials] == list(range(n)),
+        "distinct_params": len({json.dumps(t["params"], sort_keys=True) for t in trials}) == len(trials),
+        "ran_twice": sorted(t for t, c in starts.items() if c > 1),
+        "never_ran": sorted(set(range(n)) - set(starts)),
+    }
+
+
+def _assert_nothing_lost(fig):
+    assert fig["finished"] == fig["budget"] and fig["ids_exact"] and fig["distinct_params"], fig
+    assert fig["ran_twice"] == [] and fig["never_ran"] == [], fig
+
+
+def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config):
+    store, runlog, n = str(tmp_path / "runs"), tmp_path / "runlog", 12
+    env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.1", "FAKE_TRIAL_RUNLOG": str(runlog)}
+    args = [PY, "-m", "controller", "run", "--config", str(fake_trial_config()), "--local", "--store", store,
+            "--max-trials", str(n), "--parallelism", "3", "--epochs", "4", "--seed", "8"]
+    rng = random.Random(20)
+    kills = 0
+    while kills < 20:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.8, 2.2))
+        if proc.poll() is not None:
+            break  # it finished before this kill: the budget is spent
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    final = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    fig = {"kills": kills, **_lost_or_doubled(_trials(store), n, runlog)}
+    FIGURES["controller SIGKILL, local mode"] = fig
+    assert kills >= 15
+    _assert_nothing_lost(fig)
+
+
+def _kube_cluster(tmp_path, bucket):
+    api = FakeApiServer()
+    kubelet = Kubelet(api.cluster, tmp_path / "kubelet")
+    (tmp_path / "kubelet").mkdir()
+    api.cluster.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "data": {},
+                                   "metadata": {"name": "rel-search", "namespace": "default", "uid": "u-1"}}, "ADDED")
+    cfg = tmp_path / "controller.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "store": {"uri": f"s3://{bucket}/searches"}, "search": {"maxFailedTrials": 50},
+        "trial": {"command": ["python", "tests/objective.py"], "epochs": 3},
+        "kube": {"release": "rel", "ownerConfigMap": "rel-search", "statusConfigMap": "rel-status",
+                 "leaseName": "rel-lease", "leaseSeconds": 5, "resyncSeconds": 2, "terminationGraceSeconds": 5}}))
+    return api, kubelet, cfg
+
+
+def test_controller_sigkilled_on_the_fake_cluster(tmp_path, bucket):
+    api, kubelet, cfg = _kube_cluster(tmp_path, bucket)
+    runlog, n = tmp_path / "runlog", 10
+    kubelet.base_env.update(FAKE_TRIAL_SLEEP="0.2", FAKE_TRIAL_RUNLOG=str(runlog))
+    with api, kubelet:
+        env = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kc"))}
+        args = [PY, "-m", "controller", "run", "--config", str(cfg), "--max-trials", str(n), "--parallelism", "3"]
+        rng = random.Random(7)
+        kills = 0
+        for _ in range(8):
+            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # A restarted controller waits out the dead one's Lease (5 s) before it acts.
+            time.sleep(rng.uniform(1.0, 3.0) + (6.0 if kills else 0.0))
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        final = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert final.returncode == 0, final.stderr[-2000:]
+        jobs = Counter(api.cluster.jobs_created())
+    fig = {"kills": kills, "jobs_created": len(jobs), "jobs_created_twice": sorted(j for j, c in jobs.items() if c > 1),
+           **_lost_or_doubled(_trials(f"s3://{bucket}/searches"), n, runlog)}
+    FIGURES["controller SIGKILL, fake cluster"] = fig
+    assert kills >= 4 and fig["jobs_created"] == n and fig["jobs_created_twice"] == []
+    _assert_nothing_lost(fig)
+
+
+def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket, fake_trial_config):
+    runlog, n = tmp_path / "runlog", 8
+    with FaultProxy(s3_endpoint) as proxy:
+        cfg = fake_trial_config(f"store: {{endpointUrl: '{proxy.url}', timeoutSeconds: 2}}\n")
+        env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.2", "FAKE_TRIAL_RUNLOG": str(runlog),
+               "AWS_ENDPOINT_URL_S3": proxy.url}
+        proc = subprocess.Popen([PY, "-m", "controller", "run", "--config", str(cfg), "--local", "--store",
+                                 f"s3://{bucket}/searches", "--max-trials", str(n), "--parallelism", "2",
+                                 "--epochs", "3"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        f = proxy.faults
+        f.hang_seconds = 5
+        script = [(1.5, lambda: f.errors.extend([503, 503, 503])), (1.0, lambda: f.errors.extend([500, 500])),
+                  (1.0, lambda: setattr(f, "delay", 0.4)), (2.0, lambda: setattr(f, "delay", 0.0)),
+                  (0.5, lambda: setattr(f, "hang", 2)), (2.0, lambda: setattr(f, "down", True)),
+                  (1.5, lambda: setattr(f, "down", False)), (1.0, lambda: f.errors.extend([503] * 3))]
+
+        def inject():
+            for pause, action in script:
+                time.sleep(pause)
+                with f.lock:
+                    action()
+
+        t = threading.Thread(target=inject)
+        t.start()
+        out, err = proc.communicate(timeout=300)
+        t.join()
+    assert proc.returncode == 0, err[-3000:]
+    trials = _trials(f"s3://{bucket}/searches")
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
+    torn = []
+    for key in keys:
+        if key.endswith(".json"):
+            try:
+                json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            except ValueError:
+                torn.append(key)
+    fig = {"injected": dict(f.counts), "records_checked": len(keys), "torn_records": torn,
+           "failed_trials": [t["tid"] for t in trials if t["state"] == "failed"],
+           **_lost_or_doubled(trials, n, runlog)}
+    FIGURES["S3 faults (500/503 bursts, slow, hung, restart)"] = fig
+    assert f.counts.get("error", 0) >= 5 and f.counts.get("down", 0) >= 1 and f.counts.get("hang", 0) >= 1
+    assert torn == [] and fig["failed_trials"] == []
+    _assert_nothing_lost(fig)
+
+
+def test_lease_holder_dies_and_the_other_takes_over(tmp_path, bucket):
+    api, kubelet, cfg = _kube_cluster(tmp_path, bucket)
+    n = 8
+    kubelet.base_env.update(FAKE_TRIAL_SLEEP="0.3")
+    with api, kubelet:
+        env = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kc"))}
+        args = [PY, "-m", "controller", "run", "--config", str(cfg), "--max-trials", str(n), "--parallelism", "2"]
+        procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        deadline = time.monotonic() + 60
+        while len(api.cluster.jobs_created()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        holder = api.cluster.get("leases", "default", "rel-lease")["spec"]["holderIdentity"]
+        leader = next(p for p in procs if holder.endswith(f"-{p.pid}"))
+        other = next(p for p in procs if p is not leader)
+        created_before = len(api.cluster.jobs_created())
+        leader.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        while api.cluster.get("leases", "default", "rel-lease")["spec"]["holderIdentity"] == holder:
+            assert time.monotonic() - killed_at < 30
+            time.sleep(0.1)
+        takeover = time.monotonic() - killed_at
+        out, err = other.communicate(timeout=300)
+        leader.wait()
+        jobs = Counter(api.cluster.jobs_created())
+    fig = {"lease_seconds": 5, "takeover_seconds": round(takeover, 2), "jobs_before_kill": created_before,
+           "jobs_created": len(jobs), "jobs_created_twice": sorted(j for j, c in jobs.items() if c > 1)}
+    trials = _trials(f"s3://{bucket}/searches")
+    fig.update(finished=len(trials), budget=n)
+    FIGURES["leader dies, standby takes over"] = fig
+    assert other.returncode == 0, err[-2000:]
+    assert takeover <= 5 + 5 / 3 + 2, fig  # lease duration + one retry period + slack
+    assert fig["jobs_created"] == n and fig["jobs_created_twice"] == [] and len(trials) == n
+
+
+def test_credentials_never_reach_configmaps_logs_records_or_events(tmp_path, bucket):
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    key_id = os.environ["AWS_ACCESS_KEY_ID"]
+    api, kubelet, cfg = _kube_cluster(tmp_path, bucket)
+    with api, kubelet:
+        api.cluster.put("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rel-s3",
+                                                                                       "namespace": "default"},
+                                    "stringData": {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}},
+                        "ADDED")
+        data = yaml.safe_load(cfg.read_text())
+        data["kube"]["s3SecretName"] = "rel-s3"
+        data["search"]["maxFailedTrials"] = 50
+        cfg.write_text(yaml.safe_dump(data))
+        faults = tmp_path / "faults.json"
+        faults.write_text(json.dumps({"1": "exit1"}))
+        kubelet.base_env.update(FAKE_TRIAL_FAULTS=str(faults))
+        env = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kc"))}
+        p = subprocess.run([PY, "-m", "controller", "-v", "run", "--config", str(cfg), "--max-trials", "3"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        places = {"controller output": p.stdout + p.stderr}
+        for plural in ("configmaps", "events", "jobs", "pods", "leases"):
+            places[plural] = json.dumps(api.cluster.items(plural))
+    s3 = boto3.client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            places[o["Key"]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode(errors="replace")
+    leaks = sorted(where for where, text in places.items() if secret in text or key_id in text)
+    FIGURES["credentials grep"] = {"places_checked": len(places), "leaks": leaks}
+    assert len(places) > 10 and leaks == []
+    # ...while the trial Jobs do reference the Secret, by name only
+    assert "secretKeyRef" in places["jobs"] and "rel-s3" in places["jobs"]
+
+
+BAD_INPUTS = [
+    ("unknown config key", "search:\n  maxTrails: 3\n", [], "search.maxTrails: unknown key; did you mean 'maxTrials'"),
+    ("wrong type", "search:\n  parallelism: two\n", [], "search.parallelism: expected an integer"),
+    ("out of range", "tpe:\n  gamma: 1.5\n", [], "tpe.gamma: 1.5 must be in (0, 1)"),
+    ("invalid space", "search:\n  space:\n    lr: {dist: uniform, low: 1, high: 0}\n", [],
+     "search.space.lr: low (1.0) must be < high (0.0)"),
+    ("another space for an existing search", "search:\n  space:\n    lr: {dist: uniform, low: 0, high: 1}\n", [],
+     "was started with another search space"),
+    ("another seed for an existing search", "", ["--seed", "99"], "search.seed: 99 differs"),
+    ("store that is a file", "", ["--store", "FILE"], "cannot create or write this directory"),
+    ("bucket that does not exist", "", ["--store", "s3://no-such-bucket-x1/p"], "does not exist or is not accessible"),
+    ("unknown store scheme", "", ["--store", "gs://b/p"], "unsupported scheme 'gs'"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory):
+    """One small finished search, copied for each bad-input case."""
+    d = tmp_path_factory.mktemp("search")
+    cfg = d / "c.yaml"
+    cfg.write_text(f"trial:\n  command: [{PY}, {ROOT / 'tests' / 'objective.py'}]\nlocal:\n  pollSeconds: 0.05\n")
+    run_cli("run", "--config", str(cfg), "--local", "--store", str(d / "runs"), "--max-trials", "2")
+    return d / "runs"
+
+
+@pytest.mark.parametrize("case, extra, flags, message", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_refused_naming_the_field_and_nothing_stored_is_lost(tmp_path, fake_trial_config, s3_endpoint,
+                                                                          finished_search, case, extra, flags,
+                                                                          message):
+    store = tmp_path / "runs"
+    shutil.copytree(finished_search, store)
+    before = {p: p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and ".local" not in p.parts}
+    (tmp_path / "FILE").write_text("in the way")
+    flags = [str(tmp_path / "FILE") if f == "FILE" else f for f in flags]
+    if "--store" not in flags:
+        flags = ["--store", str(store), *flags]
+    p = run_cli("run", "--config", str(fake_trial_config(extra)), "--local", *flags, check=False)
+    after = {p: p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and ".local" not in p.parts}
+    FIGURES.setdefault("bad input", {})[case] = {"exit": p.returncode, "message": p.stderr.strip()[-200:],
+                                                 "records_changed": before != after}
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr, p.stderr
+    assert before == after
+
+
+def test_corrupted_records_are_reported_and_skipped_never_resetting_history(tmp_path):
+    store = tmp_path / "runs"
+    run_cli("import", "--store", str(store), str(SEED_RESULTS))
+    trials_dir = store / "cifar100" / "trials"
+    (trials_dir / "000003" / "proposal.json").write_text("{ torn")
+    (trials_dir / "000004" / "result.json").write_text('{"tid": 4, "status": "ok", "objective": NaN}')
+    (store / "cifar100" / "ledger" / "checkpoint.json").write_text("garbage")
+    p = run_cli("status", "--store", str(store), "--json")
+    trials = json.loads(p.stdout)["trials"]
+    states = {t["tid"]: (t["state"], t["reason"]) for t in trials}
+    FIGURES["corrupted records"] = {"trials_before": 42, "trials_after": len(trials),
+                                    "corrupt_proposal": states[3], "corrupt_result": states[4]}
+    assert len(trials) == 42
+    assert states[3][0] == "failed" and "corrupt proposal" in states[3][1]
+    assert states[4][0] == "pending" and "not valid JSON" in states[4][1]
+    assert sum(s == "ok" for s, _ in states.values()) == 40
