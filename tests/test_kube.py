@@ -159,9 +159,10 @@ def test_two_controllers_only_the_lease_holder_launches(cluster, tmp_path):
 
 
 def test_api_faults_are_survived(cluster, tmp_path):
-    """500s on Job creation and on the watch, a compacted history (410) and dropped watches."""
+    """500s on Job creation and on the watch, slow responses, a compacted history (410), dropped watches."""
     api, kubelet, kubeconfig, store = cluster
     c = api.cluster
+    c.latency = 0.15  # every API call slow until the first Jobs exist
     c.fail(500, "POST", r"/jobs$", count=3)
     c.fail(503, "GET", r"/jobs$", count=2)
     kubelet.base_env["FAKE_TRIAL_SLEEP"] = "0.3"
@@ -169,6 +170,7 @@ def test_api_faults_are_survived(cluster, tmp_path):
     deadline = time.monotonic() + 60
     while len(_jobs_added(c)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
+    c.latency = 0.0
     c.compact()
     c.drop_watches()
     time.sleep(1.0)
@@ -190,7 +192,8 @@ def test_job_bodies_validate_for_other_options():
                          {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["a100", "h100"]}]}]}}},
                      image_pull_secrets=["regcred"], priority_class_name="batch-low")
     job = build_job(s, "cifar100", 123456, ["python", "-m", "trainer", "--trial", "s3://b/t"], {}, {"x": 1}, None)
-    for version in ("1.25", "1.31", "1.37"):
+    # The published schemas require onPodConditions in every podFailurePolicy rule up to 1.28.
+    for version in ("1.29", "1.31", "1.33", "1.35", "1.37"):
         kubernetes_validate.validate(job, version, strict=True)
     assert len(job["metadata"]["name"]) <= 63
     assert "nvidia.com/gpu" not in json.dumps(job["spec"]["template"]["spec"]["containers"][0]["resources"])

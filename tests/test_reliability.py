@@ -102,7 +102,7 @@ def test_controller_sigkilled_on_the_fake_cluster(tmp_path, bucket):
         args = [PY, "-m", "controller", "run", "--config", str(cfg), "--max-trials", str(n), "--parallelism", "3"]
         rng = random.Random(7)
         kills = 0
-        for _ in range(8):
+        for _ in range(5):
             proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             # A restarted controller waits out the dead one's Lease (5 s) before it acts.
             time.sleep(rng.uniform(1.0, 3.0) + (6.0 if kills else 0.0))
@@ -117,7 +117,7 @@ def test_controller_sigkilled_on_the_fake_cluster(tmp_path, bucket):
     fig = {"kills": kills, "jobs_created": len(jobs), "jobs_created_twice": sorted(j for j, c in jobs.items() if c > 1),
            **_lost_or_doubled(_trials(f"s3://{bucket}/searches"), n, runlog)}
     FIGURES["controller SIGKILL, fake cluster"] = fig
-    assert kills >= 4 and fig["jobs_created"] == n and fig["jobs_created_twice"] == []
+    assert kills >= 3 and fig["jobs_created"] == n and fig["jobs_created_twice"] == []
     _assert_nothing_lost(fig)
 
 
