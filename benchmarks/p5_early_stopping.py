@@ -15,7 +15,6 @@ import json
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from common import ROOT, machine

@@ -145,7 +145,6 @@ def suggest(
     if settings.pending not in PENDING_STRATEGIES:
         raise ValueError(f"pending must be one of {PENDING_STRATEGIES}, got {settings.pending!r}")
     domain = _domain(space)
-    labels = list(domain.params)
     observed = list(observed)
     proposals = []
     for tid in new_tids:

@@ -144,19 +144,6 @@ def _assert_ran_once(runlog, n):
     assert sorted(starts) == list(range(n)) and set(starts.values()) == {1}, starts
 
 
-def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(tmp_path, fake_trial_config):
-    store = str(tmp_path / "runs")
-    runlog = tmp_path / "runlog"
-    env = {"FAKE_TRIAL_SLEEP": "0.15", "FAKE_TRIAL_RUNLOG": str(runlog)}
-    args = ["run", "--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "10",
-            "--parallelism", "3", "--seed", "2"]
-    kills, final = _kill_loop(args, env, random.Random(11), kills=6)
-    assert kills >= 4
-    assert json.loads(final.stdout)["finished"] == 10
-    _assert_exact_budget(_status(store), 10)
-    _assert_ran_once(runlog, 10)
-
-
 @pytest.mark.parametrize("point", ["proposal:1", "launch:3", "collect:2", "outcome:1"])
 def test_sigkill_at_each_critical_point(tmp_path, fake_trial_config, point):
     store = str(tmp_path / "runs")

@@ -10,7 +10,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import boto3
 import pytest
@@ -102,7 +101,7 @@ def test_controller_sigkilled_on_the_fake_cluster(tmp_path, bucket):
         args = [PY, "-m", "controller", "run", "--config", str(cfg), "--max-trials", str(n), "--parallelism", "3"]
         rng = random.Random(7)
         kills = 0
-        for _ in range(5):
+        for _ in range(4):
             proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             # A restarted controller waits out the dead one's Lease (5 s) before it acts.
             time.sleep(rng.uniform(1.0, 3.0) + (6.0 if kills else 0.0))

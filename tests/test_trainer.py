@@ -1,12 +1,10 @@
 """The trainer as a process, as local mode and Kubernetes run it, on tiny models and generated data."""
 
 import json
-import os
 import signal
 import subprocess
 import time
 
-import pytest
 
 from conftest import PY, ROOT, SEED_RESULTS
 from trainer import data
@@ -67,7 +65,7 @@ def test_reads_the_standard_archive(tmp_path):
 
 def test_sigterm_ends_with_a_stopped_result_within_seconds(tmp_path):
     d = _trial(tmp_path)
-    proc = subprocess.Popen([PY, "-m", "trainer", "--trial", str(d), "--data", "synthetic:3000", "--epochs", "200",
+    proc = subprocess.Popen([PY, "-m", "trainer", "--trial", str(d), "--data", "synthetic:1500", "--epochs", "200",
                              "--patience", "0", *TINY], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while not (d / "progress.json").exists():
@@ -87,7 +85,6 @@ def test_sigterm_ends_with_a_stopped_result_within_seconds(tmp_path):
 
 def test_bad_params_fail_fast_with_exit_3_naming_them(tmp_path):
     d = _trial(tmp_path, {**BEST, "pooling_type": "fractional"})
-    t = time.monotonic()
     p = _trainer("--trial", str(d), "--data", "synthetic:300")
     assert p.returncode == 3
     result = json.loads((d / "result.json").read_text())
