@@ -124,18 +124,19 @@ def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket
     runlog, n = tmp_path / "runlog", 8
     with FaultProxy(s3_endpoint) as proxy:
         cfg = fake_trial_config(f"store: {{endpointUrl: '{proxy.url}', timeoutSeconds: 2}}\n")
-        env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.2", "FAKE_TRIAL_RUNLOG": str(runlog),
+        env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.3", "FAKE_TRIAL_RUNLOG": str(runlog),
                "AWS_ENDPOINT_URL_S3": proxy.url}
         proc = subprocess.Popen([PY, "-m", "controller", "run", "--config", str(cfg), "--local", "--store",
                                  f"s3://{bucket}/searches", "--max-trials", str(n), "--parallelism", "2",
-                                 "--epochs", "3"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 "--epochs", "4"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         f = proxy.faults
         f.hang_seconds = 5
-        script = [(1.5, lambda: f.errors.extend([503, 503, 503])), (1.0, lambda: f.errors.extend([500, 500])),
-                  (1.0, lambda: setattr(f, "delay", 0.4)), (2.0, lambda: setattr(f, "delay", 0.0)),
-                  (0.5, lambda: setattr(f, "hang", 2)), (2.0, lambda: setattr(f, "down", True)),
-                  (1.5, lambda: setattr(f, "down", False)), (1.0, lambda: f.errors.extend([503] * 3))]
+        # Early enough that every fault lands while the search runs (it takes > 10 s).
+        script = [(0.8, lambda: f.errors.extend([503, 503, 503])), (0.5, lambda: f.errors.extend([500, 500])),
+                  (0.5, lambda: setattr(f, "delay", 0.4)), (1.0, lambda: setattr(f, "delay", 0.0)),
+                  (0.3, lambda: setattr(f, "down", True)), (2.5, lambda: setattr(f, "down", False)),
+                  (0.5, lambda: setattr(f, "hang", 2)), (0.5, lambda: f.errors.extend([503] * 3))]
 
         def inject():
             for pause, action in script:
