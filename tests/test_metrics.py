@@ -1,6 +1,7 @@
 """The controller serves Prometheus metrics while a search runs."""
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -37,16 +38,17 @@ def test_metrics_during_a_local_run(tmp_path, fake_trial_config):
         except OSError:
             time.sleep(0.1)
             continue
-        if 'cifar_hpo_trials{search="cifar100",state="ok"} 2.0' in text:
-            seen = text
+        ok = re.search(r'cifar_hpo_trials\{search="cifar100",state="ok"\} (\d+)', text)
+        if ok and 1 <= int(ok.group(1)) < 6:  # mid-run: some trials done, budget not spent
+            seen, done = text, int(ok.group(1))
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     assert json.loads(out)["finished"] == 6
     assert seen, "no scrape showed 2 finished trials while the search ran"
     assert 'cifar_hpo_trials_running{search="cifar100"}' in seen
-    assert 'cifar_hpo_budget_left{search="cifar100"} 4.0' in seen
+    assert f'cifar_hpo_budget_left{{search="cifar100"}} {6 - done}.0' in seen
     assert "cifar_hpo_best_objective" in seen and "cifar_hpo_proposal_seconds_count" in seen
     assert "cifar_hpo_launch_seconds_count" in seen and "cifar_hpo_temporary_errors_total" in seen
 
