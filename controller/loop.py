@@ -140,8 +140,8 @@ class SearchLoop:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> SearchStatus:
-        open_search(self.store, self.settings, self.space)
-        self.records = self.ledger.load()
+        self._retrying("opening the search", lambda: open_search(self.store, self.settings, self.space))
+        self.records = self._retrying("reading the trial records", self.ledger.load)
         log.info("search %s: %d trials on record (%d finished in budget, %d open)", self.settings.search.name,
                  len(self.records), self.finished_count(), self.open_count())
         self._reconcile([t for t, r in self.records.items() if not r.finished])
@@ -186,6 +186,19 @@ class SearchLoop:
                             warning=status.state == "failed")
         log.info("search %s: %s (%s)", self.settings.search.name, status.state, status.reason)
         return status
+
+    def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Start-up steps: a store or API hiccup there is waited out, not a crash."""
+        backoff = 1.0
+        while True:
+            try:
+                return fn()
+            except TemporaryError as e:
+                if self.metrics:
+                    self.metrics.error()
+                log.warning("temporary failure %s: %s; retrying in %.0f s", what, e, backoff)
+                time.sleep(backoff)
+                backoff = min(60.0, backoff * 2)
 
     def _reconcile(self, open_tids: list[int]) -> None:
         """Adopt what still runs (or ended unreported); launch what never started."""
