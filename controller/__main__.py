@@ -206,8 +206,10 @@ def _run_on_kubernetes(settings: Settings) -> int:
             log.error("lost the leader Lease: exiting so that only one controller acts")
             os._exit(4)
 
-        lease = LeaderLease(kube, settings.kube.lease_name, f"{socket.gethostname()}-{os.getpid()}",
-                            settings.kube.lease_seconds, lost)
+        # The pod's name (downward API) survives a container restart, so a controller restarted after a
+        # crash takes its own Lease back at once, as client-go does; outside a pod, host and pid.
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        lease = LeaderLease(kube, settings.kube.lease_name, identity, settings.kube.lease_seconds, lost)
         lease.acquire()
     holder: dict[str, SearchLoop] = {}
     launcher = KubernetesLauncher(kube, settings.kube, settings.search.name,

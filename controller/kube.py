@@ -500,14 +500,14 @@ class LeaderLease:
         self.on_lost = on_lost
         self._stop = threading.Event()
 
-    def _body(self, version: str | None, transitions: int) -> dict:
+    def _body(self, version: str | None, transitions: int, acquired: str | None = None) -> dict:
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         meta: dict[str, Any] = {"name": self.name, "namespace": self.kube.ns}
         if version:
             meta["resourceVersion"] = version
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
                 "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.seconds,
-                         "acquireTime": now, "renewTime": now, "leaseTransitions": transitions}}
+                         "acquireTime": acquired or now, "renewTime": now, "leaseTransitions": transitions}}
 
     def try_acquire(self) -> bool:
         from kubernetes.client.exceptions import ApiException
@@ -536,11 +536,11 @@ class LeaderLease:
         if holder not in (None, "", self.identity) and not expired:
             return False
         transitions = int(spec.get("leaseTransitions") or 0) + (holder != self.identity)
+        body = self._body(lease["metadata"]["resourceVersion"], transitions,
+                          spec.get("acquireTime") if holder == self.identity else None)
         try:
             # resourceVersion makes this a compare-and-swap: of two contenders, one gets 409.
-            self.kube.coord.replace_namespaced_lease(self.name, self.kube.ns,
-                                                     self._body(lease["metadata"]["resourceVersion"], transitions),
-                                                     _preload_content=False)
+            self.kube.coord.replace_namespaced_lease(self.name, self.kube.ns, body, _preload_content=False)
             return True
         except (ApiException, HTTPError) as e:
             if getattr(e, "status", None) == 409:
@@ -570,4 +570,22 @@ class LeaderLease:
             return
 
     def release(self) -> None:
+        """Stop renewing and, if we still hold the Lease, hand it back so that a successor need not wait
+        out its duration (client-go's ReleaseOnCancel)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
         self._stop.set()
+        try:
+            lease = json.loads(self.kube.coord.read_namespaced_lease(self.name, self.kube.ns,
+                                                                     _preload_content=False).data)
+            if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            body = self._body(lease["metadata"]["resourceVersion"], int(lease["spec"].get("leaseTransitions") or 0),
+                              lease["spec"].get("acquireTime"))
+            body["spec"].update(holderIdentity="", leaseDurationSeconds=1)
+            self.kube.coord.replace_namespaced_lease(self.name, self.kube.ns, body, _preload_content=False)
+            log.info("released Lease %s", self.name)
+        except (ApiException, HTTPError) as e:
+            # Best effort: the Lease then expires on its own.
+            log.warning("could not release Lease %s: %s", self.name, getattr(e, "status", e))

@@ -264,7 +264,7 @@ class SearchLoop:
             if not self.ledger.write_outcome(tid, "failed", reason, exit_code=ended.exit_code, log_tail=ended.log_tail):
                 log.info("trial %d: outcome already recorded by an earlier controller", tid)
             rec = self.ledger.read_trial(tid) or rec
-        elif ended.exit_code not in (0, None):
+        elif rec.state != "failed" and ended.exit_code not in (0, None):
             log.warning("trial %d: wrote a valid result but exited with %s", tid, ended.exit_code)
         previous_best = self.best()
         self.records[tid] = rec

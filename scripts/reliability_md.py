@@ -19,7 +19,7 @@ def main() -> int:
         f"{'YES' if v['records_changed'] else 'no'} |" for case, v in sorted(bad.items()))
     text = (ROOT / "scripts" / "reliability_template.md").read_text().format(
         date=date.today().isoformat(), local=local, kube=kube, s3=s3, inj=s3["injected"], lease=lease,
-        creds=creds, corrupt=corrupt, bad_rows=rows,
+        creds=creds, corrupt=corrupt, bad_rows=rows, kube_points=", ".join(f"`{p}`" for p in kube["named_points"]),
         corrupt_proposal=corrupt["corrupt_proposal"][1][:80], corrupt_result=corrupt["corrupt_result"][1][:70])
     (ROOT / "RELIABILITY.md").write_text(text)
     return 0

@@ -1,7 +1,7 @@
 """The real controller CLI, SIGKILLed by itself at a chosen point: CRASH_AT=<point>:<n> kills it on the
-n-th time it reaches <point>. Points: launch (proposal written, trial not started yet), collect (a trial
-ended, its result not read yet), outcome (outcome.json written, state not yet updated), best (before
-best.json is written)."""
+n-th time it reaches <point>, in local mode or on a cluster. Points: proposal (proposal.json written),
+launch (about to start the trial's process or create its Job), collect (a trial ended, its result not read
+yet), outcome (outcome.json written, the controller's state not yet updated)."""
 
 import os
 import signal
@@ -10,6 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from controller import __main__ as cli  # noqa: E402
+from controller.kube import KubernetesLauncher  # noqa: E402
 from controller.launcher import ProcessLauncher  # noqa: E402
 from controller.ledger import Ledger  # noqa: E402
 from controller.loop import SearchLoop  # noqa: E402
@@ -40,6 +41,7 @@ def _tick():
 
 if point == "launch":
     crash_before(ProcessLauncher, "launch")
+    crash_before(KubernetesLauncher, "launch")
 elif point == "collect":
     crash_before(SearchLoop, "_collect")
 elif point == "outcome":

@@ -77,7 +77,7 @@ def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config
     _assert_nothing_lost(fig)
 
 
-def _kube_cluster(tmp_path, bucket):
+def _kube_cluster(tmp_path, bucket, **kube):
     api = FakeApiServer()
     kubelet = Kubelet(api.cluster, tmp_path / "kubelet")
     (tmp_path / "kubelet").mkdir()
@@ -88,35 +88,66 @@ def _kube_cluster(tmp_path, bucket):
         "store": {"uri": f"s3://{bucket}/searches"}, "search": {"maxFailedTrials": 50},
         "trial": {"command": ["python", "tests/objective.py"], "epochs": 3},
         "kube": {"release": "rel", "ownerConfigMap": "rel-search", "statusConfigMap": "rel-status",
-                 "leaseName": "rel-lease", "leaseSeconds": 5, "resyncSeconds": 2, "terminationGraceSeconds": 5}}))
+                 "leaseName": "rel-lease", "leaseSeconds": 5, "resyncSeconds": 2, "terminationGraceSeconds": 5,
+                 **kube}}))
     return api, kubelet, cfg
 
 
+NAMED_POINTS = ("proposal:2", "outcome:1", "launch:3", "collect:2")
+
+
 def test_controller_sigkilled_on_the_fake_cluster(tmp_path, bucket):
-    api, kubelet, cfg = _kube_cluster(tmp_path, bucket)
-    runlog, n = tmp_path / "runlog", 10
-    kubelet.base_env.update(FAKE_TRIAL_SLEEP="0.2", FAKE_TRIAL_RUNLOG=str(runlog))
+    """20 SIGKILLs of one controller pod's container: first at each named point, then at random moments.
+    The restarts keep the pod's name (POD_NAME), so each takes its own Lease back at once, as after a
+    container restart; the Lease handover between pods has its own test below."""
+    api, kubelet, cfg = _kube_cluster(tmp_path, bucket, backoffLimit=0)
+    runlog, faults, n = tmp_path / "runlog", tmp_path / "faults.json", 24
+    faults.write_text(json.dumps({"2": "exit1", "9": "exit1"}))  # failed trials, so that 'outcome' is reached
+    kubelet.base_env.update(FAKE_TRIAL_SLEEP="0.3", FAKE_TRIAL_RUNLOG=str(runlog), FAKE_TRIAL_FAULTS=str(faults))
     with api, kubelet:
-        env = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kc"))}
-        args = [PY, "-m", "controller", "run", "--config", str(cfg), "--max-trials", str(n), "--parallelism", "3"]
+        env = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kc")), "POD_NAME": "rel-controller-0"}
+        args = ["run", "--config", str(cfg), "--max-trials", str(n), "--parallelism", "3"]
+        jobs_at_kill = []
+
+        def lease_version():
+            lease = api.cluster.get("leases", "default", "rel-lease")
+            return lease and lease["metadata"]["resourceVersion"]
+
+        for point in NAMED_POINTS:
+            crashed = subprocess.run([PY, str(ROOT / "tests" / "crashy_controller.py"), *args], cwd=ROOT,
+                                     env={**env, "CRASH_AT": point}, capture_output=True, timeout=120)
+            assert crashed.returncode == -signal.SIGKILL, (point, crashed.stderr.decode()[-2000:])
+            jobs_at_kill.append(len(api.cluster.jobs_created()))
         rng = random.Random(7)
-        kills = 0
-        for _ in range(4):
-            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            # A restarted controller waits out the dead one's Lease (5 s) before it acts.
-            time.sleep(rng.uniform(1.0, 3.0) + (6.0 if kills else 0.0))
+        while len(jobs_at_kill) < 20:
+            version = lease_version()
+            proc = subprocess.Popen([PY, "-m", "controller", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            # Timed from the moment it takes the Lease: the 2-3 s of imports before it on this VM hold no state.
+            while lease_version() == version and proc.poll() is None:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 4.0))
             if proc.poll() is not None:
                 break
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            kills += 1
-        final = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            jobs_at_kill.append(len(api.cluster.jobs_created()))
+        final = subprocess.run([PY, "-m", "controller", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                               timeout=300)
         assert final.returncode == 0, final.stderr[-2000:]
         jobs = Counter(api.cluster.jobs_created())
-    fig = {"kills": kills, "jobs_created": len(jobs), "jobs_created_twice": sorted(j for j, c in jobs.items() if c > 1),
-           **_lost_or_doubled(_trials(f"s3://{bucket}/searches"), n, runlog)}
+        lease = api.cluster.get("leases", "default", "rel-lease")["spec"]
+    trials = _trials(f"s3://{bucket}/searches")
+    fig = {"kills": len(jobs_at_kill), "named_points": list(NAMED_POINTS), "jobs_at_each_kill": jobs_at_kill,
+           "jobs_created": len(jobs), "jobs_created_twice": sorted(j for j, c in jobs.items() if c > 1),
+           "failed_as_planted": sorted(t["tid"] for t in trials if t["state"] == "failed"),
+           "lease_released_at_exit": lease["holderIdentity"] == "", **_lost_or_doubled(trials, n, runlog)}
     FIGURES["controller SIGKILL, fake cluster"] = fig
-    assert kills >= 3 and fig["jobs_created"] == n and fig["jobs_created_twice"] == []
+    assert fig["kills"] == 20, fig
+    # The kills land all through the search (Jobs come in threes: parallelism 3), not only at its start or end.
+    assert len(set(jobs_at_kill)) >= 5 and n // 2 <= jobs_at_kill[-1] < n, fig
+    assert fig["jobs_created"] == n and fig["jobs_created_twice"] == [] and fig["failed_as_planted"] == [2, 9], fig
+    assert fig["lease_released_at_exit"], lease
     _assert_nothing_lost(fig)
 
 
