@@ -133,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ).validate()
     _setup_logging(settings.controller.log_format, args.verbose, settings.search.name)
     if not args.local:
-        return _run_on_kubernetes(settings)
+        return _run_on_kubernetes(settings, args.idle_when_done)
     if settings.trial.command[0] in ("python", "python3"):
         # Trials run in this interpreter's environment, not whatever `python` is first on PATH.
         settings = with_overrides(settings, trial__command=[sys.executable, *settings.trial.command[1:]])
@@ -191,8 +191,17 @@ def _kube_api() -> Any:
     return client.ApiClient(cfg)
 
 
-def _run_on_kubernetes(settings: Settings) -> int:
+def _terminated(signum: int, frame: Any) -> None:
+    # Unwinds through _run_on_kubernetes' finally: the Lease is handed back, so the next pod of a rollout
+    # starts at once; running Jobs go on and are adopted by it.
+    log.info("SIGTERM: stopping; running trials go on and the next controller adopts them")
+    raise SystemExit(143)
+
+
+def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
+    import signal
     import socket
+    import threading
 
     from controller.kube import KubeClient, KubeNotifier, KubernetesLauncher, LeaderLease
 
@@ -218,14 +227,23 @@ def _run_on_kubernetes(settings: Settings) -> int:
                       wait_seconds=settings.kube.resync_seconds, metrics=_metrics(settings),
                       notifier=KubeNotifier(kube, settings.kube, settings.search.name))
     holder["loop"] = loop
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         status = loop.run()
     finally:
         launcher.close()
         if lease:
             lease.release()
-    print(json.dumps(status.to_json(), indent=1))
-    return 0 if status.state in ("succeeded", "goal_reached") else 3
+    print(json.dumps(status.to_json(), indent=1), flush=True)
+    code = 0 if status.state in ("succeeded", "goal_reached") else 3
+    if idle_when_done:
+        # A Deployment restarts a container that exits, which would only find the search ended again
+        # (CrashLoopBackOff); so stay up, metrics still served, until the pod is deleted or rolled.
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        log.info("search %s %s; idle until SIGTERM (--idle-when-done)", settings.search.name, status.state)
+        done.wait()
+    return code
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -301,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="cifar100 | PATH or s3://.../cifar-100-python.tar.gz | synthetic[:N]")
     run.add_argument("--epochs", type=int)
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    run.add_argument("--idle-when-done", action="store_true",
+                     help="on Kubernetes: once the search has ended, stay up (serving metrics) until SIGTERM, "
+                          "so that a Deployment does not restart it over and over")
     run.set_defaults(func=cmd_run)
 
     for name, func, helptext in (("status", cmd_status, "show every trial"),

@@ -4,6 +4,7 @@ trial program, and moto's S3 server holding the records."""
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -139,6 +140,42 @@ def test_two_controllers_only_the_lease_holder_launches(cluster, tmp_path):
     added = _jobs_added(api.cluster)
     assert len(added) == 4 and set(added.values()) == {1}
     assert len(_status(store)["trials"]) == 4
+
+
+def test_sigterm_hands_the_lease_back_and_an_ended_search_idles(cluster, tmp_path):
+    """A rollout's SIGTERM mid-search: prompt exit, Lease handed back, Jobs left running for the next pod.
+    With --idle-when-done (the chart's Deployment) an ended search keeps the pod up until SIGTERM."""
+    api, kubelet, kubeconfig, store = cluster
+    c = api.cluster
+    kubelet.base_env["FAKE_TRIAL_SLEEP"] = "0.5"
+    cfg = _config(tmp_path, store)
+    args = ("--max-trials", "4", "--parallelism", "2", "--idle-when-done")
+    first = _controller(cfg, kubeconfig, *args)
+    deadline = time.monotonic() + 60
+    while not _jobs_added(c) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=20)
+    assert first.returncode == 143, err[-2000:]
+    assert c.get("leases", "default", f"{RELEASE}-controller")["spec"]["holderIdentity"] == ""
+    second = _controller(cfg, kubeconfig, *args)
+
+    def holder():
+        return c.get("leases", "default", f"{RELEASE}-controller")["spec"]["holderIdentity"]
+
+    deadline = time.monotonic() + 120
+    for wanted in (True, False):  # the second takes the Lease, then hands it back when the search has ended
+        while bool(holder()) != wanted and second.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    time.sleep(1.0)
+    assert second.poll() is None, "an ended search must keep the controller up"
+    second.send_signal(signal.SIGTERM)
+    out, err = second.communicate(timeout=20)
+    assert second.returncode == 0, err[-2000:]
+    assert json.loads(out)["state"] == "succeeded" and "idle until SIGTERM" in err
+    added = _jobs_added(c)
+    assert len(added) == 4 and set(added.values()) == {1}
+    assert [t["state"] for t in _status(store)["trials"]] == ["ok"] * 4
 
 
 def test_api_faults_are_survived(cluster, tmp_path):
