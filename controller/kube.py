@@ -499,6 +499,7 @@ class LeaderLease:
         self.seconds = seconds
         self.on_lost = on_lost
         self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def _body(self, version: str | None, transitions: int, acquired: str | None = None) -> dict:
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -552,7 +553,8 @@ class LeaderLease:
             log.info("another controller holds Lease %s; waiting", self.name)
             time.sleep(max(1.0, self.seconds / 3))
         log.info("acquired Lease %s as %s", self.name, self.identity)
-        threading.Thread(target=self._renew_loop, name="lease-renew", daemon=True).start()
+        self._renewer = threading.Thread(target=self._renew_loop, name="lease-renew", daemon=True)
+        self._renewer.start()
 
     def _renew_loop(self) -> None:
         last_ok = time.monotonic()
@@ -576,16 +578,24 @@ class LeaderLease:
         from urllib3.exceptions import HTTPError
 
         self._stop.set()
-        try:
-            lease = json.loads(self.kube.coord.read_namespaced_lease(self.name, self.kube.ns,
-                                                                     _preload_content=False).data)
-            if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+        if self._renewer is not None:
+            self._renewer.join(timeout=self.seconds)  # a renewal in flight would turn our write into a 409
+        for _ in range(3):
+            try:
+                lease = json.loads(self.kube.coord.read_namespaced_lease(self.name, self.kube.ns,
+                                                                         _preload_content=False).data)
+                spec = lease.get("spec") or {}
+                if spec.get("holderIdentity") != self.identity:
+                    return
+                body = self._body(lease["metadata"]["resourceVersion"], int(spec.get("leaseTransitions") or 0),
+                                  spec.get("acquireTime"))
+                body["spec"].update(holderIdentity="", leaseDurationSeconds=1)
+                self.kube.coord.replace_namespaced_lease(self.name, self.kube.ns, body, _preload_content=False)
+                log.info("released Lease %s", self.name)
                 return
-            body = self._body(lease["metadata"]["resourceVersion"], int(lease["spec"].get("leaseTransitions") or 0),
-                              lease["spec"].get("acquireTime"))
-            body["spec"].update(holderIdentity="", leaseDurationSeconds=1)
-            self.kube.coord.replace_namespaced_lease(self.name, self.kube.ns, body, _preload_content=False)
-            log.info("released Lease %s", self.name)
-        except (ApiException, HTTPError) as e:
-            # Best effort: the Lease then expires on its own.
-            log.warning("could not release Lease %s: %s", self.name, getattr(e, "status", e))
+            except (ApiException, HTTPError) as e:
+                if getattr(e, "status", None) == 409:
+                    continue  # written meanwhile: read it again
+                # Best effort: the Lease then expires on its own.
+                log.warning("could not release Lease %s: %s", self.name, getattr(e, "status", e))
+                return

@@ -15,7 +15,7 @@ def main() -> int:
     s3, lease = d["S3 faults (500/503 bursts, slow, hung, restart)"], d["leader dies, standby takes over"]
     creds, corrupt, bad = d["credentials grep"], d["corrupted records"], d["bad input"]
     rows = "\n".join(
-        f"| {case} | {v['exit']} | `{v['message'].split('error: ')[-1][:150].replace('|', '/')}` | "
+        f"| {case} | {v['exit']} | `{v['message'].split('error: ')[-1][:220].replace('|', '/')}` | "
         f"{'YES' if v['records_changed'] else 'no'} |" for case, v in sorted(bad.items()))
     text = (ROOT / "scripts" / "reliability_template.md").read_text().format(
         date=date.today().isoformat(), local=local, kube=kube, s3=s3, inj=s3["injected"], lease=lease,

@@ -163,17 +163,31 @@ def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket
                                 text=True)
         f = proxy.faults
         f.hang_seconds = 5
-        # Early enough that every fault lands while the search runs (it takes > 10 s).
-        script = [(0.8, lambda: f.errors.extend([503, 503, 503])), (0.5, lambda: f.errors.extend([500, 500])),
-                  (0.5, lambda: setattr(f, "delay", 0.4)), (1.0, lambda: setattr(f, "delay", 0.0)),
-                  (0.3, lambda: setattr(f, "down", True)), (2.5, lambda: setattr(f, "down", False)),
-                  (0.5, lambda: setattr(f, "hang", 2)), (0.5, lambda: f.errors.extend([503] * 3))]
+
+        def until(kind, count, limit=8.0, at_least=0.0):
+            # Each fault stays on until it has met traffic (or `limit` s), so none lands in a quiet moment.
+            start = time.monotonic()
+            while ((f.counts.get(kind, 0) < count or time.monotonic() - start < at_least)
+                   and time.monotonic() - start < limit and proc.poll() is None):
+                time.sleep(0.02)
+
+        lasted = {}
 
         def inject():
-            for pause, action in script:
-                time.sleep(pause)
+            until("forward", 3, limit=60)  # the controller is up and talking to the store
+            for name, action, kind, count, at_least in [
+                    ("errors", lambda: f.errors.extend([503, 503, 503, 500, 500]), "error", 5, 0),
+                    ("slow", lambda: setattr(f, "delay", 0.4), "forward", f.counts.get("forward", 0) + 6, 1.0),
+                    ("down", lambda: setattr(f, "down", True), "down", 3, 3.0),  # a restart: 3 to 8 s
+                    ("hang", lambda: setattr(f, "hang", 2), "hang", 2, 0),
+                    ("errors again", lambda: f.errors.extend([503] * 3), "error", 8, 0)]:
+                began = time.monotonic()
                 with f.lock:
                     action()
+                until(kind, count, at_least=at_least)
+                with f.lock:
+                    f.delay, f.down = 0.0, False
+                lasted[name] = round(time.monotonic() - began, 1)
 
         t = threading.Thread(target=inject)
         t.start()
@@ -190,8 +204,8 @@ def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket
                 json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
             except ValueError:
                 torn.append(key)
-    fig = {"injected": dict(f.counts), "records_checked": len(keys), "torn_records": torn,
-           "failed_trials": [t["tid"] for t in trials if t["state"] == "failed"],
+    fig = {"injected": dict(f.counts), "seconds": lasted, "records_checked": len(keys), "torn_records": torn,
+           "failed_trials": [(t["tid"], t.get("reason")) for t in trials if t["state"] == "failed"],
            **_lost_or_doubled(trials, n, runlog)}
     FIGURES["S3 faults (500/503 bursts, slow, hung, restart)"] = fig
     assert f.counts.get("error", 0) >= 5 and f.counts.get("down", 0) >= 1 and f.counts.get("hang", 0) >= 1
@@ -306,7 +320,8 @@ def test_bad_input_is_refused_naming_the_field_and_nothing_stored_is_lost(tmp_pa
         flags = ["--store", str(store), *flags]
     p = run_cli("run", "--config", str(fake_trial_config(extra)), "--local", *flags, check=False)
     after = {p: p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and ".local" not in p.parts}
-    FIGURES.setdefault("bad input", {})[case] = {"exit": p.returncode, "message": p.stderr.strip()[-200:],
+    said = p.stderr.strip().splitlines()[-1].replace(str(tmp_path), "<tmp>") if p.stderr.strip() else ""
+    FIGURES.setdefault("bad input", {})[case] = {"exit": p.returncode, "message": said,
                                                  "records_changed": before != after}
     assert p.returncode == 2, p.stderr
     assert message in p.stderr, p.stderr
