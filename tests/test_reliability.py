@@ -54,26 +54,48 @@ def _assert_nothing_lost(fig):
     assert fig["ran_twice"] == [] and fig["never_ran"] == [], fig
 
 
+def _await_line(proc, text, timeout=60.0):
+    """Wait until the process logs a line containing `text`; keep draining its stderr after that."""
+    seen = threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            if text in line:
+                seen.set()
+        seen.set()  # it exited
+
+    threading.Thread(target=read, daemon=True).start()
+    seen.wait(timeout)
+
+
 def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config):
-    store, runlog, n = str(tmp_path / "runs"), tmp_path / "runlog", 12
-    env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.1", "FAKE_TRIAL_RUNLOG": str(runlog)}
+    store, runlog, n = str(tmp_path / "runs"), tmp_path / "runlog", 32
+    env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.4", "FAKE_TRIAL_RUNLOG": str(runlog)}
     args = [PY, "-m", "controller", "run", "--config", str(fake_trial_config()), "--local", "--store", store,
             "--max-trials", str(n), "--parallelism", "3", "--epochs", "4", "--seed", "8"]
     rng = random.Random(20)
-    kills = 0
-    while kills < 20:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.8, 2.2))
+    proposed_at_kill, collected_at_kill = [], []
+    while len(proposed_at_kill) < 20:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _await_line(proc, "trials on record")  # timed from there: the imports before it hold no state
+        time.sleep(rng.uniform(0.0, 3.0))
         if proc.poll() is not None:
             break  # it finished before this kill: the budget is spent
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills += 1
+        search = tmp_path / "runs" / "cifar100"
+        status = json.loads((search / "status.json").read_text()) if (search / "status.json").exists() else {}
+        proposed_at_kill.append(len(list((search / "trials").glob("*/proposal.json"))))
+        collected_at_kill.append(status.get("finished", 0))
     final = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
-    fig = {"kills": kills, **_lost_or_doubled(_trials(store), n, runlog)}
+    fig = {"kills": len(proposed_at_kill), "proposals_at_each_kill": proposed_at_kill,
+           "collected_at_each_kill": collected_at_kill,
+           **_lost_or_doubled(_trials(store), n, runlog)}
     FIGURES["controller SIGKILL, local mode"] = fig
-    assert kills >= 15
+    assert fig["kills"] == 20, fig
+    # The kills land all through the search, not only at its start or its end.
+    assert len(set(collected_at_kill)) >= 5 and n // 2 <= proposed_at_kill[-1], fig
     _assert_nothing_lost(fig)
 
 
