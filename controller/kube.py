@@ -549,8 +549,14 @@ class LeaderLease:
             raise _api_error(e, f"take Lease {self.name}") from e
 
     def acquire(self) -> None:
-        while not self.try_acquire():
-            log.info("another controller holds Lease %s; waiting", self.name)
+        while True:
+            try:
+                if self.try_acquire():
+                    break
+                log.info("another controller holds Lease %s; waiting", self.name)
+            except TemporaryError as e:
+                # A standby may wait for hours: an API hiccup must not end it.
+                log.warning("reading Lease %s failed: %s; trying again", self.name, e)
             time.sleep(max(1.0, self.seconds / 3))
         log.info("acquired Lease %s as %s", self.name, self.identity)
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renew", daemon=True)

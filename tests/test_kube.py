@@ -179,12 +179,14 @@ def test_sigterm_hands_the_lease_back_and_an_ended_search_idles(cluster, tmp_pat
 
 
 def test_api_faults_are_survived(cluster, tmp_path):
-    """500s on Job creation and on the watch, slow responses, a compacted history (410), dropped watches."""
+    """500s on Job creation, the watch and the Lease, slow responses, a compacted history (410), dropped
+    watches."""
     api, kubelet, kubeconfig, store = cluster
     c = api.cluster
     c.latency = 0.05  # every API call slow until the first Jobs exist
     c.fail(500, "POST", r"/jobs$", count=3)
     c.fail(503, "GET", r"/jobs$", count=2)
+    c.fail(500, "GET", r"/leases/", count=10)  # more than urllib3's retries: acquiring must try again
     kubelet.base_env["FAKE_TRIAL_SLEEP"] = "0.3"
     proc = _controller(_config(tmp_path, store), kubeconfig, "--max-trials", "6", "--parallelism", "2")
     deadline = time.monotonic() + 60
@@ -201,6 +203,7 @@ def test_api_faults_are_survived(cluster, tmp_path):
     added = _jobs_added(c)
     assert len(added) == 6 and set(added.values()) == {1}
     assert [t["state"] for t in _status(store)["trials"]] == ["ok"] * 6
+    assert "reading Lease hpo-controller failed" in err
 
 
 def test_job_bodies_validate_for_other_options():
