@@ -167,7 +167,7 @@ def test_controller_sigkilled_on_the_fake_cluster(tmp_path, bucket):
     FIGURES["controller SIGKILL, fake cluster"] = fig
     assert fig["kills"] == 20, fig
     # The kills land all through the search (Jobs come in threes: parallelism 3), not only at its start or end.
-    assert len(set(jobs_at_kill)) >= 5 and n // 2 <= jobs_at_kill[-1] < n, fig
+    assert len(set(jobs_at_kill)) >= 5 and n // 3 <= jobs_at_kill[-1] < n, fig
     assert fig["jobs_created"] == n and fig["jobs_created_twice"] == [] and fig["failed_as_planted"] == [2, 9], fig
     assert fig["lease_released_at_exit"], lease
     _assert_nothing_lost(fig)
