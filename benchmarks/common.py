@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -11,8 +12,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SEED_RESULTS = ROOT / "examples" / "seed-results"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+
+def best_seed_point() -> dict:
+    """The decoded point of the original project's best result (by its accuracy, not its file name)."""
+    docs = [json.loads(f.read_text()) for f in SEED_RESULTS.glob("*.json")]
+    return max(docs, key=lambda d: d["fine_best_accuracy"])["space"]
 
 
 def machine() -> str:

@@ -1,5 +1,5 @@
 """P5: early stopping replayed on the 42 real 100-epoch validation curves of the seed project
-(shared/seed-results), in 200 random orders, one at a time and 4 in flight (an epoch takes one time
+(examples/seed-results), in 200 random orders, one at a time and 4 in flight (an epoch takes one time
 unit; a trial starts when a slot frees). For each rule: epochs spent vs no rule, and how often the best
 trial of the set survives (is never stopped).
 
@@ -17,7 +17,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from common import ROOT, machine
+from common import SEED_RESULTS, machine
 
 from controller.stopping import StoppingSettings, decide
 
@@ -28,7 +28,7 @@ KEEP_GOAL = 0.97
 
 def curves() -> list[list[float]]:
     out = []
-    for f in sorted((ROOT.parent / "shared" / "seed-results").glob("*.json")):
+    for f in sorted(SEED_RESULTS.glob("*.json")):
         h = json.loads(f.read_text())["history"]["val_fine_outputs_acc"]
         out.append([float("nan") if v is None else float(v) for v in h])
     return out

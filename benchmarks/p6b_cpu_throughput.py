@@ -12,10 +12,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import ROOT, machine  # noqa: E402
+from common import ROOT, best_seed_point, machine  # noqa: E402
 
 N = int(os.environ.get("P6B_IMAGES", "1280"))
-BEST = json.loads(sorted((ROOT.parent / "shared" / "seed-results").glob("*.json"))[-1].read_text())["space"]
+BEST = best_seed_point()
 
 
 def epoch_rate(xla: bool, ours: bool) -> float:

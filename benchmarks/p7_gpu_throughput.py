@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common import ROOT, machine  # noqa: E402
 
-SEED_RESULTS = ROOT.parent / "shared" / "seed-results"
+SEED_RESULTS = ROOT / "examples" / "seed-results"
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -90,12 +90,12 @@ def rate(backend: Backend, params: dict, precision: str, xla: bool, steps: int, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=200, help="timed steps with XLA on (a fifth of them with it off)")
-    ap.add_argument("--params", type=Path, help="a seed result JSON (default: the best of shared/seed-results)")
+    ap.add_argument("--params", type=Path, help="a seed result JSON (default: the best of examples/seed-results)")
     ap.add_argument("--xla", choices=("both", "on", "off"), default="both")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
-    source = args.params or sorted(SEED_RESULTS.glob("*.json"))[-1]
-    params = json.loads(source.read_text())["space"]
+    sources = [args.params] if args.params else list(SEED_RESULTS.glob("*.json"))
+    params = max((json.loads(p.read_text()) for p in sources), key=lambda d: d["fine_best_accuracy"])["space"]
     backend = Backend(args.smoke)
     steps, width = (3, 0.1) if args.smoke else (args.steps, 1.0)
     print(f"P7 training throughput, {source.name} (width ×{width}), batch {int(params['batch_size'])}, "

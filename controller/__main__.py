@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.config import Settings, load_settings, with_overrides
+from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.htmlreport import render
 from controller.importer import import_trials, read_source
@@ -137,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.trial.command[0] in ("python", "python3"):
         # Trials run in this interpreter's environment, not whatever `python` is first on PATH.
         settings = with_overrides(settings, trial__command=[sys.executable, *settings.trial.command[1:]])
+    _check_data_exists(settings, local=True)
     root = _root_store(settings.store.uri, settings)
     root.check()
     store = root.child(settings.search.name)
@@ -149,6 +151,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
     print(json.dumps(status.to_json(), indent=1))
     return 0 if status.state in ("succeeded", "goal_reached") else 3
+
+
+def _check_data_exists(settings: Settings, local: bool) -> None:
+    """A dataset that is not there fails every trial: say so once, before the first one. A path is only
+    checked in local mode (on a cluster it is a path inside the trial's container)."""
+    if settings.trial.data is None:
+        return
+    spec = parse_data_spec(settings.trial.data, "trial.data (--data)")
+    if spec.kind == "path" and local and not Path(spec.spec).expanduser().is_file():
+        raise ConfigError(f"trial.data (--data): no file at {spec.spec}; give the path of cifar-100-python.tar.gz, "
+                          "or cifar100 / synthetic[:N]")
+    if spec.kind == "s3":
+        parent, _, name = spec.spec.rpartition("/")
+        if not _root_store(parent, settings).exists(name):
+            raise ConfigError(f"trial.data (--data): no object at {spec.spec}; upload cifar-100-python.tar.gz "
+                              "there or fix the URI")
 
 
 def _metrics(settings: Settings) -> Metrics | None:
@@ -205,6 +223,7 @@ def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
 
     from controller.kube import KubeClient, KubeNotifier, KubernetesLauncher, LeaderLease
 
+    _check_data_exists(settings, local=False)
     root = _root_store(settings.store.uri, settings)
     root.check()
     store = root.child(settings.search.name)

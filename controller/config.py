@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError
 from controller.kube import KubeSettings
 from controller.space import Space
@@ -108,6 +109,8 @@ class TrialSection:
             raise ConfigError("trial.command: must name a program, e.g. [python, -m, trainer]")
         if self.epochs is not None:
             _at_least("trial.epochs", self.epochs, 1)
+        if self.data is not None:
+            parse_data_spec(self.data, "trial.data (--data)")
 
     def argv(self, trial_uri: str) -> list[str]:
         args = [*self.command, "--trial", trial_uri]

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from controller.errors import ConfigError, SpaceError
+from controller.finite import finite_json
+from controller.ledger import IMPORT_INCOMPLETE, SCHEMA_VERSION, Ledger, TrialRecord, curve_of, proposal_record
 from controller.safepickle import NUMPY_AND_BUILTINS, restricted_loads
-from controller.ledger import SCHEMA_VERSION, Ledger, TrialRecord, curve_of, proposal_record
 from controller.space import Space
+from controller.store import dumps
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +30,21 @@ SEED_SERIES = ("loss", "fine_outputs_loss", "coarse_outputs_loss", "fine_outputs
                "val_loss", "val_fine_outputs_loss", "val_coarse_outputs_loss", "val_fine_outputs_acc",
                "val_coarse_outputs_acc")
 
+# The seed's top-level result fields kept beside the history (losses may be NaN in diverged runs).
+SEED_FIELDS = ("loss", "real_loss", "model_name", *(f"{head}_{kind}_{what}" for head in ("fine", "coarse")
+                                                   for kind in ("best", "end") for what in ("accuracy", "loss")))
+
 _TRIALS_PICKLE = NUMPY_AND_BUILTINS | {("hyperopt.base", "Trials"), ("datetime", "datetime")}
 
 
 @dataclass(frozen=True)
 class ImportedTrial:
     params: dict[str, Any]
-    objective: float
+    objective: float | None
+    """None when the source has no finite objective (a diverged run): imported as a failed trial."""
     source: str
     result: dict[str, Any]
+    """Only finite numbers: NaN/±Infinity in the source are null here, counted in non_finite_values."""
 
 
 def load_trials_pickle(data: bytes) -> Any:
@@ -44,34 +52,41 @@ def load_trials_pickle(data: bytes) -> Any:
                             "a results.pkl holds only hyperopt Trials data (hyperopt, numpy and builtin types)")
 
 
+def _imported(params: Any, objective: Any, source: str, result: dict[str, Any]) -> ImportedTrial:
+    """Non-finite values become null (and are counted); no finite objective makes a failed trial."""
+    clean, non_finite = finite_json(result)
+    objective, _ = finite_json(objective)
+    if non_finite:
+        clean["non_finite_values"] = non_finite
+    if objective is None:
+        clean.update(status="fail", error="diverged: the source has no finite objective")
+    else:
+        clean.update(status="ok", objective=float(objective))
+    return ImportedTrial(params, None if objective is None else float(objective), source, clean)
+
+
 def _seed_json_trial(path: Path) -> ImportedTrial:
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_text())  # Python's json reads NaN and Infinity, as the seed wrote them
         params = d["space"]
-        objective = float(d.get("fine_best_accuracy", -d["loss"]))
-    except (ValueError, KeyError, TypeError) as e:
+        objective = d.get("fine_best_accuracy", -d["loss"])
+        history = d.get("history") or {}
+        if not isinstance(params, dict) or not isinstance(history, dict):
+            raise TypeError("'space' and 'history' must be JSON objects")
+    except (ValueError, KeyError, TypeError, OSError) as e:
         raise ConfigError(f"{path}: not a result of the original project (needs 'space' and 'loss'): {e}") from e
-    history = {k: _json_safe(d["history"][k]) for k in SEED_SERIES if k in d.get("history", {})}
-    val_acc = [v if v is not None else -1.0 for v in history.get("val_fine_outputs_acc", [])]
+    series = {k: history[k] for k in SEED_SERIES if isinstance(history.get(k), list)}
+    val_acc = [v if isinstance(v, (int, float)) and math.isfinite(v) else -1.0
+               for v in series.get("val_fine_outputs_acc", [])]
     result = {
-        "objective": objective,
-        "fine_best_accuracy": d.get("fine_best_accuracy"),
-        "fine_end_accuracy": d.get("fine_end_accuracy"),
-        "coarse_best_accuracy": d.get("coarse_best_accuracy"),
-        "coarse_end_accuracy": d.get("coarse_end_accuracy"),
+        **{k: d.get(k) for k in SEED_FIELDS},
         "best_epoch": (max(range(len(val_acc)), key=val_acc.__getitem__) + 1) if val_acc else None,
         "epochs_run": len(val_acc) or None,
-        "history": history,
-        "model_name": d.get("model_name"),
+        "history": series,
         # The seed selected on the test set, so this objective is optimistic; kept as it was.
         "protocol": "seed: objective is the best epoch's TEST fine accuracy",
     }
-    return ImportedTrial(params, objective, path.name, result)
-
-
-def _json_safe(values: list) -> list:
-    """Diverged epochs were saved as NaN, which is not JSON: kept as null."""
-    return [v if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
+    return _imported(params, objective, path.name, result)
 
 
 def _pickle_trials(path: Path, space: Space) -> list[ImportedTrial]:
@@ -82,14 +97,14 @@ def _pickle_trials(path: Path, space: Space) -> list[ImportedTrial]:
     out = []
     for doc in docs:
         result = doc.get("result", {})
+        if result.get("status") != "ok":
+            continue  # hyperopt's own failures carry no point worth learning from
         loss = result.get("loss")
-        if result.get("status") != "ok" or loss is None or not math.isfinite(float(loss)):
-            continue
         vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if len(v)}
         params = space.decode({k: (v.item() if hasattr(v, "item") else v) for k, v in vals.items()})
         extra = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k not in ("loss", "status")}
-        out.append(ImportedTrial(params, -float(loss), f"{path.name}#tid{doc['tid']}",
-                                 {"objective": -float(loss), **extra}))
+        objective = -float(loss) if isinstance(loss, (int, float)) else None
+        out.append(_imported(params, objective, f"{path.name}#tid{doc['tid']}", extra))
     return out
 
 
@@ -109,31 +124,51 @@ def read_source(path: str | Path, space: Space) -> list[ImportedTrial]:
 
 def import_trials(ledger: Ledger, space: Space, trials: Iterable[ImportedTrial],
                   records: dict[int, TrialRecord]) -> list[int]:
-    """Write each trial as proposal.json + result.json with origin 'import'. Already imported sources
-    (same content hash) are skipped, so importing twice adds nothing."""
-    seen = {r.import_key for r in records.values() if r.import_key}
+    """Write each trial as proposal.json + result.json with origin 'import'. Safe to run again: sources
+    already imported (same content hash) are skipped, and a trial a crashed import left without its
+    result gets it now. Every record is built and serialised before the first write, so bad input
+    stops the import with nothing written."""
     trials = list(trials)
-    encoded = []
+    planned = []
     for t in trials:
         try:
-            encoded.append(space.encode(t.params))
+            vals = space.encode(t.params)
         except SpaceError as e:
             raise ConfigError(f"{t.source}: does not fit the search's space: {e}") from e
+        # (params, objective) as before, so stores imported earlier still skip what they hold; a diverged
+        # trial has no objective to tell it apart, so its whole result goes into the key.
+        identity = [t.params, t.objective] if t.objective is not None else [t.params, None, t.result]
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        planned.append((t, vals, key))
+        dumps(t.result)  # refuses what is not JSON now, not half-way through the writes
+    incomplete = {r.import_key: r.tid for r in records.values()
+                  if r.origin == "import" and r.reason == IMPORT_INCOMPLETE and r.import_key}
+    seen = {r.import_key for r in records.values() if r.import_key}
     added = []
     tid = max(records, default=-1) + 1
-    for t, vals in zip(trials, encoded):
-        key = hashlib.sha256(json.dumps([t.params, t.objective], sort_keys=True).encode()).hexdigest()[:16]
+    for t, vals, key in planned:
+        if key in incomplete:
+            _write_result(ledger, incomplete.pop(key), t, vals, key, records)
+            continue
         if key in seen:
             continue
         record = proposal_record(tid, t.params, vals, None, "import", {"import_source": t.source, "import_key": key})
         if not ledger.write_proposal(record):
             raise ConfigError(f"trial {tid} appeared while importing; is a controller running on this search?")
-        ledger.write_result(tid, {"schema_version": SCHEMA_VERSION, "tid": tid, "status": "ok",
-                                  "source": t.source, **t.result})
-        records[tid] = TrialRecord(tid, t.params, vals, None, "import", record["created_at"], "ok", t.objective,
-                                   import_key=key, curve=curve_of(t.result))
+        _write_result(ledger, tid, t, vals, key, records, record["created_at"])
         seen.add(key)
         added.append(tid)
         tid += 1
     return added
 
+
+def _write_result(ledger: Ledger, tid: int, t: ImportedTrial, vals: dict[str, Any], key: str,
+                  records: dict[int, TrialRecord], created_at: float | None = None) -> None:
+    ledger.write_result(tid, {"schema_version": SCHEMA_VERSION, "tid": tid, "source": t.source, **t.result})
+    state = "ok" if t.objective is not None else "failed"
+    if created_at is None and tid in records:
+        created_at = records[tid].created_at
+    metrics = {"non_finite_values": t.result["non_finite_values"]} if "non_finite_values" in t.result else {}
+    records[tid] = TrialRecord(tid, t.params, vals, None, "import", created_at, state, t.objective,
+                               reason=t.result.get("error"), import_key=key, curve=curve_of(t.result),
+                               metrics=metrics)

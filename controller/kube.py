@@ -306,6 +306,10 @@ class KubernetesLauncher:
         self._events: queue.Queue[tuple[str, dict]] = queue.Queue()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._resp: Any = None
+        self._resp_lock = threading.Lock()
+        self.watch_errors: list[int] = []
+        """Codes of the ERROR events the Job watch received (410: history compacted)."""
 
     # -- Launcher ------------------------------------------------------------------------------------
     def launch(self, tid: int, argv: Sequence[str], env: Mapping[str, str]) -> None:
@@ -363,7 +367,16 @@ class KubernetesLauncher:
         return ended
 
     def close(self) -> None:
+        """Stop watching and wait for the watch thread: a daemon thread still inside an HTTP read or a log
+        write when the interpreter shuts down can abort it (SIGABRT) after a search that succeeded."""
         self._stop.set()
+        with self._resp_lock:
+            if self._resp is not None:
+                self._resp.shutdown()  # unblocks a read waiting for the next event
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)
+            if self._watcher.is_alive():
+                log.warning("the Job watch did not stop within 30 s")
 
     # -- watching ------------------------------------------------------------------------------------
     def _handle(self, kind: str, job: dict) -> list[TrialExit]:
@@ -389,12 +402,13 @@ class KubernetesLauncher:
         return TrialExit(tid, code, reason, tail, tail.encode() if tail else None)
 
     def _ensure_watch(self) -> None:
+        if self._stop.is_set():
+            return
         if self._watcher is None or not self._watcher.is_alive():
             self._watcher = threading.Thread(target=self._watch_loop, name="job-watch", daemon=True)
             self._watcher.start()
 
     def _watch_loop(self) -> None:
-        from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -403,26 +417,46 @@ class KubernetesLauncher:
                 listing = self.kube.list_jobs(self.selector)
                 for job in listing["items"]:
                     self._events.put(("MODIFIED", job))
-                version = listing["metadata"].get("resourceVersion")
-                w = watch.Watch()
-                deadline = time.monotonic() + self.s.resync_seconds
-                for event in w.stream(self.kube.batch.list_namespaced_job, self.kube.ns,
-                                      label_selector=self.selector, resource_version=version,
-                                      timeout_seconds=max(1, int(self.s.resync_seconds)), deserialize=False):
-                    if self._stop.is_set() or time.monotonic() > deadline:
-                        w.stop()
-                        break
-                    obj = json.loads(event) if isinstance(event, str) else event
-                    if obj.get("type") == "ERROR":
-                        log.info("Job watch: %s; re-listing", (obj.get("object") or {}).get("message", "error"))
-                        break
-                    self._events.put((obj["type"], obj["object"]))
-            except (ApiException, HTTPError) as e:
-                log.info("Job watch ended (%s); re-listing", getattr(e, "status", None))
+                self._watch_from(listing["metadata"].get("resourceVersion"))
+            except (ApiException, HTTPError, OSError, ValueError) as e:
+                if self._stop.is_set():
+                    return  # close() cut the stream
+                log.info("Job watch ended (%s: %s); re-listing", type(e).__name__, getattr(e, "status", e))
                 self._stop.wait(0.2)
-            except Exception as e:  # a dropped connection: re-list and watch again
-                log.info("Job watch dropped (%s); re-listing", type(e).__name__)
-                self._stop.wait(0.2)
+
+    def _watch_from(self, version: str | None) -> None:
+        """One watch from a listing's resourceVersion, until it ends, errs or the resync period is up. The
+        stream is read here, not through kubernetes.watch.Watch, whose raw mode drops ERROR events
+        (KeyError 'raw_object' in client 37.0.1); keeping the response also lets close() cut it."""
+        resp = self.kube.batch.list_namespaced_job(
+            self.kube.ns, label_selector=self.selector, resource_version=version, watch=True,
+            allow_watch_bookmarks=False, timeout_seconds=max(1, int(self.s.resync_seconds)), _preload_content=False)
+        with self._resp_lock:
+            self._resp = resp
+        try:
+            if self._stop.is_set():
+                return
+            buffer = b""
+            for chunk in resp.stream(amt=None, decode_content=False):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip() and not self._on_watch_event(json.loads(line)):
+                        return
+        finally:
+            with self._resp_lock:
+                self._resp = None
+            resp.release_conn()
+
+    def _on_watch_event(self, event: Mapping[str, Any]) -> bool:
+        """Queue a Job event; False ends this watch (an ERROR: e.g. 410 Gone once history was compacted)."""
+        if event.get("type") == "ERROR":
+            status = event.get("object") or {}
+            self.watch_errors.append(int(status.get("code") or 0))
+            log.info("Job watch: ERROR %s (%s); re-listing", status.get("code"), status.get("message", "no message"))
+            return False
+        self._events.put((event["type"], event["object"]))
+        return True
 
 
 # -- visible with kubectl: Events and a status ConfigMap ----------------------------------------------

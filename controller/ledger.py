@@ -33,6 +33,9 @@ SCHEMA_VERSION = 1
 FINISHED = ("ok", "stopped", "failed")
 RESULT_STATUSES = {"ok": "ok", "stopped": "stopped", "fail": "failed"}
 CHECKPOINT_KEY = "ledger/checkpoint.json"
+# An imported trial whose result was never written (the import stopped half-way): it will never run, so
+# it is counted as ended, not left pending; running the same import again writes its result.
+IMPORT_INCOMPLETE = "import did not finish: run the same import again to complete this trial"
 
 
 def trial_prefix(tid: int) -> str:
@@ -124,7 +127,7 @@ def judge_result(raw: Any, tid: int) -> tuple[str, float | None, str | None, dic
     if status not in RESULT_STATUSES:
         return "failed", None, f"result.json status {status!r} is not one of {sorted(RESULT_STATUSES)}", {}
     metrics = {k: raw[k] for k in ("test_fine_accuracy", "val_fine_accuracy", "best_epoch", "epochs_run",
-                                   "train_seconds", "images_per_second") if k in raw}
+                                   "train_seconds", "images_per_second", "non_finite_values") if k in raw}
     if status == "fail":
         return "failed", None, str(raw.get("error") or "the trainer reported a failure"), metrics
     objective = raw.get("objective")
@@ -158,7 +161,8 @@ class Ledger:
             "schema_version": SCHEMA_VERSION,
             "written_at": time.time(),
             "next_tid": next_tid,
-            "trials": [r.to_json() for r in records if r.finished],
+            # An unfinished import can still be completed, so it is not a decided record yet.
+            "trials": [r.to_json() for r in records if r.finished and r.reason != IMPORT_INCOMPLETE],
         })
 
     # -- reads -------------------------------------------------------------------------------------
@@ -228,6 +232,8 @@ class Ledger:
             rec.state, rec.objective, rec.reason, rec.metrics = state, objective, reason, metrics
             rec.finished_at = result.get("finished_at")
             rec.curve = curve_of(result)
+        elif rec.origin == "import":
+            rec.state, rec.reason = "failed", IMPORT_INCOMPLETE
         return rec
 
     def load(self) -> dict[int, TrialRecord]:

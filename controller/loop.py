@@ -134,6 +134,10 @@ class SearchLoop:
         state, reason = self.stop_reason or ("running", None)
         if state == "running" and self.finished_count() >= self.settings.search.max_trials and not self.open_count():
             state, reason = "succeeded", f"{self.finished_count()} trials finished"
+            if self.finished_count() and self.failed_count() == self.finished_count():
+                last = max((r for r in self.records.values() if r.state == "failed"), key=lambda r: r.tid)
+                state, reason = "failed", (f"every trial failed ({self.finished_count()}); "
+                                           f"last: trial {last.tid}: {last.reason}")
         best = self.best()
         return SearchStatus(state, reason, self.counts(), self.settings.search.max_trials, self.finished_count(),
                             best_record(best) if best else None)

@@ -33,13 +33,23 @@ def status_json(store: Store, search: str) -> dict[str, Any]:
         "search": search,
         "key_params": list(search_doc.get("space") or {})[:KEY_PARAMS],
         "store": store.uri,
-        "state": saved.get("state", "running" if records else "empty"),
+        "state": saved.get("state") or _unsaved_state(records),
         "reason": saved.get("reason"),
         "budget": saved.get("budget"),
         "counts": counts,
+        "non_finite_values": sum(int(r.metrics.get("non_finite_values") or 0) for r in records.values()),
         "trials": [_trial_json(r) for r in records.values()],
         "best": _trial_json(best) if best else None,
     }
+
+
+def _unsaved_state(records: dict[int, TrialRecord]) -> str:
+    """No controller has written status.json: the search has not run, unless one is running it now."""
+    if not records:
+        return "empty"
+    if any(r.origin != "import" for r in records.values()):
+        return "running"
+    return "not started"  # only imported trials: a warm start waiting for `run`
 
 
 def _trial_json(r: TrialRecord) -> dict[str, Any]:
@@ -64,6 +74,8 @@ def status_table(doc: dict[str, Any], key_params: Iterable[str] | None = None) -
         took = f"{end - t['created_at']:.0f}s" if end and t["created_at"] else ""
         obj = "" if t["objective"] is None else f"{t['objective']:.4f}"
         note = t["reason"] or ("imported" if t["origin"] == "import" else "")
+        if t["metrics"].get("non_finite_values"):
+            note = f"{note}; {t['metrics']['non_finite_values']} NaN/inf stored as null".lstrip("; ")
         rows.append([str(t["tid"]), t["state"], obj, *[_fmt(t["params"].get(k, "")) for k in key_params], took,
                      note[:60]])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
@@ -72,6 +84,8 @@ def status_table(doc: dict[str, Any], key_params: Iterable[str] | None = None) -
     counts = ", ".join(f"{v} {k}" for k, v in sorted(doc["counts"].items()))
     best = doc["best"]
     summary = f"search {doc['search']} ({doc['state']}): {counts or 'no trials'}"
+    if doc.get("non_finite_values"):
+        summary += f"; {doc['non_finite_values']} non-finite values (NaN/inf) in results, stored as null"
     if best:
         summary += f"; best: trial {best['tid']} objective {best['objective']:.4f}"
     return "\n".join([summary, *lines])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED_RESULTS = ROOT.parent / "shared" / "seed-results"
+SEED_RESULTS = ROOT / "examples" / "seed-results"
 PY = sys.executable
 
 import logging  # noqa: E402

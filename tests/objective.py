@@ -38,6 +38,14 @@ def synthetic_objective(params: dict) -> float:
     return max(0.01, score)
 
 
+def _wait_for_gate(tid: int, stopped: dict) -> None:
+    """With FAKE_TRIAL_GATE=DIR a trial may end only once DIR/<tid> (or DIR/all) exists: a test then decides
+    how far a search gets, whatever the machine's speed. A SIGTERM ends the wait (a stopped trial)."""
+    gate = os.environ.get("FAKE_TRIAL_GATE")
+    while gate and not stopped["flag"] and not any(os.path.exists(os.path.join(gate, n)) for n in (str(tid), "all")):
+        time.sleep(0.02)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trial", required=True)
@@ -56,7 +64,11 @@ def main() -> int:
     stopped = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stopped.update(flag=True))
     if fault == "bad_params":
-        print("params.pooling_type: 'fractional' is not one of [...] (stand-in for the trainer's check)", file=sys.stderr)
+        # As the trainer does: the failure is recorded as a 'fail' result, then exit 3 (do not retry).
+        error = "params.pooling_type: 'fractional' is not one of [...] (stand-in for the trainer's check)"
+        print(error, file=sys.stderr)
+        store.create("result.json", dumps({"schema_version": 1, "tid": tid, "status": "fail", "error": error,
+                                           "params": proposal["params"], "finished_at": time.time()}))
         return 3
     final = synthetic_objective(proposal["params"])
     curve = []
@@ -72,6 +84,7 @@ def main() -> int:
                                           "history": {"val_fine_outputs_acc": curve}})
         if stopped["flag"]:
             break
+    _wait_for_gate(tid, stopped)
     if fault == "exit1":
         print("failing on purpose", file=sys.stderr)
         return 1

@@ -76,7 +76,7 @@ def test_archive_with_code_in_its_pickle_is_refused(tmp_path):
 
 @pytest.mark.parametrize("spec, message", [
     ("imagenet", "not 'cifar100', 'synthetic"),
-    ("synthetic:abc", "synthetic takes a size"),
+    ("synthetic:abc", "synthetic takes a number of images"),
     ("synthetic:10", "at least 100"),
 ])
 def test_bad_specs_say_what_is_accepted(spec, message):

@@ -181,3 +181,22 @@ def test_s3_store_killed_and_rerun(bucket, fake_trial_config, tmp_path):
     assert got["tid"] == doc["best"]["tid"]
     assert {"params.json", "result.json", "model.keras", "proposal.json", "trial.log"} <= set(got["files"])
     assert json.loads((out / "params.json").read_text()) == doc["best"]["params"]
+
+
+def test_a_bad_data_spec_is_refused_before_the_first_trial(tmp_path):
+    store = tmp_path / "runs"
+    for data, says in (("synthetic:abc", "synthetic takes a number of images"),
+                       (str(tmp_path / "missing.tar.gz"), "no file at"), ("http://x/y.tgz", "only s3://")):
+        p = run_cli("run", "--local", "--store", str(store), "--max-trials", "2", "--data", data, check=False)
+        assert p.returncode == 2 and "trial.data (--data)" in p.stderr and says in p.stderr, p.stderr
+    assert not store.exists()  # refused before anything was written
+
+
+def test_a_search_whose_every_trial_failed_has_not_succeeded(tmp_path, fake_trial_config):
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps({"0": "exit1", "1": "exit1"}))
+    p = run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", str(tmp_path / "runs"),
+                "--max-trials", "2", "--max-failed", "5", check=False, env={"FAKE_TRIAL_FAULTS": str(faults)})
+    assert p.returncode == 3, p.stderr
+    final = json.loads(p.stdout)
+    assert final["state"] == "failed" and "every trial failed (2)" in final["reason"]

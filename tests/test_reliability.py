@@ -68,35 +68,65 @@ def _await_line(proc, text, timeout=60.0):
     seen.wait(timeout)
 
 
+def _finished_in(search) -> int:
+    status = search / "status.json"
+    try:
+        return json.loads(status.read_text()).get("finished", 0) if status.exists() else 0
+    except ValueError:
+        return 0  # read while being replaced
+
+
+def _wait_for(what, predicate, proc=None, timeout=180.0):
+    """Poll until predicate() holds; fail loudly (never go on silently) if it does not within timeout. The
+    timeout only catches a hang: every wait here is for an event the search produces itself."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"waiting for {what}: the controller exited ({proc.returncode})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waiting for {what}: not reached in {timeout:.0f} s")
+        time.sleep(0.02)
+
+
 def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config):
-    store, runlog, n = str(tmp_path / "runs"), tmp_path / "runlog", 32
-    env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.4", "FAKE_TRIAL_RUNLOG": str(runlog)}
+    """20 SIGKILLs spread through a 32-trial search. The test decides how far the search may get before each
+    kill (FAKE_TRIAL_GATE: trial t may end once gate/t exists), so the search cannot finish early on a fast
+    machine nor lag the kills on a slow one; within that, each kill lands at a random moment."""
+    store, runlog, gate, n, kills = str(tmp_path / "runs"), tmp_path / "runlog", tmp_path / "gate", 32, 20
+    gate.mkdir()
+    search = tmp_path / "runs" / "cifar100"
+    env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.1", "FAKE_TRIAL_RUNLOG": str(runlog), "FAKE_TRIAL_GATE": str(gate)}
     args = [PY, "-m", "controller", "run", "--config", str(fake_trial_config()), "--local", "--store", store,
             "--max-trials", str(n), "--parallelism", "3", "--epochs", "4", "--seed", "8"]
     rng = random.Random(20)
     proposed_at_kill, collected_at_kill = [], []
-    while len(proposed_at_kill) < 20:
+    for k in range(kills):
+        opened = (k * (n - 4)) // kills  # trials 0..opened-1 may end before kill k; never all n
+        for tid in range(opened):
+            (gate / str(tid)).touch()
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _await_line(proc, "trials on record")  # timed from there: the imports before it hold no state
-        time.sleep(rng.uniform(0.0, 3.0))
-        if proc.poll() is not None:
-            break  # it finished before this kill: the budget is spent
+        _wait_for(f"{max(0, opened - 3)} trials collected before kill {k}",
+                  lambda: _finished_in(search) >= max(0, opened - 3), proc)
+        time.sleep(rng.uniform(0.0, 0.5))
+        assert proc.poll() is None, "the search ended although the gate held trials back"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        search = tmp_path / "runs" / "cifar100"
-        status = json.loads((search / "status.json").read_text()) if (search / "status.json").exists() else {}
         proposed_at_kill.append(len(list((search / "trials").glob("*/proposal.json"))))
-        collected_at_kill.append(status.get("finished", 0))
+        collected_at_kill.append(_finished_in(search))
+    (gate / "all").touch()
     final = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
+    trials = _trials(store)
     fig = {"kills": len(proposed_at_kill), "proposals_at_each_kill": proposed_at_kill,
-           "collected_at_each_kill": collected_at_kill,
-           **_lost_or_doubled(_trials(store), n, runlog)}
-    FIGURES["controller SIGKILL, local mode"] = fig
-    assert fig["kills"] == 20, fig
+           "collected_at_each_kill": collected_at_kill, "ended_ok": sum(t["state"] == "ok" for t in trials),
+           **_lost_or_doubled(trials, n, runlog)}
+    assert fig["kills"] == kills, fig
     # The kills land all through the search, not only at its start or its end.
-    assert len(set(collected_at_kill)) >= 5 and n // 2 <= proposed_at_kill[-1], fig
+    assert len(set(collected_at_kill)) >= 5 and collected_at_kill[-1] >= n // 2, fig
+    assert fig["ended_ok"] == n, fig  # no fault was planted: every trial must end ok
     _assert_nothing_lost(fig)
+    FIGURES["controller SIGKILL, local mode"] = fig
 
 
 def _kube_cluster(tmp_path, bucket, **kube):

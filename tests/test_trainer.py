@@ -104,3 +104,21 @@ def test_local_search_with_the_real_trainer(tmp_path):
                                     capture_output=True, text=True).stdout)
     assert [t["state"] for t in doc["trials"]] == ["ok", "ok"]
     assert all(t["metrics"]["test_fine_accuracy"] is not None for t in doc["trials"])
+
+
+def test_the_trainers_records_never_hold_a_non_finite_number(tmp_path):
+    """A diverged run: NaN/inf as numpy and Python floats, nested; every reader must still parse it."""
+    import numpy as np
+
+    from controller.store import get_json, open_store
+    from trainer.report import Reporter
+
+    store = open_store(str(tmp_path / "t"))
+    rep = Reporter(store, 7)
+    hist = {"loss": [np.float32(2.5), np.float32("nan")], "val_fine_outputs_acc": [0.1, float("inf")]}
+    rep.progress({"epoch": 2, "history": hist, "best": np.float64("-inf")})
+    assert rep.result({"status": "ok", "objective": np.float32(0.1), "history": hist, "pair": (1, np.nan)})
+    progress, result = get_json(store, "progress.json"), get_json(store, "result.json")  # strict: no NaN allowed
+    assert progress["history"]["loss"] == [2.5, None] and progress["best"] is None
+    assert result["non_finite_values"] == 3 and result["pair"] == [1, None]
+    assert abs(result["objective"] - 0.1) < 1e-6

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.dataspec import SYNTHETIC_DEFAULT, parse_data_spec
 from controller.errors import ConfigError, TemporaryError
 from controller.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 
@@ -141,18 +142,12 @@ def synthetic(n_train: int = 5000, seed: int = 0) -> Dataset:
 
 def load(spec: str, store_opener=None) -> Dataset:
     """Resolve a data spec. store_opener(uri) → Store reads an S3 archive (injected: tests, endpoint)."""
-    if spec == "cifar100":
+    parsed = parse_data_spec(spec)
+    if parsed.kind == "cifar100":
         return load_keras()
-    if spec.startswith("synthetic"):
-        _, _, n = spec.partition(":")
-        try:
-            size = int(n) if n else 5000
-        except ValueError as e:
-            raise ConfigError(f"--data {spec}: synthetic takes a size, e.g. synthetic:2048") from e
-        if size < 100:
-            raise ConfigError(f"--data {spec}: synthetic needs at least 100 images")
-        return synthetic(size)
-    if spec.startswith("s3://"):
+    if parsed.kind == "synthetic":
+        return synthetic(parsed.size or SYNTHETIC_DEFAULT)
+    if parsed.kind == "s3":
         from controller.store import open_store
 
         parent, _, name = spec.rpartition("/")
