@@ -9,6 +9,7 @@ finds. Everything is sent as plain dicts, so what the controller sends is exactl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from controller.errors import ConfigError, TemporaryError
+from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.launcher import TrialExit
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 APP = "cifar-hpo"
 COLLECTED = "cifar-hpo.io/collected"
 EXIT_BAD_INPUT = 3  # trainer/__main__.py: bad parameters or data spec; retrying cannot help
+# The client would send a dict patch as a JSON Patch (its first JSON content type), which a real API server
+# refuses: every patch here is a merge patch of a small dict.
+MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,16 @@ def _labels(s: KubeSettings, search: str) -> dict[str, str]:
             "app.kubernetes.io/managed-by": "cifar-hpo-controller", "cifar-hpo.io/search": search}
 
 
-def job_name(release: str, tid: int) -> str:
-    name = f"{release}-t{tid}"
-    if len(name) > 63:
-        raise ConfigError(f"kube.release: {release!r} is too long for Job names (<= {63 - len(f'-t{tid}')} chars)")
-    return name
+def job_name(release: str, search: str, tid: int) -> str:
+    """<release>-<search>-t<tid>: two searches of one release (or of two releases) never share a Job. A name
+    over 63 characters keeps its head and a hash of the whole, so it stays unique and stable."""
+    suffix = f"-t{tid}"
+    name = f"{release}-{search}{suffix}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(f"{release}/{search}".encode()).hexdigest()[:6]
+    head = f"{release}-{search}"[:63 - len(suffix) - 7].rstrip("-")
+    return f"{head}-{digest}{suffix}"
 
 
 def selector(s: KubeSettings, search: str) -> str:
@@ -153,7 +162,7 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
     if s.active_deadline_seconds:
         spec["activeDeadlineSeconds"] = s.active_deadline_seconds
     metadata: dict[str, Any] = {
-        "name": job_name(s.release, tid),
+        "name": job_name(s.release, search, tid),
         "namespace": s.namespace,
         "labels": labels,
         "annotations": {"cifar-hpo.io/params": json.dumps(params, sort_keys=True)},
@@ -220,6 +229,17 @@ class KubeClient:
                 return False
             raise _api_error(e, f"create Job {body['metadata']['name']}") from e
 
+    def get_job(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return self._json(self.batch.read_namespaced_job(name, self.ns, _preload_content=False))
+        except (ApiException, HTTPError) as e:
+            if getattr(e, "status", None) == 404:
+                return None
+            raise _api_error(e, f"read Job {name}") from e
+
     def list_jobs(self, label_selector: str) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -248,7 +268,7 @@ class KubeClient:
 
         try:
             self.batch.patch_namespaced_job(name, self.ns, {"metadata": {"annotations": annotations}},
-                                            _preload_content=False)
+                                            _content_type=MERGE_PATCH, _preload_content=False)
         except (ApiException, HTTPError) as e:
             if getattr(e, "status", None) != 404:
                 raise _api_error(e, f"annotate Job {name}") from e
@@ -314,10 +334,16 @@ class KubernetesLauncher:
     # -- Launcher ------------------------------------------------------------------------------------
     def launch(self, tid: int, argv: Sequence[str], env: Mapping[str, str]) -> None:
         body = build_job(self.s, self.search, tid, argv, env, self.params_of(tid), self.owner)
+        name = body["metadata"]["name"]
         if self.kube.create_job(body):
-            log.info("trial %d: created Job %s", tid, body["metadata"]["name"])
+            log.info("trial %d: created Job %s", tid, name)
         else:
-            log.info("trial %d: Job %s already exists; adopting it", tid, body["metadata"]["name"])
+            existing = self.kube.get_job(name) or {"metadata": {"labels": body["metadata"]["labels"]}}
+            labels = existing["metadata"].get("labels") or {}
+            if (labels.get("cifar-hpo.io/search"), labels.get("cifar-hpo.io/trial")) != (self.search, str(tid)):
+                raise PermanentError(f"trial {tid}: Job {name} exists but belongs to search "
+                                     f"{labels.get('cifar-hpo.io/search')!r}; delete it or use another release name")
+            log.info("trial %d: Job %s already exists; adopting it", tid, name)
         self._tracked.add(tid)
         self._ensure_watch()
 
@@ -340,14 +366,14 @@ class KubernetesLauncher:
 
     def cancel(self, tid: int) -> None:
         self._cancelled.add(tid)
-        self.kube.delete_job(job_name(self.s.release, tid))
+        self.kube.delete_job(job_name(self.s.release, self.search, tid))
         log.info("trial %d: deleting Job (SIGTERM to the trainer, then its result)", tid)
 
     def running(self) -> set[int]:
         return set(self._tracked)
 
     def release(self, tid: int) -> None:
-        self.kube.annotate_job(job_name(self.s.release, tid), {COLLECTED: "true"})
+        self.kube.annotate_job(job_name(self.s.release, self.search, tid), {COLLECTED: "true"})
 
     def wait(self, timeout: float) -> list[TrialExit]:
         self._ensure_watch()
@@ -508,7 +534,7 @@ class KubeNotifier:
         try:
             # A patch of data only: the chart's labels and Helm's ownership annotations stay.
             self.kube.core.patch_namespaced_config_map(self.s.status_config_map, self.kube.ns, {"data": data},
-                                                       _preload_content=False)
+                                                       _content_type=MERGE_PATCH, _preload_content=False)
         except (ApiException, HTTPError) as e:
             if getattr(e, "status", None) != 404:
                 log.warning("could not update ConfigMap %s: %s", self.s.status_config_map, getattr(e, "status", None))

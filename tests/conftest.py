@@ -84,3 +84,31 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: fl
     if check and proc.returncode != 0:
         raise AssertionError(f"controller {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory):
+    """The local control plane (real etcd, kube-apiserver, kube-controller-manager, kube-scheduler; our process
+    kubelet). scripts/test.sh starts one for the whole run (CIFAR_HPO_KUBE_DIR), shared by the xdist workers;
+    without it, a worker that needs one starts its own."""
+    from realkube import Kube, start_cluster
+
+    shared = os.environ.get("CIFAR_HPO_KUBE_DIR")
+    if shared:
+        yield Kube(Path(shared))
+        return
+    state = tmp_path_factory.mktemp("localkube") / "cluster"
+    proc = start_cluster(state)
+    try:
+        yield Kube(state)
+    finally:
+        proc.terminate()
+        proc.wait(120)
+
+
+@pytest.fixture
+def kube_ns(kube):
+    """A namespace of its own for each test, labelled for the restricted Pod Security Standard."""
+    ns = kube.namespace()
+    yield ns
+    kube.delete_namespace(ns)

@@ -1,0 +1,209 @@
+"""Start etcd, kube-apiserver, kube-controller-manager and kube-scheduler on loopback ports, register a GPU
+Node and write an admin kubeconfig. Every component is the real binary; flags follow envtest's defaults plus
+what a Job-running cluster needs (RBAC, Pod Security admission, ServiceAccount tokens)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from localkube.pki import make_pki
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTROLLERS = ",".join([
+    "job-controller", "deployment-controller", "replicaset-controller", "garbage-collector-controller",
+    "ttl-after-finished-controller", "serviceaccount-controller", "serviceaccount-token-controller",
+    "namespace-controller", "root-ca-certificate-publisher-controller", "pod-garbage-collector-controller",
+])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binaries() -> Path:
+    """The pinned binaries, built from source the first time (scripts/build-kube.sh)."""
+    out = subprocess.run([str(ROOT / "scripts" / "build-kube.sh")], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class NodeSpec:
+    name: str = "local-gpu-0"
+    gpus: int = 2
+    cpu: str = "64"
+    memory: str = "256Gi"
+    pods: int = 250
+
+
+@dataclass
+class ControlPlane:
+    """The running components. `dir` holds pki/, etcd/, logs/ and kubeconfig."""
+
+    dir: Path
+    bin: Path
+    api_port: int = 0
+    admin_token: str = ""
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    # -- start ----------------------------------------------------------------------------------------
+    def start(self, ready_timeout: float = 300.0) -> None:
+        pki, logs = self.dir / "pki", self.dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        make_pki(pki)
+        self.admin_token = secrets.token_hex(16)
+        (pki / "tokens.csv").write_text(f'{self.admin_token},admin,admin-uid,"system:masters"\n')
+        self.api_port = free_port()
+        self.kubeconfig.write_text(yaml.safe_dump(self.kubeconfig_doc(self.admin_token, "admin")))
+        self.kubeconfig.chmod(0o600)
+        etcd_port, peer_port = free_port(), free_port()
+        self._spawn("etcd", [
+            "--name=local", f"--data-dir={self.dir / 'etcd'}", f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}", f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=local=http://127.0.0.1:{peer_port}", "--unsafe-no-fsync", "--log-level=warn",
+            "--listen-metrics-urls=", "--quota-backend-bytes=4294967296"])
+        self._spawn("kube-apiserver", [
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={self.api_port}", f"--tls-cert-file={pki / 'serving.crt'}",
+            f"--tls-private-key-file={pki / 'serving.key'}", f"--client-ca-file={pki / 'ca.crt'}",
+            f"--token-auth-file={pki / 'tokens.csv'}", "--authorization-mode=Node,RBAC",
+            f"--service-account-issuer=https://127.0.0.1:{self.api_port}",
+            f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            # Watches of a Job history get a 410 when etcd compacts; often enough to be met in tests.
+            "--etcd-compaction-interval=1m", "--profiling=false", "--v=1"])
+        self._wait_ready(ready_timeout)
+        kc = str(self.kubeconfig)
+        common = [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                  "--leader-elect=false", "--bind-address=127.0.0.1", "--profiling=false", "--v=1"]
+        self._spawn("kube-controller-manager", [
+            *common, f"--secure-port={free_port()}", f"--controllers={CONTROLLERS}",
+            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+            "--use-service-account-credentials=false", "--concurrent-job-syncs=10"])
+        self._spawn("kube-scheduler", [*common, f"--secure-port={free_port()}"])
+
+    def kubeconfig_doc(self, token: str, user: str, token_file: Path | None = None) -> dict[str, Any]:
+        creds: dict[str, str] = {"tokenFile": str(token_file)} if token_file else {"token": token}
+        return {"apiVersion": "v1", "kind": "Config", "current-context": "local",
+                "clusters": [{"name": "local", "cluster": {"server": self.server,
+                                                           "certificate-authority": str(self.dir / "pki" / "ca.crt")}}],
+                "users": [{"name": user, "user": creds}],
+                "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}]}
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        out = open(self.dir / "logs" / f"{name}.log", "ab")
+        # A process group of its own: Ctrl-C on a terminal reaches us, and we stop them in order.
+        self.procs[name] = subprocess.Popen([str(self.bin / name), *args], stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+
+    def _wait_ready(self, timeout: float) -> None:
+        ctx = ssl.create_default_context(cafile=str(self.dir / "pki" / "ca.crt"))
+        req = urllib.request.Request(f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"})
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    tail = (self.dir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kube-apiserver not ready after {timeout:.0f} s (see {self.dir / 'logs'})")
+            time.sleep(0.5)
+
+    # -- stop -----------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            proc = self.procs.pop(name, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver and start it again with the same flags (a fault the tests inject)."""
+        proc = self.procs["kube-apiserver"]
+        args = proc.args[1:]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)  # open watches hold a graceful stop up to a minute: an abrupt end is the fault wanted
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._spawn("kube-apiserver", list(args))
+        self._wait_ready(300)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def register_node(api: Any, node: NodeSpec, kubelet_port: int) -> None:
+    """Create the Node with its capacity and a Ready condition, then lift the not-ready taint that the
+    TaintNodesByCondition admission plugin puts on every new Node (no node-lifecycle controller runs here)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    resources = {"cpu": node.cpu, "memory": node.memory, "pods": str(node.pods), "nvidia.com/gpu": str(node.gpus),
+                 "ephemeral-storage": "500Gi"}
+    body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": {
+        "kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+        "nvidia.com/gpu.present": "true"}}}
+    core.create_node(body)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = {"status": {
+        "capacity": resources, "allocatable": resources,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "process kubelet",
+                        "lastHeartbeatTime": now, "lastTransitionTime": now}],
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node.name}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
+        "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.34.4-process",
+                     "kubeProxyVersion": "", "containerRuntimeVersion": "process://local", "kernelVersion": os.uname().release,
+                     "osImage": "local processes", "machineID": "local", "systemUUID": "local", "bootID": "local"}}}
+    core.patch_node_status(node.name, status)
+    for _ in range(50):
+        current = core.read_node(node.name)
+        taints = [t for t in (current.spec.taints or []) if t.key != "node.kubernetes.io/not-ready"]
+        if taints == (current.spec.taints or []):
+            return
+        core.patch_node(node.name, {"spec": {"taints": [{"key": t.key, "value": t.value, "effect": t.effect}
+                                                        for t in taints] or None}})
+        time.sleep(0.1)

@@ -1,0 +1,233 @@
+"""Test helpers around the local control plane (scripts/localkube): a namespace per test, the chart's RBAC,
+kubeconfigs holding a ServiceAccount's own token, a record of every Job created, and the controller pod's
+process for kill tests. Everything is decided by the real API server, controllers and scheduler."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / ".tools" / "bin"
+
+
+class Kube:
+    """A running local cluster (its cluster.json) seen from a test."""
+
+    def __init__(self, cluster_dir: Path):
+        from kubernetes import client, config
+
+        self.dir = cluster_dir
+        self.info = json.loads((cluster_dir / "cluster.json").read_text())
+        self.kubeconfig = Path(self.info["kubeconfig"])
+        self.api = config.new_client_from_config(str(self.kubeconfig))
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.coord = client.CoordinationV1Api(self.api)
+        self.policy = client.PolicyV1Api(self.api)
+
+    # -- tools ----------------------------------------------------------------------------------------
+    def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+                "PATH": f"{TOOLS}:{os.environ['PATH']}"}
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        p = subprocess.run(list(argv), cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+        return p
+
+    def kubectl(self, *args: str, **kw: Any) -> str:
+        return self.run(str(TOOLS / "kubectl"), *args, **kw).stdout
+
+    def helm(self, *args: str, **kw: Any) -> str:
+        return self.run(str(TOOLS / "helm"), *args, **kw).stdout
+
+    # -- namespaces and identities ------------------------------------------------------------------------
+    def namespace(self, prefix: str = "t", restricted: bool = True) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        labels = {"pod-security.kubernetes.io/enforce": "restricted"} if restricted else {}
+        self.core.create_namespace({"metadata": {"name": name, "labels": labels}})
+        wait_for(f"ServiceAccount default in {name}", lambda: self._has_default_sa(name))
+        return name
+
+    def _has_default_sa(self, ns: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.read_namespaced_service_account("default", ns)
+            return True
+        except ApiException:
+            return False
+
+    def delete_namespace(self, ns: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.delete_namespace(ns)
+        except ApiException:
+            pass
+
+    def sa_kubeconfig(self, ns: str, sa: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as ServiceAccount ns/sa (a TokenRequest token): RBAC applies."""
+        token = self.core.create_namespaced_service_account_token(
+            sa, ns, {"spec": {"expirationSeconds": 7200}}).status.token
+        doc = yaml.safe_load(self.kubeconfig.read_text())
+        doc["users"] = [{"name": sa, "user": {"token": token}}]
+        doc["contexts"][0]["context"]["user"] = sa
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    def install_rbac(self, ns: str, release: str, values: list[str] = ()) -> dict[str, Any]:
+        """The chart's ServiceAccounts, Role, RoleBinding and ConfigMaps, applied into ns (no Deployment): for
+        tests that run the controller themselves, as the chart's ServiceAccount. Returns the rendered config."""
+        shown = ("serviceaccounts.yaml", "rbac.yaml", "configmap-search.yaml", "configmap-status.yaml")
+        rendered = self.helm("template", release, "charts/", "-n", ns, *values,
+                             *[a for f in shown for a in ("--show-only", f"templates/{f}")])
+        docs = [d for d in yaml.safe_load_all(rendered) if d]
+        manifest = Path(f"/tmp/rbac-{ns}-{release}.yaml")
+        manifest.write_text(yaml.safe_dump_all(docs))
+        self.kubectl("apply", "-n", ns, "-f", str(manifest))
+        manifest.unlink()
+        search_cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-search"))
+        return yaml.safe_load(search_cm["data"]["search.yaml"])
+
+    def secret(self, ns: str, name: str, data: dict[str, str]) -> None:
+        self.core.create_namespaced_secret(ns, {"metadata": {"name": name}, "stringData": data})
+
+    # -- what happened --------------------------------------------------------------------------------
+    def jobs(self, ns: str, selector: str = "") -> list[dict[str, Any]]:
+        return json.loads(self.batch.list_namespaced_job(ns, label_selector=selector,
+                                                         _preload_content=False).data)["items"]
+
+    def pods(self, ns: str, selector: str = "") -> list[dict[str, Any]]:
+        return json.loads(self.core.list_namespaced_pod(ns, label_selector=selector,
+                                                        _preload_content=False).data)["items"]
+
+    def lease(self, ns: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return json.loads(self.coord.read_namespaced_lease(name, ns, _preload_content=False).data)
+        except ApiException:
+            return None
+
+    def events(self, ns: str) -> list[dict[str, Any]]:
+        return json.loads(self.core.list_namespaced_event(ns, _preload_content=False).data)["items"]
+
+    def container_pid(self, ns: str, pod_prefix: str) -> int | None:
+        """The pid of the running container of the newest pod named pod_prefix* (from the kubelet's files)."""
+        base = Path(self.info["kubelet_dir"]) / "pods" / ns
+        for pid_file in sorted(base.glob(f"{pod_prefix}*/*.pid"), key=lambda p: p.stat().st_mtime, reverse=True):
+            pid = int(pid_file.read_text())
+            try:
+                os.kill(pid, 0)
+                return pid
+            except ProcessLookupError:
+                continue
+        return None
+
+    def restart_apiserver(self) -> None:
+        """SIGUSR1 to `localkube up`: kube-apiserver is stopped (SIGTERM, SIGKILL after 5 s) and started again.
+        Returns once it is ready again."""
+        os.kill(self.info["pid"], signal.SIGUSR1)
+        wait_for("kube-apiserver to go down", lambda: not self.ready(), timeout=60)
+        wait_for("kube-apiserver to be ready again", self.ready, timeout=300)
+
+    def ready(self) -> bool:
+        token = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]["token"]
+        ctx = ssl.create_default_context(cafile=str(self.dir / "pki" / "ca.crt"))
+        req = urllib.request.Request(f"{self.info['server']}/readyz", headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+
+class JobRecorder:
+    """Watches a namespace's Jobs from now on and records every creation (name → uids): a Job created twice
+    shows as two uids under one name, whatever happened to the first."""
+
+    def __init__(self, kube: Kube, ns: str):
+        self.kube, self.ns = kube, ns
+        self.created: dict[str, list[str]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "JobRecorder":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        version = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    listing = json.loads(self.kube.batch.list_namespaced_job(self.ns, _preload_content=False).data)
+                    for job in listing["items"]:
+                        self._add(job)
+                    version = listing["metadata"]["resourceVersion"]
+                resp = self.kube.batch.list_namespaced_job(self.ns, watch=True, resource_version=version,
+                                                           timeout_seconds=5, _preload_content=False)
+                for line in resp.stream(amt=None, decode_content=False):
+                    for part in line.split(b"\n"):
+                        if not part.strip():
+                            continue
+                        event = json.loads(part)
+                        if event["type"] == "ERROR":
+                            version = None  # 410 Gone: list again (uids make the record idempotent)
+                            break
+                        self._add(event["object"])
+                        version = event["object"]["metadata"]["resourceVersion"]
+            except Exception:  # the API server restarting, a chunk split mid-line: list again
+                version = None
+                self._stop.wait(0.3)
+
+    def _add(self, job: dict[str, Any]) -> None:
+        name, uid = job["metadata"]["name"], job["metadata"]["uid"]
+        if uid not in self.created[name]:
+            self.created[name].append(uid)
+
+    def twice(self) -> list[str]:
+        return sorted(n for n, uids in self.created.items() if len(uids) > 1)
+
+
+def wait_for(what: str, predicate: Any, timeout: float = 180.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll until predicate() holds. The timeout only catches a hang, and fails loudly; every wait is for an
+    event the system under test produces, never for wall-clock time to pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"waiting for {what}: the process exited ({proc.returncode})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waiting for {what}: not reached in {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def start_cluster(state_dir: Path, gpus: int = 2) -> subprocess.Popen:
+    """`localkube up` as a child process; returns once it printed `ready`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), "-m", "localkube", "up", "--dir", str(state_dir),
+                             "--gpus", str(gpus)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=open(state_dir.parent / "localkube.log", "ab"), text=True)
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"localkube did not start (see {state_dir.parent / 'localkube.log'})")
+    return proc
