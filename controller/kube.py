@@ -273,6 +273,16 @@ class KubeClient:
             if getattr(e, "status", None) != 404:
                 raise _api_error(e, f"annotate Job {name}") from e
 
+    def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return self._json(self.core.list_namespaced_pod(self.ns, label_selector=label_selector,
+                                                            _preload_content=False))["items"]
+        except (ApiException, HTTPError) as e:
+            raise _api_error(e, "list pods") from e
+
     def pod_failure(self, job: str) -> tuple[int | None, str | None, str]:
         """(exit code, reason, log tail) of the Job's last pod."""
         from kubernetes.client.exceptions import ApiException
@@ -371,6 +381,19 @@ class KubernetesLauncher:
 
     def running(self) -> set[int]:
         return set(self._tracked)
+
+    def waiting(self) -> dict[int, str]:
+        """Trials whose pod the scheduler could not place yet (e.g. 'Insufficient nvidia.com/gpu'): they wait,
+        they have not failed."""
+        out = {}
+        for pod in self.kube.list_pods(self.selector):
+            tid = _tid(pod)
+            if tid not in self._tracked or (pod.get("status") or {}).get("phase") != "Pending":
+                continue
+            for c in (pod.get("status") or {}).get("conditions") or []:
+                if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                    out[tid] = f"waiting for a node: {c.get('message') or c.get('reason')}"
+        return out
 
     def release(self, tid: int) -> None:
         self.kube.annotate_job(job_name(self.s.release, self.search, tid), {COLLECTED: "true"})

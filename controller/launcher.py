@@ -54,7 +54,13 @@ class Launcher(Protocol):
     def wait(self, timeout: float) -> list[TrialExit]:
         """Trials that ended since the last call; returns early as soon as one ends."""
 
+    def waiting(self) -> dict[int, str]:
+        return {}  # a local process starts at once
+
     def running(self) -> set[int]: ...
+
+    def waiting(self) -> dict[int, str]:
+        """Launched trials that have not started, with the platform's reason (e.g. no GPU free)."""
 
     def close(self) -> None: ...
 

@@ -6,6 +6,8 @@ Layout under a search's root (one writer per key):
   trials/<tid>/progress.json       trainer, each epoch
   trials/<tid>/result.json         trainer, once
   trials/<tid>/outcome.json        controller, once, when a trial ends without a usable result
+  trials/<tid>/stop.json           controller, once, before it stops a running trial (early stop, search end):
+                                   a trainer stopped without it (node drain, eviction) exits for a retry
   trials/<tid>/trial.log           launcher, once, when the trial's process ends
   best.json, status.json           controller, derived
   ledger/checkpoint.json           controller, derived: the records of trials already decided
@@ -155,6 +157,12 @@ class Ledger:
         record = {"schema_version": SCHEMA_VERSION, "tid": tid, "state": state, "reason": reason,
                   "finished_at": time.time(), **details}
         return create_json(self.store, trial_key(tid, "outcome.json"), record)
+
+    def write_stop_request(self, tid: int, reason: str) -> None:
+        """Written before the controller stops a trial, so that the trainer can tell this SIGTERM (report a
+        'stopped' result) from a node drain or an eviction (exit without a result; the Job retries the pod)."""
+        create_json(self.store, trial_key(tid, "stop.json"),
+                    {"schema_version": SCHEMA_VERSION, "tid": tid, "reason": reason, "requested_at": time.time()})
 
     def write_checkpoint(self, records: Iterable[TrialRecord], next_tid: int) -> None:
         put_json(self.store, CHECKPOINT_KEY, {

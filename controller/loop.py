@@ -40,12 +40,15 @@ class SearchStatus:
     budget: int
     finished: int
     best: dict[str, Any] | None = None
+    waiting: dict[int, str] = field(default_factory=dict)
+    """Launched trials the platform has not started yet, with its reason."""
     updated_at: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "state": self.state, "reason": self.reason, "counts": self.counts,
                 "budget": self.budget, "finished": self.finished, "budget_left": max(0, self.budget - self.finished),
-                "best": self.best, "updated_at": self.updated_at}
+                "best": self.best, "waiting": {str(t): why for t, why in sorted(self.waiting.items())},
+                "updated_at": self.updated_at}
 
 
 class Notifier(Protocol):
@@ -106,6 +109,7 @@ class SearchLoop:
         self._suggest_cache: dict = {}
         self._next_stop_check = 0.0
         self._next_report = 0.0
+        self.waiting: dict[int, str] = {}
 
     # -- views ---------------------------------------------------------------------------------------
     @property
@@ -139,8 +143,9 @@ class SearchLoop:
                 state, reason = "failed", (f"every trial failed ({self.finished_count()}); "
                                            f"last: trial {last.tid}: {last.reason}")
         best = self.best()
+        waiting = {t: why for t, why in self.waiting.items() if t in self.records and not self.records[t].finished}
         return SearchStatus(state, reason, self.counts(), self.settings.search.max_trials, self.finished_count(),
-                            best_record(best) if best else None)
+                            best_record(best) if best else None, waiting=waiting)
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> SearchStatus:
@@ -165,6 +170,8 @@ class SearchLoop:
                 if self.settings.early_stopping.rule != "none":
                     wait = min(wait, self.settings.early_stopping.check_seconds)
                 ended = self.launcher.wait(wait)
+                if not ended:
+                    self._refresh_waiting()
                 decided = [(e, *self._collect(e)) for e in ended]
                 self._check_stop()
                 if decided and self.stop_reason is None:
@@ -303,6 +310,19 @@ class SearchLoop:
             self._write_report()
         self.on_change(self)
 
+    def _refresh_waiting(self) -> None:
+        """A quiet spell: say which launched trials wait for the platform, and why (status.json, an Event)."""
+        waiting = self.launcher.waiting()
+        if waiting == self.waiting:
+            return
+        for tid in sorted(set(waiting) - set(self.waiting)):
+            log.info("trial %d: %s", tid, waiting[tid])
+            self.notifier.event("TrialWaiting", f"trial {tid}: {waiting[tid]}")
+        self.waiting = waiting
+        status_doc = self.status().to_json()
+        put_json(self.store, "status.json", status_doc)
+        self.notifier.status(status_doc)
+
     def _write_report(self) -> None:
         """report/ in the store: derived, so a failure to draw it is logged, never fatal."""
         self._next_report = time.monotonic() + self.settings.controller.report_seconds
@@ -338,6 +358,7 @@ class SearchLoop:
             rec.state, rec.objective, rec.reason, rec.curve = "stopped", best, f"early-stopped: {reason}", curve
             log.info("trial %d: early-stopped at epoch %d (%s)", tid, len(curve), reason)
             self.notifier.event("TrialEarlyStopped", f"trial {tid} stopped at epoch {len(curve)}: {reason}")
+            self.ledger.write_stop_request(tid, f"early-stopped: {reason}")
             self.launcher.cancel(tid)
 
     def _check_stop(self) -> None:
@@ -355,6 +376,7 @@ class SearchLoop:
         if self.stop_reason is not None:
             log.warning("search %s: stopping: %s", s.name, self.stop_reason[1])
             for tid in sorted(self.launcher.running()):
+                self.ledger.write_stop_request(tid, f"search {self.stop_reason[0]}")
                 self.launcher.cancel(tid)
 
 

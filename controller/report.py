@@ -25,6 +25,10 @@ def status_json(store: Store, search: str) -> dict[str, Any]:
     live_states(store, records)
     best = best_of(records.values())
     saved = get_json(store, "status.json") or {}
+    for tid, why in (saved.get("waiting") or {}).items():
+        r = records.get(int(tid))
+        if r is not None and r.state == "pending":
+            r.reason = why
     counts: dict[str, int] = {}
     for r in records.values():
         counts[r.state] = counts.get(r.state, 0) + 1

@@ -92,6 +92,8 @@ def main() -> int:
         os.kill(os.getpid(), signal.SIGKILL)
     if fault == "no_result":
         return 0
+    if stopped["flag"] and not store.exists("stop.json"):
+        return 143  # as the trainer: a SIGTERM nobody asked for (eviction) leaves the trial to the Job's retry
     status = "stopped" if stopped["flag"] else "ok"
     result = {"schema_version": 1, "tid": tid, "status": status, "objective": max(curve),
               "val_fine_accuracy": max(curve), "epochs_run": len(curve), "finished_at": time.time(), "history": {"val_fine_outputs_acc": curve}}

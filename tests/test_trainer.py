@@ -5,6 +5,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 
 from conftest import PY, ROOT, SEED_RESULTS
 from trainer import data
@@ -63,7 +64,10 @@ def test_reads_the_standard_archive(tmp_path):
     assert result["status"] == "ok" and str(archive) in result["data"]
 
 
-def test_sigterm_ends_with_a_stopped_result_within_seconds(tmp_path):
+@pytest.mark.parametrize("requested", [True, False], ids=["controller-stop", "eviction"])
+def test_sigterm_ends_with_a_stopped_result_only_when_the_controller_asked(tmp_path, requested):
+    """The controller writes stop.json before it stops a trial: then SIGTERM gives a 'stopped' result. A SIGTERM
+    without it (a node drain, an eviction) exits 143 with no result, so that the Job's retry runs the trial."""
     d = _trial(tmp_path)
     proc = subprocess.Popen([PY, "-m", "trainer", "--trial", str(d), "--data", "synthetic:1500", "--epochs", "200",
                              "--patience", "0", *TINY], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -71,16 +75,19 @@ def test_sigterm_ends_with_a_stopped_result_within_seconds(tmp_path):
     while not (d / "progress.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-3000:]
         time.sleep(0.1)
-    t = time.monotonic()
+    if requested:
+        (d / "stop.json").write_text(json.dumps({"schema_version": 1, "tid": 0, "reason": "early-stopped: test"}))
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=60)
-    took = time.monotonic() - t
+    if not requested:
+        assert code == 143 and not (d / "result.json").exists()
+        assert b"SIGTERM without a stop request" in proc.stderr.read()
+        return
     assert code == 0
     result = json.loads((d / "result.json").read_text())
     assert result["status"] == "stopped" and result["stop_reason"] == "sigterm"
     assert result["objective"] is not None and result["epochs_run"] >= 1
     assert (d / "model.keras").exists()
-    print(f"exit {took:.1f} s after SIGTERM")
 
 
 def test_bad_params_fail_fast_with_exit_3_naming_them(tmp_path):

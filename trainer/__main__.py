@@ -1,7 +1,8 @@
 """python -m trainer --trial <trial URI> [--data SPEC] [--epochs E] [...]
 
 Exit codes: 0 the trial ended (ok, stopped or a recorded failure); 3 bad parameters or data spec (do
-not retry: the same input fails again); 1 anything else (worth a retry: a download, the store).
+not retry: the same input fails again); 1 anything else (worth a retry: a download, the store); 143 a
+SIGTERM the controller did not ask for (node drain, eviction): no result, so that the Job retries the pod.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.store import get_json, open_store
 
 EXIT_BAD_INPUT = 3
+EXIT_INTERRUPTED = 143
 log = logging.getLogger("trainer")
 
 
@@ -94,6 +96,10 @@ def _run(args: argparse.Namespace, proposal: dict, reporter, stop: threading.Eve
         reporter.progress(snap)
 
     out = train(params, dataset, settings, on_epoch, stop)
+    if out.stop_reason == "sigterm" and not reporter.store.exists("stop.json"):
+        log.warning("trial %d: SIGTERM without a stop request from the controller (node drain, eviction): exiting "
+                    "without a result so that the Job runs the trial again", tid)
+        return EXIT_INTERRUPTED
     if out.model_bytes is not None:
         reporter.model(out.model_bytes)
     test = out.test or {}
