@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +16,33 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SEED_RESULTS = ROOT / "examples" / "seed-results"
 PY = sys.executable
+FIGURES_DIR = ROOT / ".reliability" / "runs"
+# One id per test run, set by the first process (pytest-xdist's workers inherit it): figures of one run stay
+# together, and the page generator takes a run only if its record says the whole suite passed.
+RUN_ID = os.environ.setdefault("CIFAR_HPO_TEST_RUN", f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
+
+
+def record_figure(name: str, figure: dict) -> None:
+    """Keep a figure for RELIABILITY.md. Call it after the test's assertions: a failing test records nothing."""
+    out = FIGURES_DIR / RUN_ID / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    (out / f"{slug}.json").write_text(json.dumps({"name": name, "test": test, "recorded_at": time.time(),
+                                                  "figure": figure}, indent=1, sort_keys=True))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: the controlling process writes the run's record
+    out = FIGURES_DIR / RUN_ID
+    if not out.exists():
+        return  # no figure was recorded by this run
+    (out / "run.json").write_text(json.dumps({
+        "run_id": RUN_ID, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "exitstatus": int(exitstatus),
+        "collected": session.testscollected, "failed": session.testsfailed,
+        "args": session.config.invocation_params.args, "machine": f"{platform.node()}, {os.cpu_count()} cores",
+    }, indent=1))
 
 import logging  # noqa: E402
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import boto3
 import pytest
 import yaml
 
-from conftest import PY, ROOT, run_cli
+from conftest import PY, ROOT, record_figure, run_cli
 from realkube import JobRecorder, wait_for
 
 CREDS = {"AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}
@@ -279,3 +282,133 @@ def test_a_job_deleted_by_its_ttl_before_collection_is_still_one_recorded_trial(
         assert [t["state"] for t in release.trials()] == ["ok"]
         assert runlog.read_text().split() == ["0"] and sorted(jobs.created) == [f"{release.full}-cifar100-t0"]
         assert jobs.twice() == []
+
+
+def _state(kube, ns, key="state"):
+    return _status_cm(kube, ns).get(key)
+
+
+def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns, bucket, s3_endpoint, tmp_path):
+    """kill -9 of the controller pod's process at 20 moments; the kubelet restarts the container in its pod
+    (same POD_NAME: it takes its own Lease back at once). The test decides how far the search may get before each
+    kill (a gate per trial), so neither a fast nor a slow machine changes where the kills land; within that, each
+    kill comes at a random moment after the restarted controller loaded its ledger."""
+    ns, n, kills = kube_ns, 24, 20
+    gate, runlog, faults = tmp_path / "gate", tmp_path / "runlog", tmp_path / "faults.json"
+    gate.mkdir()
+    faults.write_text(json.dumps({"2": "exit1", "9": "exit1"}))  # failures too, so that 'outcome' is written
+    values = _values(tmp_path, bucket, s3_endpoint, {"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog),
+                                                     "FAKE_TRIAL_FAULTS": str(faults), "FAKE_TRIAL_SLEEP": "0.05"},
+                     search={"maxTrials": n, "parallelism": 3, "maxFailedTrials": 50}, trainer={"backoffLimit": 0})
+    rng = random.Random(12)
+    store = f"s3://{bucket}/searches"
+    finished = lambda: _finished(store, "cifar100")["trials"]  # noqa: E731
+    done = lambda: sum(t["state"] in ("ok", "failed") for t in finished())  # noqa: E731
+    log_of = lambda: "".join(p.read_text(errors="replace") for p in (  # noqa: E731
+        Path(kube.info["kubelet_dir"]) / "pods" / ns).glob("cifar-hpo-controller-*/controller.log"))
+    done_at_kill = []
+    with JobRecorder(kube, ns) as jobs:
+        kube.helm("install", "cifar-hpo", "charts/", "-n", ns, "-f", str(values))
+        for k in range(kills):
+            opened = (k * (n - 3)) // kills  # trials below this may end before kill k; never all of them
+            for tid in range(opened):
+                (gate / str(tid)).touch()
+            wait_for(f"the controller's start {k + 1} to load its ledger",
+                     lambda: log_of().count("trials on record") >= k + 1)
+            wait_for(f"{max(0, opened - 3)} trials ended before kill {k}", lambda: done() >= max(0, opened - 3))
+            time.sleep(rng.uniform(0.0, 0.5))
+            pid = kube.container_pid(ns, "cifar-hpo-controller-")
+            assert pid is not None and _state(kube, ns) not in ("succeeded", "failed")
+            os.kill(pid, signal.SIGKILL)
+            done_at_kill.append(done())
+        (gate / "all").touch()
+        wait_for("the search to succeed after 20 kills", lambda: _state(kube, ns) == "succeeded", timeout=300)
+        trials = finished()
+        controller = kube.pods(ns, "app.kubernetes.io/component=controller")[0]
+        restarts = controller["status"]["containerStatuses"][0]["restartCount"]
+        ran = Counter(int(x) for x in runlog.read_text().split())
+        fig = {"kills": len(done_at_kill), "container_restarts": restarts, "trials_done_at_each_kill": done_at_kill,
+               "finished": len(trials), "budget": n, "ids_exact": [t["tid"] for t in trials] == list(range(n)),
+               "jobs_created": len(jobs.created), "jobs_created_twice": jobs.twice(),
+               "ran_twice": sorted(t for t, c in ran.items() if c > 1), "never_ran": sorted(set(range(n)) - set(ran)),
+               "failed": sorted(t["tid"] for t in trials if t["state"] == "failed"),
+               "ok": sum(t["state"] == "ok" for t in trials)}
+    assert fig["kills"] == kills and restarts == kills, fig
+    assert len(set(done_at_kill)) >= 5 and done_at_kill[-1] >= n // 2, fig  # spread over the whole search
+    assert fig["finished"] == n and fig["ids_exact"] and fig["jobs_created"] == n, fig
+    assert fig["jobs_created_twice"] == [] and fig["ran_twice"] == [] and fig["never_ran"] == [], fig
+    assert fig["failed"] == [2, 9] and fig["ok"] == n - 2, fig
+    record_figure("controller pod kill -9, real cluster", fig)
+
+
+def test_an_apiserver_restart_mid_search_loses_and_doubles_nothing(tmp_path, bucket, s3_endpoint):
+    """kube-apiserver stopped and started again while trials run (its own cluster: the restart must not disturb
+    the tests sharing the session's). Watches break, calls fail for a while; the search ends exact."""
+    from realkube import Kube, start_cluster
+
+    (tmp_path / "own").mkdir()
+    up = start_cluster(tmp_path / "own" / "cluster")
+    try:
+        kube = Kube(tmp_path / "own" / "cluster")
+        rel = Release(kube, kube.namespace(), bucket, s3_endpoint, tmp_path)
+        gate, runlog, n = tmp_path / "gate", tmp_path / "runlog", 8
+        gate.mkdir()
+        cfg = rel.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)})
+        with JobRecorder(kube, rel.ns) as jobs:
+            proc = rel.controller(cfg, "--max-trials", str(n), "--parallelism", "2")
+            for tid in range(3):
+                (gate / str(tid)).touch()
+            wait_for("3 trials to end", lambda: sum(t["state"] == "ok" for t in rel.trials()) == 3, proc=proc)
+            kube.restart_apiserver()
+            (gate / "all").touch()
+            out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        trials = rel.trials()
+        ran = Counter(int(x) for x in runlog.read_text().split())
+        fig = {"finished": len(trials), "budget": n, "ok": sum(t["state"] == "ok" for t in trials),
+               "jobs_created": len(jobs.created), "jobs_created_twice": jobs.twice(),
+               "ran_twice": sorted(t for t, c in ran.items() if c > 1),
+               "controller_saw": sorted({line.split(": ", 2)[-1][:80] for line in err.splitlines()
+                                         if "WARNING" in line or "re-listing" in line})[:10]}
+        assert fig["ok"] == n and fig["jobs_created"] == n and fig["jobs_created_twice"] == [] and not fig["ran_twice"], fig
+        record_figure("kube-apiserver restarted mid-search", fig)
+    finally:
+        up.terminate()
+        up.wait(120)
+
+
+def test_api_faults_through_a_proxy_are_counted_where_they_land(release, tmp_path):
+    """Faults between the controller and the real API server: 500s on Job creation (urllib3 retries them), 500s on
+    the Lease beyond urllib3's retries (they reach the controller, which tries again), a Job creation whose answer
+    is lost after it landed (the AlreadyExists path), the 410 ERROR event a watch from a compacted history gets,
+    and dropped watches. Each is counted where it is served and where it lands."""
+    from kubeproxy import ApiFaultProxy
+
+    kube = release.kube
+    with ApiFaultProxy(kube.info["server"], kube.dir / "pki") as proxy:
+        doc = yaml.safe_load(release.kubeconfig.read_text())
+        doc["clusters"][0]["cluster"]["server"] = proxy.url
+        release.kubeconfig.write_text(yaml.safe_dump(doc))
+        plan = [("GET", r"/leases/", "status:500", 10, None), ("POST", r"/jobs$", "status:500", 3, None),
+                ("POST", r"/jobs$", "drop_after_forward", 1, None), ("GET", r"/jobs$", "gone", 1, True),
+                ("GET", r"/jobs$", "drop_watch", 2, True)]
+        for method, path, action, count, watch in plan:
+            proxy.add(method, path, action, count, watch)
+        with JobRecorder(kube, release.ns) as jobs:
+            proc = release.controller(release.config_file(), "--max-trials", "6", "--parallelism", "2")
+            out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        served, forwarded = dict(proxy.served), proxy.forwarded
+    reached = {"lease 500 (after urllib3's retries)": err.count("reading Lease hpo-cifar-hpo-controller failed"),
+               "watch ERROR 410": err.count("Job watch: ERROR 410"),
+               "watch dropped": err.count("Job watch ended"),
+               "create answered AlreadyExists (landed before its answer was lost)": err.count("already exists; adopting")}
+    fig = {"served": served, "forwarded": forwarded, "reached_the_controller": reached,
+           "ok": sum(t["state"] == "ok" for t in release.trials()), "jobs_created": len(jobs.created),
+           "jobs_created_twice": jobs.twice()}
+    assert served == {"status:500": 13, "drop_after_forward": 1, "gone": 1, "drop_watch": 2}, fig
+    assert reached["watch ERROR 410"] == 1 and reached["watch dropped"] >= 2, fig  # the ERROR branch ran
+    assert reached["create answered AlreadyExists (landed before its answer was lost)"] == 1, fig
+    assert 1 <= reached["lease 500 (after urllib3's retries)"] < 10, fig  # the rest absorbed by urllib3
+    assert fig["ok"] == 6 and fig["jobs_created"] == 6 and fig["jobs_created_twice"] == [], fig
+    record_figure("API faults through a proxy, real cluster", fig)
