@@ -1,7 +1,7 @@
-"""P3: time from a trial's result landing (result.json written) to the next trial's Job being created,
-over a 50-trial run against the fake cluster (tests/fakekube.py: real client over HTTP, every body
-schema-validated), moto's S3 server as the store, parallelism 1 so each Job answers one result. TPE's
-proposal time (from the controller's log) is shown apart."""
+"""P3: time from a trial's result landing (result.json written) to the next trial's Job being created, over a
+50-trial run on the local control plane (real kube-apiserver, Job controller and scheduler; the process kubelet
+runs the stand-in trial tests/objective.py), moto's S3 server as the store, parallelism 1 so each Job answers
+one result. The Job's creation time is the controller's own log line (ms); TPE's proposal time is shown apart."""
 
 from __future__ import annotations
 
@@ -13,42 +13,51 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import boto3
 import yaml
 from common import ROOT, MotoServer, machine
-from fakekube import FakeApiServer, Kubelet
+from realkube import Kube, start_cluster
 
 N = 50
 
 
 def main() -> None:
-    print(f"P3 result → next Job, {N} trials, fake cluster + moto S3 — {machine()}")
+    print(f"P3 result → next Job, {N} trials, local control plane + moto S3 — {machine()}")
     with MotoServer() as s3url, tempfile.TemporaryDirectory() as tmp:
         os.environ["AWS_ENDPOINT_URL_S3"] = s3url
         boto3.client("s3").create_bucket(Bucket="p3-bench")
-        with FakeApiServer() as api, Kubelet(api.cluster, Path(tmp), base_env={**os.environ, "FAKE_TRIAL_SLEEP": "0.05"}):
-            api.cluster.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "data": {},
-                                           "metadata": {"name": "p3-search", "namespace": "default", "uid": "u1"}},
-                            "ADDED")
+        up = start_cluster(Path(tmp) / "cluster")
+        try:
+            kube = Kube(Path(tmp) / "cluster")
+            ns = kube.namespace("p3")
+            config = kube.install_rbac(ns, "p3", ["--set", "store.bucket=p3-bench", "--set", f"store.endpoint={s3url}"])
+            config["search"].update(maxTrials=N, parallelism=1)
+            config["trial"].update(command=["env", "FAKE_TRIAL_SLEEP=0.05", "python", "tests/objective.py"], epochs=1)
+            config["kube"].update(gpuCount=0, resyncSeconds=30, requests={"cpu": "100m"}, limits={})
             cfg = Path(tmp) / "c.yaml"
-            cfg.write_text(yaml.safe_dump({
-                "store": {"uri": "s3://p3-bench/s"}, "search": {"maxTrials": N, "parallelism": 1},
-                "trial": {"command": ["python", "tests/objective.py"], "epochs": 1},
-                "kube": {"release": "p3", "ownerConfigMap": "p3-search", "statusConfigMap": "p3-status",
-                         "leaseName": "p3-lease", "resyncSeconds": 30}}))
+            cfg.write_text(yaml.safe_dump(config))
+            kc = kube.sa_kubeconfig(ns, "p3-cifar-hpo-controller", Path(tmp) / "kc")
             t0 = time.time()
             proc = subprocess.run([sys.executable, "-m", "controller", "run", "--config", str(cfg)], cwd=ROOT,
-                                  env={**os.environ, "KUBECONFIG": str(api.kubeconfig(Path(tmp) / "kc"))},
-                                  capture_output=True, text=True, timeout=1800)
+                                  env={**os.environ, "KUBECONFIG": str(kc)}, capture_output=True, text=True,
+                                  timeout=1800)
             wall = time.time() - t0
             assert proc.returncode == 0, proc.stderr[-3000:]
-            created = {int(name.rsplit("-t", 1)[1]): t for plural, name, t in api.cluster.created if plural == "jobs"}
+        finally:
+            up.terminate()
+            up.wait(120)
+        created = {}
+        for line in proc.stderr.splitlines():
+            m = re.match(r"(\S+ \S+) .*trial=(\d+) .*created Job", line)
+            if m:
+                created[int(m.group(2))] = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
         s3 = boto3.client("s3")
         landed = {}
         for tid in range(N):
-            body = s3.get_object(Bucket="p3-bench", Key=f"s/cifar100/trials/{tid:06d}/result.json")["Body"].read()
+            body = s3.get_object(Bucket="p3-bench", Key=f"searches/cifar100/trials/{tid:06d}/result.json")["Body"].read()
             landed[tid] = json.loads(body)["finished_at"]
     proposals = [float(x) for x in re.findall(r"proposed 1 trial\(s\) in ([\d.]+) s", proc.stderr)]
     lat = [created[t + 1] - landed[t] for t in range(N - 1)]

@@ -5,14 +5,13 @@ Images/s of the second epoch (the first includes tracing/compilation)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import ROOT, best_seed_point, machine  # noqa: E402
+from common import best_seed_point, machine  # noqa: E402
 
 N = int(os.environ.get("P6B_IMAGES", "1280"))
 BEST = best_seed_point()

@@ -95,7 +95,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     sources = [args.params] if args.params else list(SEED_RESULTS.glob("*.json"))
-    params = max((json.loads(p.read_text()) for p in sources), key=lambda d: d["fine_best_accuracy"])["space"]
+    source = max(sources, key=lambda p: json.loads(p.read_text())["fine_best_accuracy"])
+    params = json.loads(source.read_text())["space"]
     backend = Backend(args.smoke)
     steps, width = (3, 0.1) if args.smoke else (args.steps, 1.0)
     print(f"P7 training throughput, {source.name} (width ×{width}), batch {int(params['batch_size'])}, "

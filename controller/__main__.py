@@ -227,16 +227,16 @@ def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
     root = _root_store(settings.store.uri, settings)
     root.check()
     store = root.child(settings.search.name)
-    kube = KubeClient(_kube_api(), settings.kube.namespace)
+    # The pod's name (downward API) survives a container restart, so a controller restarted after a crash
+    # takes its own Lease back at once, as client-go does; outside a pod, host and pid.
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    kube = KubeClient(_kube_api(), settings.kube.namespace, identity)
     lease = None
     if settings.kube.lease_name:
         def lost() -> None:
             log.error("lost the leader Lease: exiting so that only one controller acts")
             os._exit(4)
 
-        # The pod's name (downward API) survives a container restart, so a controller restarted after a
-        # crash takes its own Lease back at once, as client-go does; outside a pod, host and pid.
-        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         lease = LeaderLease(kube, settings.kube.lease_name, identity, settings.kube.lease_seconds, lost)
         lease.acquire()
     holder: dict[str, SearchLoop] = {}

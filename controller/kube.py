@@ -203,11 +203,13 @@ def _api_error(e: Exception, what: str) -> Exception:
 class KubeClient:
     """The few API calls the controller makes, on raw dicts, over the official client."""
 
-    def __init__(self, api_client: Any, namespace: str):
+    def __init__(self, api_client: Any, namespace: str, identity: str = "cifar-hpo-controller"):
         from kubernetes import client
 
         self.api = api_client
         self.ns = namespace
+        self.identity = identity[:128]
+        """The field manager of what this controller creates: metadata.managedFields tells who made a Job."""
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.coord = client.CoordinationV1Api(api_client)
@@ -222,7 +224,7 @@ class KubeClient:
         from urllib3.exceptions import HTTPError
 
         try:
-            self.batch.create_namespaced_job(self.ns, body, _preload_content=False)
+            self.batch.create_namespaced_job(self.ns, body, field_manager=self.identity, _preload_content=False)
             return True
         except (ApiException, HTTPError) as e:
             if getattr(e, "status", None) == 409:

@@ -54,9 +54,6 @@ class Launcher(Protocol):
     def wait(self, timeout: float) -> list[TrialExit]:
         """Trials that ended since the last call; returns early as soon as one ends."""
 
-    def waiting(self) -> dict[int, str]:
-        return {}  # a local process starts at once
-
     def running(self) -> set[int]: ...
 
     def waiting(self) -> dict[int, str]:
@@ -134,6 +131,9 @@ class ProcessLauncher:
             log.info("trial %d: sent SIGTERM to process %d", tid, pid)
         except (OSError, ValueError) as e:
             log.info("trial %d: nothing to cancel (%s)", tid, e)
+
+    def waiting(self) -> dict[int, str]:
+        return {}  # a local process starts at once
 
     def running(self) -> set[int]:
         return set(self._tracked)

@@ -4,6 +4,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test
 ./scripts/install-tools.sh
+./scripts/build-kube.sh >/dev/null  # the Kubernetes binaries, built from source once (README: Real cluster)
+
+# One local control plane for the whole run, shared by the pytest-xdist workers (each test has its namespace).
+state="$(mktemp -d "${TMPDIR:-/tmp}/cifar-hpo-kube.XXXXXX")"
+PYTHONPATH="$PWD/scripts" .venv/bin/python -m localkube up --dir "$state/cluster" >"$state/up.out" 2>"$state/up.log" &
+up=$!
+stop_cluster() { kill "$up" 2>/dev/null && wait "$up" 2>/dev/null; rm -rf "$state"; }
+trap stop_cluster EXIT
+until grep -qx ready "$state/up.out" 2>/dev/null; do
+  if ! kill -0 "$up" 2>/dev/null; then echo "the local control plane did not start:" >&2; tail -50 "$state/up.log" >&2; exit 1; fi
+  sleep 0.5
+done
+export CIFAR_HPO_KUBE_DIR="$state/cluster"
+
 # Two workers, a test file each at a time: most tests wait on subprocesses and timers, not the CPU, and a
 # file's tests share their servers. TEST_WORKERS=0 runs them in this one process.
-exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
+set +e
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
+rc=$?
+set -e
+exit $rc

@@ -142,3 +142,11 @@ def kube_ns(kube):
     ns = kube.namespace()
     yield ns
     kube.delete_namespace(ns)
+
+
+@pytest.fixture
+def release(kube, kube_ns, bucket, s3_endpoint, tmp_path):
+    """The chart's RBAC, ConfigMaps and S3 Secret in a fresh namespace; the test runs the controller itself."""
+    from clusterkit import Release
+
+    return Release(kube, kube_ns, bucket, s3_endpoint, tmp_path)

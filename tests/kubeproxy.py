@@ -46,6 +46,8 @@ class ApiFaultProxy:
         self.upstream_ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         self.rules: list[Rule] = []
         self.served: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        """'<METHOD> <resource>' and 'WATCH <resource>', e.g. 'GET jobs', 'WATCH jobs', 'POST jobs'."""
         self.forwarded = 0
         self.lock = threading.Lock()
         cert, key = _leaf(pki)
@@ -94,6 +96,9 @@ class ApiFaultProxy:
         url = urllib.parse.urlsplit(req.path)
         watch = "watch=true" in url.query or "watch=1" in url.query
         body = req.rfile.read(int(req.headers.get("Content-Length") or 0))
+        resource = [p for p in url.path.split("/") if p][-1] if url.path.strip("/") else ""
+        with self.lock:
+            self.requests[f"{'WATCH' if watch else req.command} {resource}"] += 1
         action = self._take(req.command, url.path, watch)
         if action and action.startswith("status:"):
             code = int(action.split(":")[1])

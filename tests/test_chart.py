@@ -10,8 +10,8 @@ from importlib import metadata
 import kubernetes_validate
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from controller.config import settings_from_mapping
 from controller.kube import build_job
 

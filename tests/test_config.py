@@ -1,6 +1,11 @@
 import pytest
 
-from controller.config import Settings, load_settings, settings_from_mapping, with_overrides
+from controller.config import (
+    Settings,
+    load_settings,
+    settings_from_mapping,
+    with_overrides,
+)
 from controller.errors import ConfigError
 
 

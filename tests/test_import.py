@@ -5,8 +5,8 @@ import os
 import pickle
 
 import pytest
-
 from conftest import SEED_RESULTS, run_cli
+
 from controller.errors import ConfigError
 from controller.importer import load_trials_pickle
 

@@ -2,7 +2,14 @@ import math
 
 import pytest
 
-from controller.ledger import CHECKPOINT_KEY, Ledger, best_of, judge_result, proposal_record, trial_key
+from controller.ledger import (
+    CHECKPOINT_KEY,
+    Ledger,
+    best_of,
+    judge_result,
+    proposal_record,
+    trial_key,
+)
 from controller.store import dumps
 
 

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SEED_RESULTS
+
 from trainer.model import ParamError, build_model, check_params
 
 BEST = json.loads(sorted(SEED_RESULTS.glob("*.json"))[-1].read_text())["space"]

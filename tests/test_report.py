@@ -3,6 +3,7 @@
 import json
 
 from conftest import SEED_RESULTS, run_cli
+
 from controller.htmlreport import render
 from controller.ledger import TrialRecord
 

@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import SEED_RESULTS
 from hyperopt.pyll import stochastic
 
-from conftest import SEED_RESULTS
 from controller.errors import SpaceError
 from controller.space import Space
 

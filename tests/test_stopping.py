@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import SEED_RESULTS, run_cli
+
 from controller.errors import ConfigError
 from controller.stopping import StoppingSettings, best_so_far, decide, rungs
 

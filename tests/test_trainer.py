@@ -6,8 +6,8 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import PY, ROOT, SEED_RESULTS
+
 from trainer import data
 
 BEST = json.loads(sorted(SEED_RESULTS.glob("*.json"))[-1].read_text())["space"]

@@ -1,0 +1,110 @@
+"""Shared by the real-cluster tests: a chart release whose controller the test runs itself, values files with
+quick stand-in trials, and reads of the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import boto3
+import yaml
+from conftest import PY, ROOT, run_cli
+
+CREDS = {"AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}
+TRIAL = ["python", "tests/objective.py"]
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _values(tmp_path: Path, bucket: str, s3: str, trial_env: dict[str, str] | None = None, **sections) -> Path:
+    """A values file: moto's S3, quick stand-in trials (tests/objective.py) run by the process kubelet."""
+    env = [f"{k}={v}" for k, v in {"FAKE_TRIAL_SLEEP": "0.2", **(trial_env or {})}.items()]
+    values = {
+        "store": {"bucket": bucket, "endpoint": s3, "accessKeyId": CREDS["AWS_ACCESS_KEY_ID"],
+                  "secretAccessKey": CREDS["AWS_SECRET_ACCESS_KEY"]},
+        "search": {"maxTrials": 3, "parallelism": 2},
+        "trainer": {"command": ["env", *env, *TRIAL], "epochs": 2, "data": "synthetic:300",
+                    "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}},
+        # Pods of the process kubelet share the host's network: each release's metrics on a port of its own.
+        "controller": {"resyncSeconds": 5, "leaseSeconds": 5, "metricsPort": _free_port()},
+    }
+    for section, overrides in sections.items():
+        values.setdefault(section, {}).update(overrides)
+    path = tmp_path / f"values-{len(list(tmp_path.glob('values-*')))}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def _status_cm(kube, ns, release="cifar-hpo"):
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return kube.core.read_namespaced_config_map(f"{release}-status", ns).data or {}
+    except ApiException:
+        return {}
+
+
+def _store_keys(bucket):
+    s3 = boto3.client("s3")
+    return {o["Key"]: o["ETag"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])}
+
+
+def _finished(store_uri, search):
+    p = run_cli("status", "--store", store_uri, "--search", search, "--json", check=False)
+    return json.loads(p.stdout) if p.returncode == 0 else {"trials": [], "state": None}
+
+
+class Release:
+    """The chart's RBAC, ConfigMaps and S3 Secret in a test namespace; the controller is run by the test itself
+    (so that it can be killed, doubled or faulted), authenticated as the chart's controller ServiceAccount."""
+
+    def __init__(self, kube, ns, bucket, s3, tmp_path, name="hpo"):
+        self.kube, self.ns, self.tmp, self.name = kube, ns, tmp_path, name
+        self.full = f"{name}-cifar-hpo"
+        self.store = f"s3://{bucket}/searches"
+        self.config = kube.install_rbac(ns, name, [
+            "--set", f"store.bucket={bucket}", "--set", f"store.endpoint={s3}", "--set", "trainer.gpu.count=0",
+            "--set", f"store.accessKeyId={CREDS['AWS_ACCESS_KEY_ID']}",
+            "--set", f"store.secretAccessKey={CREDS['AWS_SECRET_ACCESS_KEY']}"])
+        kube.secret(ns, f"{self.full}-s3", CREDS)
+        self.kubeconfig = kube.sa_kubeconfig(ns, f"{self.full}-controller", tmp_path / f"{name}.kubeconfig")
+
+    def config_file(self, trial_env: dict[str, str] | None = None, **sections) -> Path:
+        cfg = json.loads(json.dumps(self.config))
+        env = [f"{k}={v}" for k, v in {"FAKE_TRIAL_SLEEP": "0.2", **(trial_env or {})}.items()]
+        cfg["trial"].update(command=["env", *env, *TRIAL], epochs=3, data="synthetic:300")
+        cfg["search"].update(maxFailedTrials=20)
+        cfg["controller"].update(metricsPort=0)  # several controllers share this host
+        cfg["kube"].update(leaseSeconds=5, resyncSeconds=5, backoffLimit=0, terminationGraceSeconds=5,
+                           requests={"cpu": "100m", "memory": "128Mi"}, limits={"memory": "1Gi"})
+        for section, values in sections.items():
+            cfg.setdefault(section, {}).update(values)
+        path = self.tmp / f"controller-{len(list(self.tmp.glob('controller-*')))}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def controller(self, cfg: Path, *args: str, pod_name: str | None = None, log: Path | None = None):
+        """The controller as this test's process; its stderr to `log` when given (read while it runs)."""
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        if pod_name:
+            env["POD_NAME"] = pod_name
+        return subprocess.Popen([PY, "-m", "controller", "run", "--config", str(cfg), *args], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=open(log, "w") if log else subprocess.PIPE, text=True)
+
+    def job_creators(self) -> dict[str, set[str]]:
+        """Job name → the field managers that created it (each controller creates as its own identity)."""
+        # A create is recorded as an "Update" entry; its manager is the one owning the spec (a later controller's
+        # `collected` annotation owns only that annotation, the Job controller only the status subresource).
+        return {j["metadata"]["name"]: {m["manager"] for m in j["metadata"].get("managedFields", [])
+                                        if not m.get("subresource") and "f:spec" in (m.get("fieldsV1") or {})}
+                for j in self.kube.jobs(self.ns)}
+
+    def trials(self, search="cifar100"):
+        return _finished(self.store, search)["trials"]

@@ -1,0 +1,214 @@
+"""Faults on real Kubernetes components (scripts/localkube): the controller pod killed -9, the controller killed at
+named points, the leader killed with a standby waiting, a kube-apiserver restart, and API errors and dropped
+watches through a fault-injecting proxy. Same promise as RELIABILITY.md: nothing lost, nothing run twice, the
+budget exact. Helpers: tests/clusterkit.py and tests/realkube.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from clusterkit import Release, _finished, _status_cm, _values
+from conftest import PY, ROOT, record_figure
+from realkube import JobRecorder, wait_for
+
+
+def _state(kube, ns, key="state"):
+    return _status_cm(kube, ns).get(key)
+
+
+def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns, bucket, s3_endpoint, tmp_path):
+    """kill -9 of the controller pod's process at 20 moments; the kubelet restarts the container in its pod
+    (same POD_NAME: it takes its own Lease back at once). The test decides how far the search may get before each
+    kill (a gate per trial), so neither a fast nor a slow machine changes where the kills land; within that, each
+    kill comes at a random moment after the restarted controller loaded its ledger."""
+    ns, n, kills = kube_ns, 24, 20
+    gate, runlog, faults = tmp_path / "gate", tmp_path / "runlog", tmp_path / "faults.json"
+    gate.mkdir()
+    faults.write_text(json.dumps({"2": "exit1", "9": "exit1"}))  # failures too, so that 'outcome' is written
+    values = _values(tmp_path, bucket, s3_endpoint, {"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog),
+                                                     "FAKE_TRIAL_FAULTS": str(faults), "FAKE_TRIAL_SLEEP": "0.05"},
+                     search={"maxTrials": n, "parallelism": 3, "maxFailedTrials": 50}, trainer={"backoffLimit": 0})
+    rng = random.Random(12)
+    store = f"s3://{bucket}/searches"
+    finished = lambda: _finished(store, "cifar100")["trials"]  # noqa: E731
+    done = lambda: sum(t["state"] in ("ok", "failed") for t in finished())  # noqa: E731
+    log_of = lambda: "".join(p.read_text(errors="replace") for p in (  # noqa: E731
+        Path(kube.info["kubelet_dir"]) / "pods" / ns).glob("cifar-hpo-controller-*/controller.log"))
+    done_at_kill = []
+    with JobRecorder(kube, ns) as jobs:
+        kube.helm("install", "cifar-hpo", "charts/", "-n", ns, "-f", str(values))
+        for k in range(kills):
+            opened = (k * (n - 3)) // kills  # trials below this may end before kill k; never all of them
+            for tid in range(opened):
+                (gate / str(tid)).touch()
+            wait_for(f"the controller's start {k + 1} to load its ledger",
+                     lambda: log_of().count("trials on record") >= k + 1)
+            wait_for(f"{max(0, opened - 3)} trials ended before kill {k}", lambda: done() >= max(0, opened - 3))
+            time.sleep(rng.uniform(0.0, 0.5))
+            pid = kube.container_pid(ns, "cifar-hpo-controller-")
+            assert pid is not None and _state(kube, ns) not in ("succeeded", "failed")
+            os.kill(pid, signal.SIGKILL)
+            done_at_kill.append(done())
+        (gate / "all").touch()
+        wait_for("the search to succeed after 20 kills", lambda: _state(kube, ns) == "succeeded", timeout=300)
+        trials = finished()
+        controller = kube.pods(ns, "app.kubernetes.io/component=controller")[0]
+        restarts = controller["status"]["containerStatuses"][0]["restartCount"]
+        ran = Counter(int(x) for x in runlog.read_text().split())
+        fig = {"kills": len(done_at_kill), "container_restarts": restarts, "trials_done_at_each_kill": done_at_kill,
+               "finished": len(trials), "budget": n, "ids_exact": [t["tid"] for t in trials] == list(range(n)),
+               "jobs_created": len(jobs.created), "jobs_created_twice": jobs.twice(),
+               "ran_twice": sorted(t for t, c in ran.items() if c > 1), "never_ran": sorted(set(range(n)) - set(ran)),
+               "failed": sorted(t["tid"] for t in trials if t["state"] == "failed"),
+               "ok": sum(t["state"] == "ok" for t in trials)}
+    assert fig["kills"] == kills and restarts == kills, fig
+    assert len(set(done_at_kill)) >= 5 and done_at_kill[-1] >= n // 2, fig  # spread over the whole search
+    assert fig["finished"] == n and fig["ids_exact"] and fig["jobs_created"] == n, fig
+    assert fig["jobs_created_twice"] == [] and fig["ran_twice"] == [] and fig["never_ran"] == [], fig
+    assert fig["failed"] == [2, 9] and fig["ok"] == n - 2, fig
+    record_figure("controller pod kill -9, real cluster", fig)
+
+
+def test_an_apiserver_restart_mid_search_loses_and_doubles_nothing(tmp_path, bucket, s3_endpoint):
+    """kube-apiserver stopped and started again while trials run (its own cluster: the restart must not disturb
+    the tests sharing the session's). Watches break, calls fail for a while; the search ends exact."""
+    from realkube import Kube, start_cluster
+
+    (tmp_path / "own").mkdir()
+    up = start_cluster(tmp_path / "own" / "cluster")
+    try:
+        kube = Kube(tmp_path / "own" / "cluster")
+        rel = Release(kube, kube.namespace(), bucket, s3_endpoint, tmp_path)
+        gate, runlog, n = tmp_path / "gate", tmp_path / "runlog", 8
+        gate.mkdir()
+        cfg = rel.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)})
+        with JobRecorder(kube, rel.ns) as jobs:
+            proc = rel.controller(cfg, "--max-trials", str(n), "--parallelism", "2")
+            for tid in range(3):
+                (gate / str(tid)).touch()
+            wait_for("3 trials to end", lambda: sum(t["state"] == "ok" for t in rel.trials()) == 3, proc=proc)
+            kube.restart_apiserver()
+            (gate / "all").touch()
+            out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        trials = rel.trials()
+        ran = Counter(int(x) for x in runlog.read_text().split())
+        fig = {"finished": len(trials), "budget": n, "ok": sum(t["state"] == "ok" for t in trials),
+               "jobs_created": len(jobs.created), "jobs_created_twice": jobs.twice(),
+               "ran_twice": sorted(t for t, c in ran.items() if c > 1),
+               "controller_saw": sorted({line.split(": ", 2)[-1][:80] for line in err.splitlines()
+                                         if "WARNING" in line or "re-listing" in line})[:10]}
+        assert fig["ok"] == n and fig["jobs_created"] == n and fig["jobs_created_twice"] == [] and not fig["ran_twice"], fig
+        record_figure("kube-apiserver restarted mid-search", fig)
+    finally:
+        up.terminate()
+        up.wait(120)
+
+
+def test_api_faults_through_a_proxy_are_counted_where_they_land(release, tmp_path):
+    """Faults between the controller and the real API server: 500s on Job creation (urllib3 retries them), 500s on
+    the Lease beyond urllib3's retries (they reach the controller, which tries again), a Job creation whose answer
+    is lost after it landed (the AlreadyExists path), the 410 ERROR event a watch from a compacted history gets,
+    and dropped watches. Each is counted where it is served and where it lands."""
+    from kubeproxy import ApiFaultProxy
+
+    kube = release.kube
+    with ApiFaultProxy(kube.info["server"], kube.dir / "pki") as proxy:
+        doc = yaml.safe_load(release.kubeconfig.read_text())
+        doc["clusters"][0]["cluster"]["server"] = proxy.url
+        release.kubeconfig.write_text(yaml.safe_dump(doc))
+        plan = [("GET", r"/leases/", "status:500", 10, None), ("POST", r"/jobs$", "status:500", 3, None),
+                ("POST", r"/jobs$", "drop_after_forward", 1, None), ("GET", r"/jobs$", "gone", 1, True),
+                ("GET", r"/jobs$", "drop_watch", 2, True)]
+        for method, path, action, count, watch in plan:
+            proxy.add(method, path, action, count, watch)
+        with JobRecorder(kube, release.ns) as jobs:
+            proc = release.controller(release.config_file(), "--max-trials", "6", "--parallelism", "2")
+            out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        served, forwarded = dict(proxy.served), proxy.forwarded
+    reached = {"lease 500 (after urllib3's retries)": err.count("reading Lease hpo-cifar-hpo-controller failed"),
+               "watch ERROR 410": err.count("Job watch: ERROR 410"),
+               "watch dropped": err.count("Job watch ended"),
+               "create answered AlreadyExists (landed before its answer was lost)": err.count("already exists; adopting")}
+    fig = {"served": served, "forwarded": forwarded, "reached_the_controller": reached,
+           "ok": sum(t["state"] == "ok" for t in release.trials()), "jobs_created": len(jobs.created),
+           "jobs_created_twice": jobs.twice()}
+    assert served == {"status:500": 13, "drop_after_forward": 1, "gone": 1, "drop_watch": 2}, fig
+    assert reached["watch ERROR 410"] == 1 and reached["watch dropped"] >= 2, fig  # the ERROR branch ran
+    assert reached["create answered AlreadyExists (landed before its answer was lost)"] == 1, fig
+    assert 1 <= reached["lease 500 (after urllib3's retries)"] < 10, fig  # the rest absorbed by urllib3
+    assert fig["ok"] == 6 and fig["jobs_created"] == 6 and fig["jobs_created_twice"] == [], fig
+    record_figure("API faults through a proxy, real cluster", fig)
+
+
+def test_lease_holder_dies_and_the_standby_takes_over_the_running_jobs(release, tmp_path):
+    kube, ns = release.kube, release.ns
+    gate, runlog, n = tmp_path / "gate", tmp_path / "runlog", 6
+    gate.mkdir()
+    cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)})
+    holder = lambda: kube.lease(ns, f"{release.full}-controller")["spec"]["holderIdentity"]  # noqa: E731
+    leader = release.controller(cfg, "--max-trials", str(n), "--parallelism", "2", pod_name="ctl-a")
+    wait_for("two running Jobs", lambda: len([j for j in kube.jobs(ns) if j["status"].get("active")]) == 2,
+             proc=leader)
+    standby = release.controller(cfg, "--max-trials", str(n), "--parallelism", "2", pod_name="ctl-b",
+                                 log=tmp_path / "standby.log")
+    wait_for("the standby to wait", lambda: "another controller holds Lease" in (tmp_path / "standby.log").read_text(),
+             proc=standby)
+    leader.kill()
+    killed_at = time.monotonic()
+    wait_for("the standby to take the Lease", lambda: holder() == "ctl-b", proc=standby, timeout=60)
+    takeover = time.monotonic() - killed_at
+    active_at_takeover = sorted(j["metadata"]["name"] for j in kube.jobs(ns) if j["status"].get("active"))
+    (gate / "all").touch()
+    standby.wait(240)
+    assert standby.returncode == 0, (tmp_path / "standby.log").read_text()[-3000:]
+    ran = Counter(int(x) for x in runlog.read_text().split())
+    creators = release.job_creators()
+    fig = {"lease_seconds": 5, "takeover_seconds": round(takeover, 2), "jobs_running_at_takeover": len(active_at_takeover),
+           "jobs_created": len(creators), "created_by_the_dead_leader": sum(c == {"ctl-a"} for c in creators.values()),
+           "ran_twice": sorted(t for t, c in ran.items() if c > 1),
+           "ok": sum(t["state"] == "ok" for t in release.trials())}
+    assert fig["jobs_running_at_takeover"] == 2 and fig["created_by_the_dead_leader"] == 2, fig  # adopted, not redone
+    assert fig["ok"] == n and fig["jobs_created"] == n and fig["ran_twice"] == [], fig
+    assert takeover <= 5 + 5 / 3 + 3, fig  # lease duration + one retry period + slack
+    record_figure("leader SIGKILLed, standby takes over running Jobs", fig)
+
+
+NAMED_POINTS = ("proposal:2", "outcome:1", "launch:3", "collect:2")
+
+
+def test_the_controller_killed_at_each_named_point_on_the_real_cluster(release, tmp_path):
+    """SIGKILL right after a proposal is written, right after an outcome is written, just before a Job is
+    created, and just before a finished trial is collected; then a clean run finishes the search exactly."""
+    kube, ns = release.kube, release.ns
+    runlog, faults, n = tmp_path / "runlog", tmp_path / "faults.json", 8
+    faults.write_text(json.dumps({"1": "exit1"}))  # a failure, so that `outcome` is reached
+    cfg = release.config_file({"FAKE_TRIAL_RUNLOG": str(runlog), "FAKE_TRIAL_FAULTS": str(faults)})
+    env = {**os.environ, "KUBECONFIG": str(release.kubeconfig), "POD_NAME": "ctl-0"}
+    args = ["run", "--config", str(cfg), "--max-trials", str(n), "--parallelism", "2"]
+    with JobRecorder(kube, ns) as jobs:
+        for point in NAMED_POINTS:
+            p = subprocess.run([PY, str(ROOT / "tests" / "crashy_controller.py"), *args], cwd=ROOT,
+                               env={**env, "CRASH_AT": point}, capture_output=True, text=True, timeout=180)
+            assert p.returncode == -signal.SIGKILL, (point, p.stderr[-2000:])
+        final = subprocess.run([PY, "-m", "controller", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                               timeout=300)
+        assert final.returncode == 0, final.stderr[-3000:]
+    trials = release.trials()
+    ran = Counter(int(x) for x in runlog.read_text().split())
+    fig = {"points": list(NAMED_POINTS), "finished": len(trials), "budget": n,
+           "failed": sorted(t["tid"] for t in trials if t["state"] == "failed"), "jobs_created": len(jobs.created),
+           "jobs_created_twice": jobs.twice(), "ran_twice": sorted(t for t, c in ran.items() if c > 1),
+           "never_ran": sorted(set(range(n)) - set(ran))}
+    assert [t["tid"] for t in trials] == list(range(n)) and fig["failed"] == [1], fig
+    assert fig["jobs_created"] == n and fig["jobs_created_twice"] == [] and fig["ran_twice"] == [] == fig["never_ran"]
+    record_figure("controller killed at each named point, real cluster", fig)
