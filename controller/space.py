@@ -5,7 +5,7 @@ mapping with `dist` naming a distribution:
 
     lr_rate_mult:   {dist: loguniform, log_low: -0.5, log_high: 0.5}   # hyperopt's log bounds
     lr:             {dist: loguniform, low: 1.0e-4, high: 1.0e-2}      # or the values themselves
-    batch_size:     {dist: quniform, low: 100, high: 700, q: 5}
+    batch_size:     {dist: quniform, low: 100, high: 450, q: 5}
     optimizer:      {dist: choice, options: [Adam, Nadam, RMSprop]}
     residual:       {dist: choice, options: [null, {dist: quniform, low: 0.501, high: 4.499, q: 1,
                                                     label: residual_units}]}

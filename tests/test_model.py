@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def _coverage_points():
                        "res_conv_kernel_size": 4.0 if ext else 2.0, "conv_hiddn_units_mult": lo if ext else hi,
                        "fc_units_1_mult": hi if ext else lo, "one_more_fc": None if i % 3 == 0 else lo,
                        "first_conv": (None, 3, 4)[i % 3], "use_BN": bool(i % 2), "activation": ("relu", "elu")[i % 2],
-                       "optimizer": ("Adam", "Nadam", "RMSprop")[i % 3], "batch_size": 100.0 if ext else 700.0,
+                       "optimizer": ("Adam", "Nadam", "RMSprop")[i % 3], "batch_size": 100.0 if ext else 450.0,
                        "lr_rate_mult": np.exp(0.5) if ext else np.exp(-0.5), "conv_dropout_drop_proba": 0.35 * ext,
                        "fc_dropout_drop_proba": 0.6 * ext})
     return points
@@ -86,3 +87,58 @@ def test_missing_parameters_are_named():
     del params["activation"]
     with pytest.raises(ParamError, match=r"missing parameter\(s\) \['activation'\]"):
         check_params(params)
+
+
+def test_the_model_of_each_of_the_42_original_points_has_the_originals_parameter_count():
+    """tests/data/seed-architecture.json: the original code's build_model, built under Keras 3 with only renamed
+    APIs, for each original result's point. Ours must give the same trainable parameter count for all 42."""
+    expected = json.loads((Path(__file__).parent / "data" / "seed-architecture.json").read_text())["results"]
+    assert len(expected) == 42
+    got = {}
+    for entry in expected:
+        point = json.loads((SEED_RESULTS / entry["result"]).read_text())["space"]
+        model = build_model(point, jit_compile=False)
+        got[entry["result"]] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    wrong = {r: (got[r], e["seed_trainable_params"]) for e in expected
+             if got[(r := e["result"])] != e["seed_trainable_params"]}
+    assert wrong == {}, f"{len(wrong)} of 42 differ (ours, original): {wrong}"
+
+
+def _keras2_steps(name, grads, lr, steps):
+    """Keras 2.0.6's update rules (its optimizers.py), in numpy: the reference for our subclasses."""
+    p, m, v, m_schedule = 1.0, 0.0, 0.0, 1.0
+    out = []
+    for t in range(1, steps + 1):
+        g = grads[t - 1]
+        if name == "RMSprop":
+            v = 0.9 * v + 0.1 * g * g
+            p -= lr * g / (np.sqrt(v) + 1e-8)
+        elif name == "Nadam":
+            cache_t = 0.9 * (1 - 0.5 * 0.96 ** (t * 0.004))
+            cache_t1 = 0.9 * (1 - 0.5 * 0.96 ** ((t + 1) * 0.004))
+            m_schedule_new = m_schedule * cache_t
+            m_schedule_next = m_schedule_new * cache_t1
+            m_schedule = m_schedule_new
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g * g
+            m_bar = (1 - cache_t) * g / (1 - m_schedule_new) + cache_t1 * m / (1 - m_schedule_next)
+            p -= lr * m_bar / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("name", ["RMSprop", "Nadam"])
+def test_the_optimizers_step_as_keras_2_0_6_did(name):
+    import keras
+
+    from trainer.optimizers import seed_optimizer
+
+    grads = [0.5, -0.2, 0.1, 0.05, -0.3]
+    var = keras.Variable(1.0, dtype="float64")
+    opt = seed_optimizer(name, 0.01)
+    ours = []
+    for g in grads:
+        opt.apply_gradients([(keras.ops.convert_to_tensor(g, dtype="float64"), var)])
+        ours.append(float(var.numpy()))
+    np.testing.assert_allclose(ours, _keras2_steps(name, grads, 0.01, len(grads)), rtol=1e-9)
+    assert opt.epsilon == 1e-8

@@ -22,7 +22,7 @@ def test_default_space_is_the_seeds_19_keys_with_its_labels():
     assert {name for name, _ in space.root.members} == SEED_KEYS
     labels = set(space.dists)
     assert {"conv_dropout_proba", "fc_dropout_proba", "first_conv_size", "residual_units", "fc_units_2_mult"} <= labels
-    assert space.dists["batch_size"].args == (100.0, 700.0, 5.0)
+    assert space.dists["batch_size"].args == (100.0, 450.0, 5.0)
 
 
 def test_every_seed_result_encodes_and_decodes_to_itself():
@@ -105,6 +105,6 @@ def test_encode_rejects_points_outside_the_space_naming_the_parameter():
 def test_diff_names_the_first_difference():
     a = Space.default()
     spec = json.loads(json.dumps(a.spec))
-    spec["batch_size"]["high"] = 450
+    spec["batch_size"]["high"] = 700
     assert a.diff(Space.from_spec(spec)) == "space.batch_size.high"
     assert a.diff(Space.default()) is None

@@ -40,6 +40,8 @@ def test_trains_and_writes_progress_result_and_model(tmp_path):
     assert json.loads((d / "progress.json").read_text())["epoch"] == 2
     import keras
 
+    import trainer.optimizers  # noqa: F401 (registers the original's optimizers, which the file names)
+
     model = keras.models.load_model(d / "model.keras")
     assert model.count_params() == result["params_count"]
     assert "epoch 2/2" in p.stderr  # one line per epoch when not on a TTY
@@ -129,3 +131,28 @@ def test_the_trainers_records_never_hold_a_non_finite_number(tmp_path):
     assert progress["history"]["loss"] == [2.5, None] and progress["best"] is None
     assert result["non_finite_values"] == 3 and result["pair"] == [1, None]
     assert abs(result["objective"] - 0.1) < 1e-6
+
+
+def test_the_default_run_never_stops_on_patience():
+    """The original trained every epoch; a plateau of 60 epochs must not end a default trial early."""
+    import threading
+
+    from trainer.train import TrainSettings, _Watch
+
+    class _Model:
+        stop_training = False
+
+        def get_weights(self):
+            return []
+
+    assert TrainSettings().patience == 0
+    watch = _Watch(TrainSettings(), lambda snap: None, threading.Event(), n_train=100)
+    watch.set_model(_Model())
+    for epoch in range(60):
+        watch.on_epoch_end(epoch, {"val_fine_outputs_accuracy": 0.5 if epoch == 0 else 0.4})
+    assert not watch.model.stop_training and watch.stop_reason == "completed" and watch.best_epoch == 1
+    patient = _Watch(TrainSettings(patience=10), lambda snap: None, threading.Event(), n_train=100)
+    patient.set_model(_Model())
+    for epoch in range(12):
+        patient.on_epoch_end(epoch, {"val_fine_outputs_accuracy": 0.5 if epoch == 0 else 0.4})
+    assert patient.model.stop_training and patient.stop_reason == "patience"  # still there when asked for
