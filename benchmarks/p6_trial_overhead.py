@@ -50,7 +50,7 @@ def main() -> None:
     print(f"P6 trial overhead, process start → first training step — {machine()}")
     print("overhead = first step done − one steady step (the second step's duration): the fixed cost")
     print(f"{'point':<20} {'start→1st step s':>17} {'(outside) s':>12} {'steady step s':>14} {'overhead s':>11}")
-    for name, params in (("seed's best (21 M)", BEST), ("small (2 blocks)", SMALL)):
+    for name, params in (("seed's best (7.06 M)", BEST), ("small (2 blocks)", SMALL)):
         runs = [once(params) for _ in range(RUNS)]
         first = statistics.median(r[1] for r in runs)
         step = statistics.median(r[2] - r[1] for r in runs)

@@ -66,9 +66,7 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
         wait_for("the garbage collector to delete the trial Jobs",
                  lambda: not kube.jobs(ns, "app.kubernetes.io/component=trial"))
         assert _store_keys(bucket) == before  # the bucket is never touched by an uninstall
-    out = ROOT / ".reliability"
-    out.mkdir(exist_ok=True)
-    (out / "kubectl-session.json").write_text(json.dumps(session, indent=1))  # written only once all passed
+    record_figure("kubectl session, real cluster", session)
 
 
 def test_the_controller_has_only_its_roles_rights(kube, kube_ns, bucket, s3_endpoint, tmp_path):

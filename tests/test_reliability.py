@@ -1,5 +1,6 @@
-"""Faults injected for real, and the figures RELIABILITY.md quotes: each test records what it tried, how
-many times, and what was lost (must be nothing) in .reliability/figures.json."""
+"""Faults injected for real in local mode and on S3, and the figures RELIABILITY.md quotes: each test records
+what it tried and what was lost (record_figure, only once its assertions passed). The Kubernetes faults are in
+tests/test_cluster_faults.py."""
 
 import json
 import os
@@ -13,21 +14,9 @@ from collections import Counter
 
 import boto3
 import pytest
-from conftest import PY, ROOT, SEED_RESULTS, run_cli
+from conftest import PY, ROOT, SEED_RESULTS, record_figure, run_cli
 from faultproxy import FaultProxy
-
-FIGURES: dict[str, dict] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _write_figures():
-    yield
-    if FIGURES:
-        out = ROOT / ".reliability"
-        out.mkdir(exist_ok=True)
-        path = out / "figures.json"
-        old = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**old, **FIGURES}, indent=1, sort_keys=True))
+from realkube import wait_for
 
 
 def _trials(store):
@@ -73,18 +62,6 @@ def _finished_in(search) -> int:
         return 0  # read while being replaced
 
 
-def _wait_for(what, predicate, proc=None, timeout=180.0):
-    """Poll until predicate() holds; fail loudly (never go on silently) if it does not within timeout. The
-    timeout only catches a hang: every wait here is for an event the search produces itself."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"waiting for {what}: the controller exited ({proc.returncode})")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waiting for {what}: not reached in {timeout:.0f} s")
-        time.sleep(0.02)
-
-
 def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config):
     """20 SIGKILLs spread through a 32-trial search. The test decides how far the search may get before each
     kill (FAKE_TRIAL_GATE: trial t may end once gate/t exists), so the search cannot finish early on a fast
@@ -103,8 +80,8 @@ def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config
             (gate / str(tid)).touch()
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _await_line(proc, "trials on record")  # timed from there: the imports before it hold no state
-        _wait_for(f"{max(0, opened - 3)} trials collected before kill {k}",
-                  lambda: _finished_in(search) >= max(0, opened - 3), proc)
+        wait_for(f"{max(0, opened - 3)} trials collected before kill {k}",
+                 lambda: _finished_in(search) >= max(0, opened - 3), proc=proc)
         time.sleep(rng.uniform(0.0, 0.5))
         assert proc.poll() is None, "the search ended although the gate held trials back"
         proc.send_signal(signal.SIGKILL)
@@ -123,7 +100,7 @@ def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config
     assert len(set(collected_at_kill)) >= 5 and collected_at_kill[-1] >= n // 2, fig
     assert fig["ended_ok"] == n, fig  # no fault was planted: every trial must end ok
     _assert_nothing_lost(fig)
-    FIGURES["controller SIGKILL, local mode"] = fig
+    record_figure("controller SIGKILL, local mode", fig)
 
 
 def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket, fake_trial_config):
@@ -182,10 +159,10 @@ def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket
     fig = {"injected": dict(f.counts), "seconds": lasted, "records_checked": len(keys), "torn_records": torn,
            "failed_trials": [(t["tid"], t.get("reason")) for t in trials if t["state"] == "failed"],
            **_lost_or_doubled(trials, n, runlog)}
-    FIGURES["S3 faults (500/503 bursts, slow, hung, restart)"] = fig
     assert f.counts.get("error", 0) >= 5 and f.counts.get("down", 0) >= 1 and f.counts.get("hang", 0) >= 1
     assert torn == [] and fig["failed_trials"] == []
     _assert_nothing_lost(fig)
+    record_figure("S3 faults (500/503 bursts, slow, hung, restart)", fig)
 
 
 BAD_INPUTS = [
@@ -227,11 +204,11 @@ def test_bad_input_is_refused_naming_the_field_and_nothing_stored_is_lost(tmp_pa
     p = run_cli("run", "--config", str(fake_trial_config(extra)), "--local", *flags, check=False)
     after = {p: p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and ".local" not in p.parts}
     said = p.stderr.strip().splitlines()[-1].replace(str(tmp_path), "<tmp>") if p.stderr.strip() else ""
-    FIGURES.setdefault("bad input", {})[case] = {"exit": p.returncode, "message": said,
-                                                 "records_changed": before != after}
     assert p.returncode == 2, p.stderr
     assert message in p.stderr, p.stderr
     assert before == after
+    record_figure(f"bad input: {case}", {"case": case, "exit": p.returncode, "message": said,
+                                         "records_changed": before != after})
 
 
 def test_corrupted_records_are_reported_and_skipped_never_resetting_history(tmp_path):
@@ -244,9 +221,9 @@ def test_corrupted_records_are_reported_and_skipped_never_resetting_history(tmp_
     p = run_cli("status", "--store", str(store), "--json")
     trials = json.loads(p.stdout)["trials"]
     states = {t["tid"]: (t["state"], t["reason"]) for t in trials}
-    FIGURES["corrupted records"] = {"trials_before": 42, "trials_after": len(trials),
-                                    "corrupt_proposal": states[3], "corrupt_result": states[4]}
     assert len(trials) == 42
     assert states[3][0] == "failed" and "corrupt proposal" in states[3][1]
     assert states[4][0] == "pending" and "not valid JSON" in states[4][1]
     assert sum(s == "ok" for s, _ in states.values()) == 40
+    record_figure("corrupted records", {"trials_before": 42, "trials_after": len(trials),
+                                        "corrupt_proposal": states[3], "corrupt_result": states[4]})
