@@ -33,7 +33,10 @@ def main() -> None:
         try:
             kube = Kube(Path(tmp) / "cluster")
             ns = kube.namespace("p3")
-            config = kube.install_rbac(ns, "p3", ["--set", "store.bucket=p3-bench", "--set", f"store.endpoint={s3url}"])
+            creds = {k: os.environ.setdefault(k, "bench") for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+            config = kube.install_rbac(ns, "p3", ["--set", "store.bucket=p3-bench", "--set", f"store.endpoint={s3url}",
+                                                  "--set", "store.accessKeyId=x", "--set", "store.secretAccessKey=y"])
+            kube.secret(ns, "p3-cifar-hpo-s3", creds)  # what the chart makes of store.accessKeyId/secretAccessKey
             config["search"].update(maxTrials=N, parallelism=1)
             config["trial"].update(command=["env", "FAKE_TRIAL_SLEEP=0.05", "python", "tests/objective.py"], epochs=1)
             config["kube"].update(gpuCount=0, resyncSeconds=30, requests={"cpu": "100m"}, limits={})
