@@ -38,7 +38,8 @@ def main() -> None:
                                                   "--set", "store.accessKeyId=x", "--set", "store.secretAccessKey=y"])
             kube.secret(ns, "p3-cifar-hpo-s3", creds)  # what the chart makes of store.accessKeyId/secretAccessKey
             config["search"].update(maxTrials=N, parallelism=1)
-            config["trial"].update(command=["env", "FAKE_TRIAL_SLEEP=0.05", "python", "tests/objective.py"], epochs=1)
+            config["trial"].update(command=["env", "FAKE_TRIAL_SLEEP=0.05", "python", "tests/objective.py"], epochs=1,
+                                   data="synthetic:200")
             config["kube"].update(gpuCount=0, resyncSeconds=30, requests={"cpu": "100m"}, limits={})
             cfg = Path(tmp) / "c.yaml"
             cfg.write_text(yaml.safe_dump(config))

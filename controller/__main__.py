@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.config import Settings, load_settings, with_overrides
+from controller.dataset import stage
 from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.htmlreport import render
@@ -130,7 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = with_overrides(
         settings, store__uri=args.store, search__name=args.search, search__max_trials=args.max_trials,
         search__parallelism=args.parallelism, search__max_failed_trials=args.max_failed, search__seed=args.seed,
-        trial__data=args.data, trial__epochs=args.epochs, controller__metrics_port=args.metrics_port,
+        trial__data=args.data, trial__data_sha256=args.data_sha256, trial__epochs=args.epochs,
+        controller__metrics_port=args.metrics_port,
     ).validate()
     _setup_logging(settings.controller.log_format, args.verbose, settings.search.name)
     if not args.local:
@@ -138,9 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.trial.command[0] in ("python", "python3"):
         # Trials run in this interpreter's environment, not whatever `python` is first on PATH.
         settings = with_overrides(settings, trial__command=[sys.executable, *settings.trial.command[1:]])
-    _check_data_exists(settings, local=True)
+    _check_data_exists(settings)
     root = _root_store(settings.store.uri, settings)
     root.check()
+    settings = _staged(settings, root)
     store = root.child(settings.search.name)
     launcher = ProcessLauncher(_local_workdir(settings, store), settings.local.poll_seconds)
     progress = _Progress()
@@ -153,20 +156,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if status.state in ("succeeded", "goal_reached") else 3
 
 
-def _check_data_exists(settings: Settings, local: bool) -> None:
-    """A dataset that is not there fails every trial: say so once, before the first one. A path is only
-    checked in local mode (on a cluster it is a path inside the trial's container)."""
+def _check_data_exists(settings: Settings) -> None:
+    """A dataset that is not there fails every trial: say so once, before anything is written."""
     if settings.trial.data is None:
         return
     spec = parse_data_spec(settings.trial.data, "trial.data (--data)")
-    if spec.kind == "path" and local and not Path(spec.spec).expanduser().is_file():
+    if spec.kind in ("path", "npz") and not spec.spec.startswith("s3://") and not Path(spec.spec).expanduser().is_file():
         raise ConfigError(f"trial.data (--data): no file at {spec.spec}; give the path of cifar-100-python.tar.gz, "
                           "or cifar100 / synthetic[:N]")
-    if spec.kind == "s3":
+    if spec.kind in ("s3", "npz") and spec.spec.startswith("s3://"):
         parent, _, name = spec.spec.rpartition("/")
         if not _root_store(parent, settings).exists(name):
             raise ConfigError(f"trial.data (--data): no object at {spec.spec}; upload cifar-100-python.tar.gz "
                               "there or fix the URI")
+
+
+def _staged(settings: Settings, root: Store) -> Settings:
+    """The dataset fetched and checked once, kept in the store; trials get the staged copy as their --data."""
+    staged = stage(settings.trial.data, settings.trial.data_sha256, root)
+    return settings if staged is None else with_overrides(settings, trial__data=staged.uri)
 
 
 def _metrics(settings: Settings) -> Metrics | None:
@@ -223,9 +231,9 @@ def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
 
     from controller.kube import KubeClient, KubeNotifier, KubernetesLauncher, LeaderLease
 
-    _check_data_exists(settings, local=False)
     root = _root_store(settings.store.uri, settings)
     root.check()
+    settings = _staged(settings, root)
     store = root.child(settings.search.name)
     # The pod's name (downward API) survives a container restart, so a controller restarted after a crash
     # takes its own Lease back at once, as client-go does; outside a pod, host and pid.
@@ -335,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--parallelism", type=int)
     run.add_argument("--max-failed", type=int)
     run.add_argument("--seed", type=int)
-    run.add_argument("--data", help="cifar100 | PATH or s3://.../cifar-100-python.tar.gz | synthetic[:N]")
+    run.add_argument("--data", help="cifar100 | PATH, s3:// or https:// .../cifar-100-python.tar.gz | synthetic[:N]")
+    run.add_argument("--data-sha256", metavar="HEX", help="the dataset archive's SHA-256 (checked before staging)")
     run.add_argument("--epochs", type=int)
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     run.add_argument("--idle-when-done", action="store_true",

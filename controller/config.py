@@ -98,7 +98,10 @@ class TrialSection:
     command: list[str] = field(default_factory=lambda: ["python", "-m", "trainer"])
     """The trial program; it gets `--trial <trial URI>` (and --data/--epochs when set) appended."""
     data: str | None = None
-    """Dataset spec for the trainer: cifar100, a cifar-100-python.tar.gz path or S3 URI, synthetic[:N]."""
+    """Dataset: cifar100 (null), a cifar-100-python.tar.gz URL / path / S3 URI, or synthetic[:N]; staged once
+    into the store when the search starts (controller/dataset.py), and trials read that copy."""
+    data_sha256: str | None = None
+    """The archive's SHA-256 (64 hex digits), checked before staging; cifar100's published hash is built in."""
     epochs: int | None = None
     """Epochs per trial; null uses the trainer's default."""
     extra_args: list[str] = field(default_factory=list)
@@ -111,6 +114,9 @@ class TrialSection:
             _at_least("trial.epochs", self.epochs, 1)
         if self.data is not None:
             parse_data_spec(self.data, "trial.data (--data)")
+        if self.data_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.data_sha256):
+            raise ConfigError(f"trial.dataSha256 (--data-sha256): {self.data_sha256!r} must be 64 hex digits "
+                              "(`sha256sum cifar-100-python.tar.gz`)")
 
     def argv(self, trial_uri: str) -> list[str]:
         args = [*self.command, "--trial", trial_uri]

@@ -1,10 +1,12 @@
 """The trainer's data spec, parsed in one place so that the controller can refuse a bad one before the
 first trial instead of failing every trial with it. Pure: no I/O.
 
-  cifar100            Keras' download
+  cifar100            Keras' download (https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz)
   synthetic[:N]       N generated training images (default 5000, at least 100)
-  s3://bucket/key     the standard cifar-100-python.tar.gz in a bucket
+  https://host/path   the standard cifar-100-python.tar.gz at a URL (http:// too)
+  s3://bucket/key     the same archive in a bucket
   PATH                the same archive on a local disk (or in the trial's container)
+  ….npz               arrays staged by the controller (controller/dataset.py), a path or an s3:// URI
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ SYNTHETIC_MIN = 100
 @dataclass(frozen=True)
 class DataSpec:
     kind: str
-    """cifar100 | synthetic | s3 | path"""
+    """cifar100 | synthetic | http | s3 | path | npz"""
     spec: str
     size: int | None = None
     """Training images, for synthetic."""
@@ -40,11 +42,15 @@ def parse_data_spec(spec: str, field: str = "--data") -> DataSpec:
         if size < SYNTHETIC_MIN:
             raise ConfigError(f"{field}: {spec!r}: synthetic needs at least {SYNTHETIC_MIN} images")
         return DataSpec("synthetic", spec, size)
+    if spec.startswith(("http://", "https://")):
+        if not spec.split("://", 1)[1].partition("/")[0]:
+            raise ConfigError(f"{field}: {spec!r}: expected https://host/path/cifar-100-python.tar.gz")
+        return DataSpec("http", spec)
     if spec.startswith("s3://"):
         bucket, _, key = spec[len("s3://"):].partition("/")
         if not bucket or not key or key.endswith("/"):
             raise ConfigError(f"{field}: {spec!r}: expected s3://bucket/path/cifar-100-python.tar.gz")
-        return DataSpec("s3", spec)
+        return DataSpec("npz" if key.endswith(".npz") else "s3", spec)
     if "://" in spec:
-        raise ConfigError(f"{field}: {spec!r}: only s3:// URIs are read; for another location use a local path")
-    return DataSpec("path", spec)
+        raise ConfigError(f"{field}: {spec!r}: only http(s):// and s3:// URIs are read; else give a local path")
+    return DataSpec("npz" if spec.endswith(".npz") else "path", spec)

@@ -62,6 +62,10 @@ class KubeSettings:
     termination_grace_seconds: int = 60
     """Time the trainer gets after SIGTERM to write its 'stopped' result."""
     cache_size_limit: str = "20Gi"
+    data_cache_claim: str | None = None
+    """An existing PVC mounted as the trials' dataset cache (shared by the trials of a node or of all nodes)."""
+    data_cache_host_path: str | None = None
+    """A node folder as the dataset cache (hostPath: not allowed where Pod Security is `restricted`)."""
     owner_config_map: str | None = None
     """A ConfigMap of the release that owns the trial Jobs (uninstall garbage-collects them)."""
     status_config_map: str | None = None
@@ -120,7 +124,8 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
     if s.s3_secret_name:
         env_list += [{"name": key, "valueFrom": {"secretKeyRef": {"name": s.s3_secret_name, "key": key}}}
                      for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
-    env_list += [{"name": "HOME", "value": "/tmp"}, {"name": "KERAS_HOME", "value": "/cache/keras"}]
+    env_list += [{"name": "HOME", "value": "/tmp"}, {"name": "KERAS_HOME", "value": "/cache/keras"},
+                 {"name": "CIFAR_HPO_DATA_CACHE", "value": "/cache/datasets"}]
     container = {
         "name": "trainer",
         "image": s.image,
@@ -140,8 +145,7 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}},
-                    {"name": "cache", "emptyDir": {"sizeLimit": s.cache_size_limit}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": s.cache_size_limit}}, _cache_volume(s)],
     }
     for key, value in (("nodeSelector", s.node_selector), ("tolerations", s.tolerations), ("affinity", s.affinity),
                        ("priorityClassName", s.priority_class_name), ("serviceAccountName", s.service_account_name),
@@ -171,6 +175,15 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
         metadata["ownerReferences"] = [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
                                         "name": owner["name"], "uid": owner["uid"], "blockOwnerDeletion": False}]
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
+
+
+def _cache_volume(s: KubeSettings) -> dict[str, Any]:
+    """/cache: the dataset cache (trainer/data.py fills it by checksum, safe when trials fill it at once)."""
+    if s.data_cache_claim:
+        return {"name": "cache", "persistentVolumeClaim": {"claimName": s.data_cache_claim}}
+    if s.data_cache_host_path:
+        return {"name": "cache", "hostPath": {"path": s.data_cache_host_path, "type": "DirectoryOrCreate"}}
+    return {"name": "cache", "emptyDir": {"sizeLimit": s.cache_size_limit}}
 
 
 def _finished(job: Mapping[str, Any]) -> str | None:

@@ -129,7 +129,7 @@ def judge_result(raw: Any, tid: int) -> tuple[str, float | None, str | None, dic
     if status not in RESULT_STATUSES:
         return "failed", None, f"result.json status {status!r} is not one of {sorted(RESULT_STATUSES)}", {}
     metrics = {k: raw[k] for k in ("test_fine_accuracy", "val_fine_accuracy", "best_epoch", "epochs_run",
-                                   "train_seconds", "images_per_second", "non_finite_values") if k in raw}
+                                   "train_seconds", "images_per_second", "non_finite_values", "startup") if k in raw}
     if status == "fail":
         return "failed", None, str(raw.get("error") or "the trainer reported a failure"), metrics
     objective = raw.get("objective")

@@ -100,7 +100,7 @@ def fake_trial_config(tmp_path):
     def make(extra: str = "") -> Path:
         path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.yaml"
         path.write_text(
-            f"trial:\n  command: [{PY}, {ROOT / 'tests' / 'objective.py'}]\n"
+            f"trial:\n  command: [{PY}, {ROOT / 'tests' / 'objective.py'}]\n  data: 'synthetic:200'\n"
             "local:\n  pollSeconds: 0.05\n" + extra
         )
         return path

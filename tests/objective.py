@@ -56,6 +56,9 @@ def main() -> int:
     store = open_store(args.trial)
     proposal = get_json(store, "proposal.json")
     tid = proposal["tid"]
+    if os.environ.get("FAKE_TRIAL_DATALOG"):  # which dataset the controller pointed the trial at
+        with open(os.environ["FAKE_TRIAL_DATALOG"], "a") as f:
+            f.write(f"{args.data}\n")
     if os.environ.get("FAKE_TRIAL_RUNLOG"):
         with open(os.environ["FAKE_TRIAL_RUNLOG"], "a") as f:
             f.write(f"{tid}\n")

@@ -28,3 +28,17 @@ def test_job_names_carry_the_search_and_stay_unique_within_63_characters():
     long_a, long_b = job_name("r" * 40, "a" * 40, 123456), job_name("r" * 40, "b" * 40, 123456)
     assert len(long_a) <= 63 and len(long_b) <= 63 and long_a != long_b and long_a.endswith("-t123456")
     assert job_name("r" * 40, "a" * 40, 1) == job_name("r" * 40, "a" * 40, 1)  # stable across restarts
+
+
+def test_the_dataset_cache_can_be_a_claim_or_a_node_folder():
+    import kubernetes_validate
+
+    for extra, want in (({"data_cache_claim": "cifar-cache"}, {"persistentVolumeClaim": {"claimName": "cifar-cache"}}),
+                        ({"data_cache_host_path": "/var/cache/cifar"},
+                         {"hostPath": {"path": "/var/cache/cifar", "type": "DirectoryOrCreate"}})):
+        job = build_job(KubeSettings(**extra), "s", 1, ["python", "-m", "trainer", "--trial", "s3://b/t"], {}, {}, None)
+        kubernetes_validate.validate(job, "1.33", strict=True)
+        volume = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "cache")
+        assert {k: v for k, v in volume.items() if k != "name"} == want
+        env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["CIFAR_HPO_DATA_CACHE"] == "/cache/datasets"

@@ -185,7 +185,7 @@ def test_s3_store_killed_and_rerun(bucket, fake_trial_config, tmp_path):
 def test_a_bad_data_spec_is_refused_before_the_first_trial(tmp_path):
     store = tmp_path / "runs"
     for data, says in (("synthetic:abc", "synthetic takes a number of images"),
-                       (str(tmp_path / "missing.tar.gz"), "no file at"), ("http://x/y.tgz", "only s3://")):
+                       (str(tmp_path / "missing.tar.gz"), "no file at"), ("ftp://x/y.tgz", "only http(s):// and s3://")):
         p = run_cli("run", "--local", "--store", str(store), "--max-trials", "2", "--data", data, check=False)
         assert p.returncode == 2 and "trial.data (--data)" in p.stderr and says in p.stderr, p.stderr
     assert not store.exists()  # refused before anything was written

@@ -185,7 +185,7 @@ def finished_search(tmp_path_factory):
     """One small finished search, copied for each bad-input case."""
     d = tmp_path_factory.mktemp("search")
     cfg = d / "c.yaml"
-    cfg.write_text(f"trial:\n  command: [{PY}, {ROOT / 'tests' / 'objective.py'}]\nlocal:\n  pollSeconds: 0.05\n")
+    cfg.write_text(f"trial:\n  command: [{PY}, {ROOT / 'tests' / 'objective.py'}]\n  data: 'synthetic:200'\nlocal:\n  pollSeconds: 0.05\n")
     run_cli("run", "--config", str(cfg), "--local", "--store", str(d / "runs"), "--max-trials", "2")
     return d / "runs"
 

@@ -156,3 +156,18 @@ def test_the_default_run_never_stops_on_patience():
     for epoch in range(12):
         patient.on_epoch_end(epoch, {"val_fine_outputs_accuracy": 0.5 if epoch == 0 else 0.4})
     assert patient.model.stop_training and patient.stop_reason == "patience"  # still there when asked for
+
+
+def test_the_result_says_where_the_start_up_went_and_status_shows_it(tmp_path):
+    store = tmp_path / "runs"
+    p = subprocess.run([PY, "-m", "controller", "run", "--local", "--store", str(store), "--max-trials", "1",
+                        "--data", "synthetic:300", "--epochs", "1"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env={**__import__("os").environ})
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(next(store.rglob("result.json")).read_text())
+    phases = result["startup"]
+    assert set(phases) == {"interpreter_and_imports_s", "data_read_s", "model_build_s", "first_step_s"}
+    assert all(v > 0 for v in phases.values()), phases
+    table = subprocess.run([PY, "-m", "controller", "status", "--store", str(store)], cwd=ROOT, capture_output=True,
+                           text=True).stdout
+    assert "trial start-up, median of 1:" in table and "interpreter and imports" in table

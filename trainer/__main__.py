@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, proposal: dict, reporter, stop: threading.Event) -> int:
     import tensorflow as tf
 
+    from trainer.train import process_seconds
+
+    imports_s = process_seconds()  # the interpreter's start and every import, TensorFlow's above all
+
     from trainer import data as data_mod
     from trainer.model import check_params
     from trainer.train import TrainSettings, train
@@ -80,6 +84,7 @@ def _run(args: argparse.Namespace, proposal: dict, reporter, stop: threading.Eve
     check_params(params)  # before any data is loaded: a bad point fails in a second
     t0 = time.monotonic()
     dataset = data_mod.load(args.data)
+    data_s = time.monotonic() - t0
     val_size = args.val_size or min(5000, len(dataset.train) // 5)
     settings = TrainSettings(epochs=args.epochs, val_size=val_size, patience=args.patience,
                              time_limit_s=args.time_limit, mixed_precision=False if args.no_mixed_precision else None,
@@ -128,6 +133,8 @@ def _run(args: argparse.Namespace, proposal: dict, reporter, stop: threading.Eve
         "precision": out.precision,
         "xla": out.xla,
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__},
+        # Where a trial's start-up goes, before its training proper (status and the report show the totals).
+        "startup": {"interpreter_and_imports_s": round(imports_s, 3), "data_read_s": round(data_s, 3), **out.startup},
     }
     if out.status == "fail":
         record["error"] = f"no epoch finished ({out.stop_reason})"

@@ -1,8 +1,10 @@
 """CIFAR-100 (fine + coarse labels) from Keras' download, the standard python archive, or generated.
 
-Specs:
+Specs (controller/dataspec.py parses them):
   cifar100                          Keras' download (cached under ~/.keras/datasets)
-  PATH or s3://.../cifar-100-python.tar.gz   the standard archive (train/test pickles)
+  PATH, s3://… or http(s)://…/cifar-100-python.tar.gz   the standard archive (train/test pickles)
+  ….npz                             the arrays the controller staged once for the search (controller/dataset.py);
+                                    with CIFAR_HPO_DATA_CACHE set, kept in that folder (a node cache) by checksum
   synthetic[:N]                     N generated training images (default 5000) with learnable classes
 
 Images stay uint8 (N, 32, 32, 3) until the model's first layer; labels are int32 class indices.
@@ -11,11 +13,15 @@ The archive's pickles are read with an allowlist unpickler: they hold numpy arra
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import os
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -140,13 +146,81 @@ def synthetic(n_train: int = 5000, seed: int = 0) -> Dataset:
     return Dataset(make(n_train), make(max(200, n_train // 5)), f"synthetic:{n_train}")
 
 
-def load(spec: str, store_opener=None) -> Dataset:
-    """Resolve a data spec. store_opener(uri) → Store reads an S3 archive (injected: tests, endpoint)."""
+# -- the staged form: plain uint8 arrays, read without unpickling ------------------------------------------
+
+NPZ_FIELDS = ("x_train", "fine_train", "coarse_train", "x_test", "fine_test", "coarse_test")
+
+
+def archive_to_npz(data: bytes, where: str) -> bytes:
+    """The standard archive as an .npz of uint8 images and int32 labels (what a trial reads fast)."""
+    ds = load_archive(data, where)
+    out = io.BytesIO()
+    np.savez(out, x_train=ds.train.x, fine_train=ds.train.fine, coarse_train=ds.train.coarse, x_test=ds.test.x,
+             fine_test=ds.test.fine, coarse_test=ds.test.coarse)
+    return out.getvalue()
+
+
+def load_npz(data: bytes, where: str) -> Dataset:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            a = {k: z[k] for k in NPZ_FIELDS}
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise ConfigError(f"{where}: not the staged arrays ({e})") from e
+    return Dataset(_check(Split(a["x_train"], a["fine_train"], a["coarse_train"]), f"{where} train"),
+                   _check(Split(a["x_test"], a["fine_test"], a["coarse_test"]), f"{where} test"), where)
+
+
+def cached(uri: str, read: Callable[[], bytes], cache_dir: str | None) -> bytes:
+    """The bytes at uri, through a node-local cache folder when one is given: kept as <name> beside
+    <name>.sha256, both written to temporary files and renamed into place, so two trials filling it at once
+    each leave a whole, checksum-matching copy; a copy that fails its checksum is fetched again."""
+    if not cache_dir:
+        return read()
+    folder = Path(cache_dir)
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    path, digest_path = folder / name, folder / f"{name}.sha256"
+    try:
+        data, want = path.read_bytes(), digest_path.read_text().strip()
+        if hashlib.sha256(data).hexdigest() == want:
+            return data
+        log.warning("dataset cache %s: checksum mismatch; fetching it again", path)
+    except OSError:
+        pass
+    data = read()
+    folder.mkdir(parents=True, exist_ok=True)
+    for target, payload in ((path, data), (digest_path, hashlib.sha256(data).hexdigest().encode())):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, target)
+    return data
+
+
+def load(spec: str, store_opener=None, cache_dir: str | None = None) -> Dataset:
+    """Resolve a data spec. store_opener(uri) → Store reads from S3 (injected: tests, endpoint); cache_dir is the
+    node cache for staged arrays (default: $CIFAR_HPO_DATA_CACHE)."""
     parsed = parse_data_spec(spec)
     if parsed.kind == "cifar100":
         return load_keras()
     if parsed.kind == "synthetic":
         return synthetic(parsed.size or SYNTHETIC_DEFAULT)
+    if parsed.kind == "npz":
+        def read() -> bytes:
+            if not spec.startswith("s3://"):
+                return Path(spec).expanduser().read_bytes()
+            from controller.store import open_store
+
+            parent, _, name = spec.rpartition("/")
+            data = (store_opener or open_store)(parent).get(name)
+            if data is None:
+                raise ConfigError(f"--data {spec}: no staged arrays there; run the search's controller to stage them")
+            return data
+
+        return load_npz(cached(spec, read, cache_dir or os.environ.get("CIFAR_HPO_DATA_CACHE")), spec)
+    if parsed.kind == "http":
+        from controller.dataset import fetch
+
+        return load_archive(fetch(spec), spec)
     if parsed.kind == "s3":
         from controller.store import open_store
 

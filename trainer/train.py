@@ -73,6 +73,8 @@ class Outcome:
     device: str
     precision: str
     xla: bool
+    startup: dict[str, float]
+    """Seconds before training proper: model_build_s, first_step_s (tracing / compilation and the first step)."""
 
 
 def process_seconds() -> float:
@@ -125,8 +127,11 @@ class _Watch(keras.callbacks.Callback):
         self.epoch_started = self.started
         self.stop_reason = "completed"
         self.rates: list[float] = []
+        self.first_step_s: float | None = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.first_step_s is None:
+            self.first_step_s = time.monotonic() - self.started
         if not self.rates and batch in (0, 1):
             # The second line lets a reader split the first step's time into setup and compute.
             log.info("%s training step done (%.1f s after the trainer started)", ("first", "second")[batch],
@@ -192,7 +197,9 @@ def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epo
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     keras.utils.set_random_seed(settings.seed)
     train_split, val_split = validation_split(data.train, settings.val_size, settings.seed)
+    t_build = time.monotonic()
     model = build_model(params, jit_compile=xla, width_scale=settings.width_scale)
+    build_seconds = time.monotonic() - t_build
     watch = _Watch(settings, on_epoch, stop_event, len(train_split))
     bs = arch.batch_size
     fit_data = make_dataset(train_split, bs, True, settings.seed)
@@ -226,7 +233,8 @@ def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epo
     rates = watch.rates[1:] or watch.rates
     return Outcome(status, watch.stop_reason, watch.history, watch.best_epoch, watch.best_val, test,
                    int(model.count_params()), train_seconds, float(np.median(rates)) if rates else None, model_bytes,
-                   _device(), "mixed_float16" if mixed else "float32", bool(xla))
+                   _device(), "mixed_float16" if mixed else "float32", bool(xla),
+                   {"model_build_s": round(build_seconds, 3), "first_step_s": round(watch.first_step_s or 0.0, 3)})
 
 
 def install_sigterm(stop_event: threading.Event) -> None:
