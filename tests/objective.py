@@ -75,18 +75,20 @@ def main() -> int:
         return 3
     final = synthetic_objective(proposal["params"])
     curve = []
+    batches = 5
     for epoch in range(1, args.epochs + 1):
         if fault == "hang":
             time.sleep(3600)
-        pause = args.sleep * (50 if fault == "slow" else 1)
-        end = time.monotonic() + pause
-        while time.monotonic() < end and not stopped["flag"]:
-            time.sleep(0.02)
+        pause = args.sleep * (50 if fault == "slow" or (fault == "slow_after_1" and epoch > 1) else 1)
+        for _ in range(batches):  # as the trainer: SIGTERM is seen at a batch boundary...
+            time.sleep(pause / batches)
+            if stopped["flag"]:
+                break
+        if stopped["flag"]:
+            break  # ...and the interrupted epoch is not recorded (fit() leaves it unfinished)
         curve.append(final * (1 - 0.5 ** epoch))
         put_json(store, "progress.json", {"schema_version": 1, "tid": tid, "epoch": epoch,
                                           "history": {"val_fine_outputs_acc": curve}})
-        if stopped["flag"]:
-            break
     _wait_for_gate(tid, stopped)
     if fault == "exit1":
         print("failing on purpose", file=sys.stderr)
@@ -97,6 +99,10 @@ def main() -> int:
         return 0
     if stopped["flag"] and not store.exists("stop.json"):
         return 143  # as the trainer: a SIGTERM nobody asked for (eviction) leaves the trial to the Job's retry
+    if not curve:  # as the trainer: stopped before its first epoch ended
+        store.create("result.json", dumps({"schema_version": 1, "tid": tid, "status": "fail",
+                                           "error": "no epoch finished (sigterm)", "finished_at": time.time()}))
+        return 0
     status = "stopped" if stopped["flag"] else "ok"
     result = {"schema_version": 1, "tid": tid, "status": status, "objective": max(curve),
               "val_fine_accuracy": max(curve), "epochs_run": len(curve), "finished_at": time.time(), "history": {"val_fine_outputs_acc": curve}}

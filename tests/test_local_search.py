@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 from conftest import PY, ROOT, run_cli
+from realkube import wait_for
 
 
 def _status(store_uri):
@@ -111,13 +112,24 @@ def test_max_failed_trials_stops_the_search_marked_failed(tmp_path, fake_trial_c
 
 
 def test_goal_stops_early_and_stops_running_trials(tmp_path, fake_trial_config):
+    """Trial 0 reaches the goal once trials 1 and 2 have each finished an epoch (a gate the test opens then), so
+    they are stopped mid-way with a best-so-far, whatever the machine's speed."""
     store = str(tmp_path / "runs")
     cfg = fake_trial_config("search:\n  goal: 0.05\n")
-    ffile = tmp_path / "faults.json"
-    ffile.write_text(json.dumps({"1": "slow", "2": "slow"}))
-    p = run_cli("run", "--config", str(cfg), "--local", "--store", store, "--max-trials", "20", "--parallelism", "3",
-                env={"FAKE_TRIAL_SLEEP": "0.2", "FAKE_TRIAL_FAULTS": str(ffile)})
-    final = json.loads(p.stdout)
+    ffile, gate = tmp_path / "faults.json", tmp_path / "gate"
+    ffile.write_text(json.dumps({"1": "slow_after_1", "2": "slow_after_1"}))
+    gate.mkdir()
+    env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.2", "FAKE_TRIAL_FAULTS": str(ffile), "FAKE_TRIAL_GATE": str(gate)}
+    proc = subprocess.Popen([PY, "-m", "controller", "run", "--config", str(cfg), "--local", "--store", store,
+                             "--max-trials", "20", "--parallelism", "3"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    trials = tmp_path / "runs" / "cifar100" / "trials"
+    wait_for("trials 1 and 2 to finish an epoch",
+             lambda: all((trials / f"{t:06d}" / "progress.json").exists() for t in (1, 2)), proc=proc)
+    (gate / "0").touch()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    final = json.loads(out)
     assert final["state"] == "goal_reached"
     doc = _status(store)
     assert len(doc["trials"]) < 20
