@@ -15,6 +15,7 @@ import math
 from typing import Any, Iterable
 
 from controller.ledger import TrialRecord, best_of
+from controller.report import startup_summary
 
 COLORS = {"ok": "#1f77b4", "stopped": "#ff7f0e", "failed": "#d62728"}
 TOP = 5
@@ -135,6 +136,7 @@ def render(records: Iterable[TrialRecord], search: str) -> dict[str, bytes]:
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}} img{{max-width:100%}}</style></head><body>
 <h1>Search {html.escape(search)}</h1>
 <p>{len(recs)} trials: {html.escape(', '.join(f'{v} {k}' for k, v in sorted(counts.items())))}</p>
+<p>{html.escape(startup_summary(r.metrics for r in recs) or "No trial has recorded its start-up yet.")}</p>
 <h2>Best trial</h2>{best_html}
 <h2>Best so far</h2><img src="best-so-far.png" alt="best objective so far vs trial">
 <h2>Learning curves</h2><img src="curves.png" alt="learning curves of the top trials">

@@ -92,17 +92,19 @@ def status_table(doc: dict[str, Any], key_params: Iterable[str] | None = None) -
         summary += f"; {doc['non_finite_values']} non-finite values (NaN/inf) in results, stored as null"
     if best:
         summary += f"; best: trial {best['tid']} objective {best['objective']:.4f}"
-    return "\n".join([summary, *_startup_line(trials), *lines])
+    startup = startup_summary(t["metrics"] for t in trials)
+    return "\n".join([summary, *([startup] if startup else []), *lines])
 
 
-def _startup_line(trials: list[dict[str, Any]]) -> list[str]:
-    """The median of each start-up phase the trainer recorded (interpreter and imports, data, build, first step)."""
-    startups = [t["metrics"]["startup"] for t in trials if isinstance(t["metrics"].get("startup"), dict)]
+def startup_summary(metrics: Iterable[dict[str, Any]]) -> str | None:
+    """The median of each start-up phase the trainer recorded (interpreter and imports, data read, model build,
+    first step) over the trials that recorded them, as one line; None if none did."""
+    startups = [m["startup"] for m in metrics if isinstance(m.get("startup"), dict)]
     if not startups:
-        return []
+        return None
     phases = {k: sorted(float(s.get(k) or 0) for s in startups)[len(startups) // 2] for k in startups[0]}
     parts = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f} s" for k, v in phases.items())
-    return [f"trial start-up, median of {len(startups)}: {sum(phases.values()):.1f} s ({parts})"]
+    return f"trial start-up, median of {len(startups)}: {sum(phases.values()):.1f} s ({parts})"
 
 
 def download_best(store: Store, dest: str | Path) -> dict[str, Any]:

@@ -171,3 +171,6 @@ def test_the_result_says_where_the_start_up_went_and_status_shows_it(tmp_path):
     table = subprocess.run([PY, "-m", "controller", "status", "--store", str(store)], cwd=ROOT, capture_output=True,
                            text=True).stdout
     assert "trial start-up, median of 1:" in table and "interpreter and imports" in table
+    report = subprocess.run([PY, "-m", "controller", "report", "--store", str(store), "--out", str(tmp_path / "r")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert report.returncode == 0 and "trial start-up, median of 1:" in (tmp_path / "r" / "index.html").read_text()
