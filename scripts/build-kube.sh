@@ -12,6 +12,7 @@ missing=0
 for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || missing=1; done
 if [[ $missing == 0 ]]; then echo "$bin"; exit 0; fi
 
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"  # where the project's machines have it
 command -v go >/dev/null || { echo "build-kube: Go is needed (Go >= 1.24; /usr/local/go/bin on the dev machines)" >&2; exit 2; }
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS="-trimpath -mod=readonly"
 mkdir -p "$bin"
