@@ -233,8 +233,6 @@ def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
 
     root = _root_store(settings.store.uri, settings)
     root.check()
-    settings = _staged(settings, root)
-    store = root.child(settings.search.name)
     # The pod's name (downward API) survives a container restart, so a controller restarted after a crash
     # takes its own Lease back at once, as client-go does; outside a pod, host and pid.
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -247,6 +245,13 @@ def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
 
         lease = LeaderLease(kube, settings.kube.lease_name, identity, settings.kube.lease_seconds, lost)
         lease.acquire()
+    try:
+        settings = _staged(settings, root)  # under the Lease: one controller fetches the dataset, after RBAC spoke
+    except BaseException:
+        if lease:
+            lease.release()
+        raise
+    store = root.child(settings.search.name)
     holder: dict[str, SearchLoop] = {}
     launcher = KubernetesLauncher(kube, settings.kube, settings.search.name,
                                   params_of=lambda tid: holder["loop"].records[tid].params)
