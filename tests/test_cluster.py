@@ -55,6 +55,9 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
                   "--set", "search.maxTrials=2")
         wait_for("the second search to finish", lambda: [t["state"] for t in _finished(store, "second")["trials"]]
                  == ["ok", "ok"])
+        # Its last act (after best.json, status.json and the report): the bucket is final once this Event exists.
+        wait_for("the second search's SearchFinished Event", lambda: any(
+            e["reason"] == "SearchFinished" and "search second" in e["message"] for e in kube.events(ns)))
         names = sorted(jobs.created)
         assert names == [f"cifar-hpo-cifar100-t{i}" for i in range(5)] + ["cifar-hpo-second-t0", "cifar-hpo-second-t1"]
         assert jobs.twice() == []

@@ -174,3 +174,23 @@ def test_the_result_says_where_the_start_up_went_and_status_shows_it(tmp_path):
     report = subprocess.run([PY, "-m", "controller", "report", "--store", str(store), "--out", str(tmp_path / "r")],
                             cwd=ROOT, capture_output=True, text=True)
     assert report.returncode == 0 and "trial start-up, median of 1:" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_a_store_outage_on_progress_does_not_end_the_trial(tmp_path):
+    from controller.errors import TemporaryError
+    from controller.store import open_store
+    from trainer.report import Reporter
+
+    class Down:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def put(self, key, data):
+            raise TemporaryError("SlowDown (HTTP 503)")
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    store = open_store(str(tmp_path / "t"))
+    Reporter(Down(store), 3).progress({"epoch": 1, "history": {}})  # logged, not raised
+    assert Reporter(store, 3).result({"status": "ok", "objective": 0.5})

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from controller.errors import TemporaryError
 from controller.finite import finite_json, finite_or_none
 from controller.store import Store, create_json, put_json
 
@@ -22,8 +23,12 @@ class Reporter:
     def progress(self, snapshot: dict[str, Any]) -> None:
         """Overwritten every epoch: what the controller's early stopping and `status` read."""
         # NaN/inf (a diverged epoch) are not JSON: written as null, so every reader can parse the record.
-        put_json(self.store, "progress.json", finite_or_none(
-            {"schema_version": SCHEMA_VERSION, "tid": self.tid, "updated_at": time.time(), **snapshot}))
+        doc = finite_or_none({"schema_version": SCHEMA_VERSION, "tid": self.tid, "updated_at": time.time(), **snapshot})
+        try:
+            put_json(self.store, "progress.json", doc)
+        except TemporaryError as e:
+            # Progress is advisory (the next epoch overwrites it): a store outage must not end the trial.
+            log.warning("trial %d: progress.json not written (%s); training goes on", self.tid, e)
 
     def result(self, record: dict[str, Any]) -> bool:
         """Written once; False if a result already exists (it is never overwritten)."""
