@@ -157,18 +157,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_data_exists(settings: Settings) -> None:
-    """A dataset that is not there fails every trial: say so once, before anything is written."""
+    """What can be refused before anything is written: a local file that is not there, or staged arrays (.npz,
+    which staging does not read) missing from their bucket. A source that staging fetches (cifar100, a URL, an
+    s3:// archive) is checked by that fetch, once."""
     if settings.trial.data is None:
         return
     spec = parse_data_spec(settings.trial.data, "trial.data (--data)")
-    if spec.kind in ("path", "npz") and not spec.spec.startswith("s3://") and not Path(spec.spec).expanduser().is_file():
-        raise ConfigError(f"trial.data (--data): no file at {spec.spec}; give the path of cifar-100-python.tar.gz, "
-                          "or cifar100 / synthetic[:N]")
-    if spec.kind in ("s3", "npz") and spec.spec.startswith("s3://"):
+    if spec.kind in ("path", "npz") and not spec.spec.startswith("s3://"):
+        if not Path(spec.spec).expanduser().is_file():
+            raise ConfigError(f"trial.data (--data): no file at {spec.spec}; give the path of "
+                              "cifar-100-python.tar.gz, or cifar100 / synthetic[:N]")
+    elif spec.kind == "npz":
         parent, _, name = spec.spec.rpartition("/")
         if not _root_store(parent, settings).exists(name):
-            raise ConfigError(f"trial.data (--data): no object at {spec.spec}; upload cifar-100-python.tar.gz "
-                              "there or fix the URI")
+            raise ConfigError(f"trial.data (--data): no staged arrays at {spec.spec}; give the archive instead "
+                              "and the controller stages it")
 
 
 def _staged(settings: Settings, root: Store) -> Settings:
