@@ -32,7 +32,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    return (f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
+            f"{time.strftime('%Y-%m-%d')}")
 
 
 def random_history(n: int, seed: int = 0):

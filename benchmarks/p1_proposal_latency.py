@@ -10,7 +10,6 @@ import sys
 import time
 
 from common import machine, random_history
-
 from hyperopt import tpe
 
 from controller.suggest import _domain, derive_seed, hyperopt_trials, suggest

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from common import MotoServer, machine, random_history
 
 from controller.ledger import Ledger, proposal_record
-from controller.store import S3Store, dumps
+from controller.s3store import S3Store
+from controller.store import dumps
 from controller.suggest import Observation, hyperopt_trials
 
 N = 5000

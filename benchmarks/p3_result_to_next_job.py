@@ -61,7 +61,8 @@ def main() -> None:
         s3 = boto3.client("s3")
         landed = {}
         for tid in range(N):
-            body = s3.get_object(Bucket="p3-bench", Key=f"searches/cifar100/trials/{tid:06d}/result.json")["Body"].read()
+            key = f"searches/cifar100/trials/{tid:06d}/result.json"
+            body = s3.get_object(Bucket="p3-bench", Key=key)["Body"].read()
             landed[tid] = json.loads(body)["finished_at"]
     proposals = [float(x) for x in re.findall(r"proposed 1 trial\(s\) in ([\d.]+) s", proc.stderr)]
     lat = [created[t + 1] - landed[t] for t in range(N - 1)]

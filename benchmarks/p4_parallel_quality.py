@@ -25,8 +25,15 @@ def run(way: str, seed: int) -> tuple[float, int, int]:
     from objective import synthetic_objective
 
     from controller.space import Space
-    from controller.suggest import (Observation, Proposal, SuggestSettings, _domain, derive_seed, hyperopt_trials,
-                                    suggest)
+    from controller.suggest import (
+        Observation,
+        Proposal,
+        SuggestSettings,
+        _domain,
+        derive_seed,
+        hyperopt_trials,
+        suggest,
+    )
 
     space = Space.default()
     rng = np.random.default_rng(seed)

@@ -5,7 +5,8 @@ trial of the set survives (is never stopped).
 
 Settings are chosen on one half of the curves and reported on the other (2-fold, both ways): on the
 tuning half (TUNE_ORDERS orders), the most saving setting that keeps that half's best in >= 97% of
-orders (both in-flight modes); the figure reported is that setting on the other half (ORDERS orders). The curve of savings vs aggressiveness
+orders (both in-flight modes); the figure reported is that setting on the other half (ORDERS orders). The curve of
+savings vs aggressiveness
 (every setting, on all 42) is printed too."""
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def main() -> None:
     print(f"{'rule':<7} {'tuned on':>8} {'setting':<44} {'saving 1 / 4 in flight':>24} {'best kept 1 / 4':>17}")
     for rule in ("median", "asha"):
         for tune in (0, 1):
-            ok = [s for s in settings if s.rule == rule and min(scored[(tune, s)]["keep1"], scored[(tune, s)]["keep4"]) >= KEEP_GOAL]
+            ok = [s for s in settings
+                  if s.rule == rule and min(scored[(tune, s)]["keep1"], scored[(tune, s)]["keep4"]) >= KEEP_GOAL]
             if not ok:
                 print(f"{rule:<7} {'half ' + str(tune):>8} no setting keeps the best in >= 97% of orders")
                 continue

@@ -11,7 +11,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import best_seed_point, machine  # noqa: E402
+from common import best_seed_point, machine
 
 N = int(os.environ.get("P6B_IMAGES", "1280"))
 BEST = best_seed_point()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import ROOT, machine  # noqa: E402
+from common import ROOT, machine
 
 SEED_RESULTS = ROOT / "examples" / "seed-results"
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

@@ -15,9 +15,12 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import socket
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.config import Settings, load_settings, with_overrides
 from controller.dataset import stage
@@ -25,12 +28,19 @@ from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.htmlreport import render
 from controller.importer import import_trials, read_source
-from controller.launcher import ProcessLauncher
 from controller.ledger import Ledger
+from controller.local_launcher import ProcessLauncher
 from controller.loop import SearchLoop, open_search
 from controller.metrics import Metrics
+from controller.publish import Notifier, Publisher, SearchStatus
+from controller.records import SearchState, TrialState
 from controller.report import download_best, status_json, status_table
-from controller.store import LocalStore, Store, open_store
+from controller.storage import open_store
+from controller.store import LocalStore, Store
+
+if TYPE_CHECKING:
+    from controller.kube.api import KubeClient
+    from controller.kube.lease import LeaderLease
 
 log = logging.getLogger("controller")
 
@@ -56,8 +66,9 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"ts": record.created, "level": record.levelname, "logger": record.name,
                "search": getattr(record, "search", None), "msg": record.getMessage()}
-        if getattr(record, "tid", None) is not None:
-            doc["tid"] = record.tid
+        tid = getattr(record, "tid", None)  # set by _Context on "trial N: ..." lines
+        if tid is not None:
+            doc["tid"] = tid
         return json.dumps(doc)
 
 
@@ -110,12 +121,11 @@ class _Progress:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
 
-    def __call__(self, loop: SearchLoop) -> None:
-        s = loop.settings.search
-        done, budget = loop.finished_count(), s.max_trials
-        best = loop.best()
-        best_txt = f"best {best.objective:.4f} (trial {best.tid})" if best else "best -"
-        running, failed = len(loop.launcher.running()), loop.failed_count()
+    def __call__(self, status: SearchStatus) -> None:
+        done, budget = status.finished, status.budget
+        best = status.best
+        best_txt = f"best {best['objective']:.4f} (trial {best['tid']})" if best else "best -"
+        running, failed = status.counts[TrialState.RUNNING], status.counts[TrialState.FAILED]
         if self.tty:
             width = 24
             filled = int(width * done / budget) if budget else width
@@ -147,13 +157,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = root.child(settings.search.name)
     launcher = ProcessLauncher(_local_workdir(settings, store), settings.local.poll_seconds)
     progress = _Progress()
-    loop = SearchLoop(settings, store, launcher, trial_env=_trial_env(settings), on_change=progress,
-                      wait_seconds=max(1.0, settings.local.poll_seconds), metrics=_metrics(settings))
+    loop = SearchLoop(settings, store, launcher, publisher=_publisher(settings, store, progress),
+                      wait_seconds=max(1.0, settings.local.poll_seconds))
     status = loop.run()
     if progress.tty:
         sys.stderr.write("\n")
     print(json.dumps(status.to_json(), indent=1))
-    return 0 if status.state in ("succeeded", "goal_reached") else 3
+    return _exit_code(status)
+
+
+def _exit_code(status: SearchStatus) -> int:
+    return 0 if status.state in (SearchState.SUCCEEDED, SearchState.GOAL_REACHED) else 3
+
+
+def _publisher(settings: Settings, store: Store, progress: _Progress, notifier: Notifier | None = None) -> Publisher:
+    return Publisher(store, settings.search.name, notifier=notifier, metrics=_metrics(settings),
+                     report_seconds=settings.controller.report_seconds, on_change=progress)
 
 
 def _check_data_exists(settings: Settings) -> None:
@@ -188,15 +207,6 @@ def _metrics(settings: Settings) -> Metrics | None:
     return metrics
 
 
-def _trial_env(settings: Settings) -> dict[str, str]:
-    env = {"PYTHONUNBUFFERED": "1"}
-    if settings.store.endpoint_url:
-        env["AWS_ENDPOINT_URL_S3"] = settings.store.endpoint_url
-    if settings.store.region:
-        env["AWS_DEFAULT_REGION"] = settings.store.region
-    return env
-
-
 def _kube_api() -> Any:
     import urllib3
     from kubernetes import client, config
@@ -227,12 +237,27 @@ def _terminated(signum: int, frame: Any) -> None:
     raise SystemExit(143)
 
 
-def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
-    import signal
-    import socket
-    import threading
+def _lead(kube: KubeClient, settings: Settings, identity: str) -> LeaderLease | None:
+    """Take the search's Lease (waiting while another controller holds it); None when none is configured."""
+    from controller.kube.lease import LeaderLease
 
-    from controller.kube import KubeClient, KubeNotifier, KubernetesLauncher, LeaderLease
+    if not settings.kube.lease_name:
+        return None
+
+    def lost() -> None:
+        log.error("lost the leader Lease: exiting so that only one controller acts")
+        os._exit(4)
+
+    lease = LeaderLease(kube, settings.kube.lease_name, identity, settings.kube.lease_seconds, lost)
+    lease.acquire()
+    return lease
+
+
+def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
+    # Imported here: local mode never loads the kubernetes client.
+    from controller.kube.api import KubeClient
+    from controller.kube.events import KubeNotifier
+    from controller.kube.launcher import KubernetesLauncher
 
     root = _root_store(settings.store.uri, settings)
     root.check()
@@ -240,45 +265,35 @@ def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
     # takes its own Lease back at once, as client-go does; outside a pod, host and pid.
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     kube = KubeClient(_kube_api(), settings.kube.namespace, identity)
-    lease = None
-    if settings.kube.lease_name:
-        def lost() -> None:
-            log.error("lost the leader Lease: exiting so that only one controller acts")
-            os._exit(4)
-
-        lease = LeaderLease(kube, settings.kube.lease_name, identity, settings.kube.lease_seconds, lost)
-        lease.acquire()
+    lease = _lead(kube, settings, identity)
+    launcher = None
     try:
         settings = _staged(settings, root)  # under the Lease: one controller fetches the dataset, after RBAC spoke
-    except BaseException:
-        if lease:
-            lease.release()
-        raise
-    store = root.child(settings.search.name)
-    holder: dict[str, SearchLoop] = {}
-    launcher = KubernetesLauncher(kube, settings.kube, settings.search.name,
-                                  params_of=lambda tid: holder["loop"].records[tid].params)
-    loop = SearchLoop(settings, store, launcher, trial_env=_trial_env(settings), on_change=_Progress(),
-                      wait_seconds=settings.kube.resync_seconds, metrics=_metrics(settings),
-                      notifier=KubeNotifier(kube, settings.kube, settings.search.name))
-    holder["loop"] = loop
-    signal.signal(signal.SIGTERM, _terminated)
-    try:
+        store = root.child(settings.search.name)
+        launcher = KubernetesLauncher(kube, settings.kube, settings.search.name)
+        notifier = KubeNotifier(kube, settings.kube, settings.search.name)
+        loop = SearchLoop(settings, store, launcher, publisher=_publisher(settings, store, _Progress(), notifier),
+                          wait_seconds=settings.kube.resync_seconds)
+        signal.signal(signal.SIGTERM, _terminated)
         status = loop.run()
     finally:
-        launcher.close()
+        if launcher:
+            launcher.close()
         if lease:
             lease.release()
     print(json.dumps(status.to_json(), indent=1), flush=True)
-    code = 0 if status.state in ("succeeded", "goal_reached") else 3
     if idle_when_done:
-        # A Deployment restarts a container that exits, which would only find the search ended again
-        # (CrashLoopBackOff); so stay up, metrics still served, until the pod is deleted or rolled.
-        done = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: done.set())
-        log.info("search %s %s; idle until SIGTERM (--idle-when-done)", settings.search.name, status.state)
-        done.wait()
-    return code
+        _idle(settings.search.name, status)
+    return _exit_code(status)
+
+
+def _idle(search: str, status: SearchStatus) -> None:
+    """A Deployment restarts a container that exits, which would only find the search ended again
+    (CrashLoopBackOff); so stay up, metrics still served, until the pod is deleted or rolled."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    log.info("search %s %s; idle until SIGTERM (--idle-when-done)", search, status.state)
+    done.wait()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -386,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ConfigError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

@@ -22,41 +22,38 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
+from controller import limits
 from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError
-from controller.kube import KubeSettings
+from controller.kube.settings import KubeSettings
+from controller.limits import camel as _camel
+from controller.limits import limit
 from controller.space import Space
 from controller.stopping import StoppingSettings
-from controller.suggest import PENDING_STRATEGIES, SuggestSettings
-
-
-def _camel(name: str) -> str:
-    special = {"n_ei_candidates": "nEICandidates"}
-    if name in special:
-        return special[name]
-    head, *rest = name.split("_")
-    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+from controller.suggest import SuggestSettings
 
 
 @dataclass(frozen=True)
 class SearchSection:
     name: str = "cifar100"
     """The search's folder under the store: a new name starts a new search."""
-    max_trials: int = 20
+    max_trials: int = field(default=20, metadata=limit(minimum=1))
     """Trials this search runs to the end (imported trials do not count)."""
-    max_failed_trials: int = 5
+    max_failed_trials: int = field(default=5, metadata=limit(minimum=1))
     """The search stops, marked failed, when this many of its trials have failed."""
-    parallelism: int = 1
+    parallelism: int = field(default=1, metadata=limit(minimum=1, maximum=1000))
     """Trials in flight at once."""
-    goal: float | None = None
+    goal: float | None = field(default=None, metadata=limit(exclusive_minimum=0, maximum=1,
+                                                              hint="(a validation accuracy) or null"))
     """Stop once a trial's objective (validation fine accuracy) reaches this value."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=limit(minimum=0))
     """Search seed: every proposal's seed derives from it and the trial id."""
     space: dict[str, Any] | None = None
     """The search space (see controller/space.py); null means the seed project's 19-key space."""
@@ -67,12 +64,7 @@ class SearchSection:
                 f"search.name: {self.name!r} must be 1-40 lowercase letters, digits or '-' "
                 "(it names a store folder and Kubernetes objects)"
             )
-        _at_least("search.maxTrials", self.max_trials, 1)
-        _at_least("search.maxFailedTrials", self.max_failed_trials, 1)
-        _at_least("search.parallelism", self.parallelism, 1)
-        _at_least("search.seed", self.seed, 0)
-        if self.goal is not None and not 0 < self.goal <= 1:
-            raise ConfigError(f"search.goal: {self.goal} must be in (0, 1] (a validation accuracy) or null")
+        limits.check(self, "search")
 
 
 @dataclass(frozen=True)
@@ -83,14 +75,13 @@ class StoreSection:
     """S3 endpoint for MinIO or another S3-compatible server; null uses AWS_ENDPOINT_URL_S3 / AWS."""
     region: str | None = None
     """S3 region; null uses the AWS default chain."""
-    timeout_seconds: float = 20.0
+    timeout_seconds: float = field(default=20.0, metadata=limit(exclusive_minimum=0, maximum=600))
     """S3 connect/read timeout per attempt (botocore retries with backoff after it)."""
 
     def validate(self) -> None:
         if not self.uri:
             raise ConfigError("store.uri: required, e.g. ./runs or s3://my-bucket/searches")
-        if not 0 < self.timeout_seconds <= 600:
-            raise ConfigError(f"store.timeoutSeconds: {self.timeout_seconds} must be in (0, 600]")
+        limits.check(self, "store")
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,7 @@ class TrialSection:
     into the store when the search starts (controller/dataset.py), and trials read that copy."""
     data_sha256: str | None = None
     """The archive's SHA-256 (64 hex digits), checked before staging; cifar100's published hash is built in."""
-    epochs: int | None = None
+    epochs: int | None = field(default=None, metadata=limit(minimum=1))
     """Epochs per trial; null uses the trainer's default."""
     extra_args: list[str] = field(default_factory=list)
     """More arguments appended to every trial's command."""
@@ -110,8 +101,7 @@ class TrialSection:
     def validate(self) -> None:
         if not self.command:
             raise ConfigError("trial.command: must name a program, e.g. [python, -m, trainer]")
-        if self.epochs is not None:
-            _at_least("trial.epochs", self.epochs, 1)
+        limits.check(self, "trial")
         if self.data is not None:
             parse_data_spec(self.data, "trial.data (--data)")
         if self.data_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.data_sha256):
@@ -132,46 +122,31 @@ class LocalSection:
     workdir: str | None = None
     """Where local mode keeps trial processes' locks, exit codes and logs until they are uploaded;
     null: <store>/<search>/.local for a directory store, ~/.cache/cifar-hpo/... for S3."""
-    poll_seconds: float = 0.2
+    poll_seconds: float = field(default=0.2, metadata=limit(minimum=0.01, maximum=60))
     """How often local mode checks its trial processes."""
 
     def validate(self) -> None:
-        if not 0.01 <= self.poll_seconds <= 60:
-            raise ConfigError(f"local.pollSeconds: {self.poll_seconds} must be between 0.01 and 60")
+        limits.check(self, "local")
 
 
 @dataclass(frozen=True)
 class ControllerSection:
-    checkpoint_every: int = 25
+    checkpoint_every: int = field(default=25, metadata=limit(minimum=1))
     """Write the ledger checkpoint after this many decided trials (it makes resume fast)."""
-    log_format: str = "text"
-    """text or json."""
-    metrics_port: int = 0
+    log_format: str = field(default="text", metadata=limit(enum=("text", "json")))
+    metrics_port: int = field(default=0, metadata=limit(minimum=0, maximum=65535, hint="(0: off)"))
     """Serve Prometheus metrics on this port (/metrics); 0: off."""
-    report_seconds: float = 30.0
+    report_seconds: float = field(default=30.0, metadata=limit(minimum=0))
     """Rebuild report/ in the store after a finished trial at most this often (and at the end); 0: after each."""
 
     def validate(self) -> None:
-        _at_least("controller.checkpointEvery", self.checkpoint_every, 1)
-        if self.report_seconds < 0:
-            raise ConfigError(f"controller.reportSeconds: {self.report_seconds} must be >= 0")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"controller.metricsPort: {self.metrics_port} must be a port number or 0 (off)")
-        if self.log_format not in ("text", "json"):
-            raise ConfigError(f"controller.logFormat: {self.log_format!r} must be 'text' or 'json'")
+        limits.check(self, "controller")
 
 
 @dataclass(frozen=True)
 class TpeSection(SuggestSettings):
     def validate(self) -> None:
-        _at_least("tpe.nStartupJobs", self.n_startup_jobs, 0)
-        _at_least("tpe.nEICandidates", self.n_ei_candidates, 1)
-        if not 0 < self.gamma < 1:
-            raise ConfigError(f"tpe.gamma: {self.gamma} must be in (0, 1)")
-        if self.prior_weight <= 0:
-            raise ConfigError(f"tpe.priorWeight: {self.prior_weight} must be > 0")
-        if self.pending not in PENDING_STRATEGIES:
-            raise ConfigError(f"tpe.pending: {self.pending!r} must be one of {', '.join(PENDING_STRATEGIES)}")
+        limits.check(self, "tpe")
 
 
 @dataclass(frozen=True)
@@ -190,7 +165,7 @@ class Settings:
             return Space.default()
         return Space.from_spec(self.search.space, "search.space")
 
-    def validate(self) -> "Settings":
+    def validate(self) -> Settings:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
         self.space()
@@ -199,14 +174,18 @@ class Settings:
     def to_json(self) -> dict[str, Any]:
         return {_camel(f.name): _section_json(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def trial_env(self) -> dict[str, str]:
+        """What every trial's environment gets from these settings (the store's endpoint and region)."""
+        env = {"PYTHONUNBUFFERED": "1"}
+        if self.store.endpoint_url:
+            env["AWS_ENDPOINT_URL_S3"] = self.store.endpoint_url
+        if self.store.region:
+            env["AWS_DEFAULT_REGION"] = self.store.region
+        return env
+
 
 def _section_json(section: Any) -> dict[str, Any]:
     return {_camel(f.name): getattr(section, f.name) for f in dataclasses.fields(section)}
-
-
-def _at_least(key: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{key}: {value} must be >= {low}")
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -261,7 +240,8 @@ def settings_from_mapping(data: Mapping[str, Any] | None, base: Settings = Setti
     def section(keypath: str, value: Any, hint: Any, old: Any) -> Any:
         return _overlay(hint, value or {}, keypath, old, "key", lambda kp, v, h, _: _coerce(kp, v, h))
 
-    return _overlay(Settings, data or {}, "", base, "section", section)
+    settings: Settings = _overlay(Settings, data or {}, "", base, "section", section)
+    return settings
 
 
 def load_settings(path: str | Path | None) -> Settings:

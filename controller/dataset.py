@@ -15,13 +15,15 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from controller.cifar import archive_to_npz
 from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.store import Store, open_store
+from controller.storage import open_store
+from controller.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +45,17 @@ def fetch(source: str, timeout: float = 60.0) -> bytes:
     """The bytes at an http(s) URL, an s3:// URI or a path. Temporary trouble raises TemporaryError."""
     if source.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(source, timeout=timeout) as resp:  # noqa: S310 (the user's URL)
-                return resp.read()
+            with urllib.request.urlopen(source, timeout=timeout) as resp:
+                body: bytes = resp.read()
+                return body
         except (urllib.error.URLError, OSError) as e:
             raise TemporaryError(f"{source}: {getattr(e, 'reason', e)}") from e
     if source.startswith("s3://"):
         parent, _, name = source.rpartition("/")
-        data = open_store(parent).get(name)
-        if data is None:
+        stored = open_store(parent).get(name)
+        if stored is None:
             raise ConfigError(f"{FIELD}: no object at {source}")
-        return data
+        return stored
     try:
         return Path(source).expanduser().read_bytes()
     except FileNotFoundError as e:
@@ -78,8 +81,6 @@ def stage(data: str | None, sha256: str | None, root: Store, fetcher: Callable[[
         log.warning("dataset %s: no trial.dataSha256 given; staged as sha256 %s (pass it to pin the data)", source,
                     digest)
     if not root.exists(_key(digest)):
-        from trainer.data import archive_to_npz  # numpy only: the controller image has no TensorFlow
-
         try:
             arrays = archive_to_npz(archive, source)
         except PermanentError as e:

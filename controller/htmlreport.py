@@ -12,12 +12,15 @@ from __future__ import annotations
 import html
 import io
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from controller.ledger import TrialRecord, best_of
+from controller.records import TrialState
 from controller.report import startup_summary
 
-COLORS = {"ok": "#1f77b4", "stopped": "#ff7f0e", "failed": "#d62728"}
+COLORS = {TrialState.OK: "#1f77b4", TrialState.STOPPED: "#ff7f0e", TrialState.FAILED: "#d62728"}
+SCORED = (TrialState.OK, TrialState.STOPPED)
 TOP = 5
 
 
@@ -36,7 +39,7 @@ def _best_so_far_plot(records: list[TrialRecord]) -> bytes:
     fig, ax = plt.subplots(figsize=(8, 4))
     best, xs, ys = -math.inf, [], []
     for r in records:
-        if r.objective is not None and r.state in ("ok", "stopped"):
+        if r.objective is not None and r.state in SCORED:
             best = max(best, r.objective)
         if best > -math.inf:
             xs.append(r.tid)
@@ -45,8 +48,9 @@ def _best_so_far_plot(records: list[TrialRecord]) -> bytes:
     for state, color in COLORS.items():
         pts = [(r.tid, r.objective if r.objective is not None else 0.0) for r in records if r.state == state]
         if pts:
-            ax.scatter(*zip(*pts), s=18, color=color, label=f"{state} ({len(pts)})",
-                       marker="x" if state == "failed" else "o")
+            tids, objectives = zip(*pts)
+            ax.scatter(tids, objectives, s=18, color=color, label=f"{state} ({len(pts)})",
+                       marker="x" if state is TrialState.FAILED else "o")
     ax.set_xlabel("trial")
     ax.set_ylabel("objective (validation fine accuracy)")
     ax.set_title(f"best {ys[-1]:.4f}" if ys else "no finished trial yet")
@@ -59,7 +63,7 @@ def _curves_plot(records: list[TrialRecord]) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    top = sorted((r for r in records if r.curve and r.objective is not None), key=lambda r: -r.objective)[:TOP]
+    top = sorted((r for r in records if r.curve and r.objective is not None), key=lambda r: -(r.objective or 0.0))[:TOP]
     for r in top:
         ys = [math.nan if v is None else v for v in r.curve]
         ax.plot(range(1, len(ys) + 1), ys, label=f"trial {r.tid} ({r.objective:.4f}, {r.state})")
@@ -124,13 +128,15 @@ def render(records: Iterable[TrialRecord], search: str) -> dict[str, bytes]:
     counts: dict[str, int] = {}
     for r in recs:
         counts[r.state] = counts.get(r.state, 0) + 1
-    failures = [(r.tid, r.reason or "") for r in recs if r.state == "failed"]
+    failures = [(r.tid, r.reason or "") for r in recs if r.state is TrialState.FAILED]
     files = {"best-so-far.png": _best_so_far_plot(recs), "curves.png": _curves_plot(recs),
              "params.png": _params_plot(recs)}
-    best_html = ("<p>No finished trial with an objective yet.</p>" if best is None else
-                 f"<p>Trial {best.tid}: objective <b>{best.objective:.4f}</b> ({best.state}"
-                 f"{', test fine accuracy %.4f' % best.metrics['test_fine_accuracy'] if best.metrics.get('test_fine_accuracy') is not None else ''})</p>"
-                 + _table(sorted(best.params.items()), ["parameter", "value"]))
+    best_html = "<p>No finished trial with an objective yet.</p>"
+    if best is not None:
+        test_acc = best.metrics.get("test_fine_accuracy")
+        test = f", test fine accuracy {test_acc:.4f}" if test_acc is not None else ""
+        best_html = (f"<p>Trial {best.tid}: objective <b>{best.objective:.4f}</b> ({best.state}{test})</p>"
+                     + _table(sorted(best.params.items()), ["parameter", "value"]))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cifar-hpo: {html.escape(search)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}} img{{max-width:100%}}</style></head><body>

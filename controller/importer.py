@@ -12,13 +12,15 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from controller.errors import ConfigError, SpaceError
 from controller.finite import finite_json
-from controller.ledger import IMPORT_INCOMPLETE, SCHEMA_VERSION, Ledger, TrialRecord, curve_of, proposal_record
+from controller.ledger import IMPORT_INCOMPLETE, Ledger, TrialRecord, curve_of, proposal_record
+from controller.records import SCHEMA_VERSION, VAL_FINE_ACC, Origin, ResultStatus, TrialState
 from controller.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 from controller.space import Space
 from controller.store import dumps
@@ -59,9 +61,9 @@ def _imported(params: Any, objective: Any, source: str, result: dict[str, Any]) 
     if non_finite:
         clean["non_finite_values"] = non_finite
     if objective is None:
-        clean.update(status="fail", error="diverged: the source has no finite objective")
+        clean.update(status=ResultStatus.FAIL, error="diverged: the source has no finite objective")
     else:
-        clean.update(status="ok", objective=float(objective))
+        clean.update(status=ResultStatus.OK, objective=float(objective))
     return ImportedTrial(params, None if objective is None else float(objective), source, clean)
 
 
@@ -77,7 +79,7 @@ def _seed_json_trial(path: Path) -> ImportedTrial:
         raise ConfigError(f"{path}: not a result of the original project (needs 'space' and 'loss'): {e}") from e
     series = {k: history[k] for k in SEED_SERIES if isinstance(history.get(k), list)}
     val_acc = [v if isinstance(v, (int, float)) and math.isfinite(v) else -1.0
-               for v in series.get("val_fine_outputs_acc", [])]
+               for v in series.get(VAL_FINE_ACC, [])]
     result = {
         **{k: d.get(k) for k in SEED_FIELDS},
         "best_epoch": (max(range(len(val_acc)), key=val_acc.__getitem__) + 1) if val_acc else None,
@@ -97,7 +99,7 @@ def _pickle_trials(path: Path, space: Space) -> list[ImportedTrial]:
     out = []
     for doc in docs:
         result = doc.get("result", {})
-        if result.get("status") != "ok":
+        if result.get("status") != ResultStatus.OK:
             continue  # hyperopt's own failures carry no point worth learning from
         loss = result.get("loss")
         vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if len(v)}
@@ -142,7 +144,7 @@ def import_trials(ledger: Ledger, space: Space, trials: Iterable[ImportedTrial],
         planned.append((t, vals, key))
         dumps(t.result)  # refuses what is not JSON now, not half-way through the writes
     incomplete = {r.import_key: r.tid for r in records.values()
-                  if r.origin == "import" and r.reason == IMPORT_INCOMPLETE and r.import_key}
+                  if r.origin == Origin.IMPORT and r.reason == IMPORT_INCOMPLETE and r.import_key}
     seen = {r.import_key for r in records.values() if r.import_key}
     added = []
     tid = max(records, default=-1) + 1
@@ -152,7 +154,7 @@ def import_trials(ledger: Ledger, space: Space, trials: Iterable[ImportedTrial],
             continue
         if key in seen:
             continue
-        record = proposal_record(tid, t.params, vals, None, "import", {"import_source": t.source, "import_key": key})
+        record = proposal_record(tid, t.params, vals, None, Origin.IMPORT, import_key=key, import_source=t.source)
         if not ledger.write_proposal(record):
             raise ConfigError(f"trial {tid} appeared while importing; is a controller running on this search?")
         _write_result(ledger, tid, t, vals, key, records, record["created_at"])
@@ -165,10 +167,10 @@ def import_trials(ledger: Ledger, space: Space, trials: Iterable[ImportedTrial],
 def _write_result(ledger: Ledger, tid: int, t: ImportedTrial, vals: dict[str, Any], key: str,
                   records: dict[int, TrialRecord], created_at: float | None = None) -> None:
     ledger.write_result(tid, {"schema_version": SCHEMA_VERSION, "tid": tid, "source": t.source, **t.result})
-    state = "ok" if t.objective is not None else "failed"
+    state = TrialState.OK if t.objective is not None else TrialState.FAILED
     if created_at is None and tid in records:
         created_at = records[tid].created_at
     metrics = {"non_finite_values": t.result["non_finite_values"]} if "non_finite_values" in t.result else {}
-    records[tid] = TrialRecord(tid, t.params, vals, None, "import", created_at, state, t.objective,
+    records[tid] = TrialRecord(tid, t.params, vals, None, Origin.IMPORT, created_at, state, t.objective,
                                reason=t.result.get("error"), import_key=key, curve=curve_of(t.result),
                                metrics=metrics)

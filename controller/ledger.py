@@ -22,18 +22,27 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, cast
 
 from controller.errors import PermanentError, RecordError
+from controller.records import (
+    RESULT_SUMMARY,
+    SCHEMA_VERSION,
+    VAL_FINE_ACC,
+    Origin,
+    OutcomeDoc,
+    ProposalDoc,
+    ResultStatus,
+    StopDoc,
+    TrialState,
+)
 from controller.store import Store, create_json, get_json, put_json
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-FINISHED = ("ok", "stopped", "failed")
-RESULT_STATUSES = {"ok": "ok", "stopped": "stopped", "fail": "failed"}
 CHECKPOINT_KEY = "ledger/checkpoint.json"
 # An imported trial whose result was never written (the import stopped half-way): it will never run, so
 # it is counted as ended, not left pending; running the same import again writes its result.
@@ -58,8 +67,7 @@ class TrialRecord:
     origin: str
     """'random' or 'tpe' (proposed by this search), or 'import' (warm start)."""
     created_at: float | None = None
-    state: str = "pending"
-    """pending | running | ok | stopped | failed"""
+    state: TrialState = TrialState.PENDING
     objective: float | None = None
     """Higher is better (validation fine accuracy of the best epoch for the trainer)."""
     reason: str | None = None
@@ -71,39 +79,47 @@ class TrialRecord:
     curve: list[float | None] = field(default_factory=list)
     """Validation fine accuracy per epoch (what early stopping compares)."""
 
+    def __post_init__(self) -> None:
+        self.state = TrialState(self.state)  # a record built from plain JSON or by hand holds the enum too
+
     @property
     def finished(self) -> bool:
-        return self.state in FINISHED
+        return self.state.finished
 
     @property
     def loss(self) -> float | None:
-        """What TPE minimises: -objective; inf for failures (a region to avoid); None while open."""
-        if self.state == "failed":
-            return math.inf
-        if self.finished and self.objective is not None:
-            return -self.objective
-        return None
+        """What TPE minimises: -objective; inf for an ended trial with no objective (a failure, or a trial
+        stopped before any finite epoch): a region to avoid; None while open."""
+        if not self.finished:
+            return None
+        return math.inf if self.objective is None or self.state is TrialState.FAILED else -self.objective
+
+    def proposal(self) -> ProposalDoc:
+        """The proposal this record was built from (it never changes once written)."""
+        doc: ProposalDoc = {"schema_version": SCHEMA_VERSION, "tid": self.tid, "params": self.params,
+                            "vals": self.vals, "seed": self.seed, "origin": self.origin,
+                            "created_at": self.created_at or 0.0}
+        if self.import_key:
+            doc["import_key"] = self.import_key
+        return doc
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "TrialRecord":
+    def from_json(cls, d: Mapping[str, Any]) -> TrialRecord:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def proposal_record(tid: int, params: Mapping[str, Any], vals: Mapping[str, Any], seed: int | None,
-                    origin: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tid": tid,
-        "params": dict(params),
-        "vals": dict(vals),
-        "seed": seed,
-        "origin": origin,
-        "created_at": time.time(),
-        **(dict(extra) if extra else {}),
-    }
+                    origin: str, *, import_key: str | None = None, import_source: str | None = None) -> ProposalDoc:
+    doc: ProposalDoc = {"schema_version": SCHEMA_VERSION, "tid": tid, "params": dict(params), "vals": dict(vals),
+                        "seed": seed, "origin": origin, "created_at": time.time()}
+    if import_key is not None:
+        doc["import_key"] = import_key
+    if import_source is not None:
+        doc["import_source"] = import_source
+    return doc
 
 
 def _finite(x: Any) -> bool:
@@ -114,28 +130,29 @@ def curve_of(doc: Any) -> list[float | None]:
     """The per-epoch validation fine accuracy in a result or progress record (the seed's series name)."""
     if not isinstance(doc, Mapping):
         return []
-    series = (doc.get("history") or {}).get("val_fine_outputs_acc") or []
+    series = (doc.get("history") or {}).get(VAL_FINE_ACC) or []
     return [v if _finite(v) else None for v in series] if isinstance(series, list) else []
 
 
-def judge_result(raw: Any, tid: int) -> tuple[str, float | None, str | None, dict[str, Any]]:
+def judge_result(raw: Any, tid: int) -> tuple[TrialState, float | None, str | None, dict[str, Any]]:
     """A trainer's result.json → (state, objective, reason, metrics). Anything unusable is a
     failure with the reason spelled out, never an exception: one bad trial must not stop a search."""
+    failed = TrialState.FAILED
     if not isinstance(raw, Mapping):
-        return "failed", None, f"result.json is not a JSON object ({type(raw).__name__})", {}
+        return failed, None, f"result.json is not a JSON object ({type(raw).__name__})", {}
     if raw.get("tid") != tid:
-        return "failed", None, f"result.json belongs to trial {raw.get('tid')!r}, not {tid}", {}
-    status = raw.get("status")
-    if status not in RESULT_STATUSES:
-        return "failed", None, f"result.json status {status!r} is not one of {sorted(RESULT_STATUSES)}", {}
-    metrics = {k: raw[k] for k in ("test_fine_accuracy", "val_fine_accuracy", "best_epoch", "epochs_run",
-                                   "train_seconds", "images_per_second", "non_finite_values", "startup") if k in raw}
-    if status == "fail":
-        return "failed", None, str(raw.get("error") or "the trainer reported a failure"), metrics
+        return failed, None, f"result.json belongs to trial {raw.get('tid')!r}, not {tid}", {}
+    statuses = [s.value for s in ResultStatus]
+    if raw.get("status") not in statuses:
+        return failed, None, f"result.json status {raw.get('status')!r} is not one of {sorted(statuses)}", {}
+    status = ResultStatus(raw["status"])
+    metrics = {k: raw[k] for k in RESULT_SUMMARY if k in raw}
+    if status is ResultStatus.FAIL:
+        return failed, None, str(raw.get("error") or "the trainer reported a failure"), metrics
     objective = raw.get("objective")
     if not _finite(objective):
-        return "failed", None, f"result.json objective is {objective!r}, not a finite number", metrics
-    return RESULT_STATUSES[status], float(objective), None, metrics
+        return failed, None, f"result.json objective is {objective!r}, not a finite number", metrics
+    return status.state, float(cast(float, objective)), None, metrics
 
 
 class Ledger:
@@ -146,23 +163,59 @@ class Ledger:
         self.read_workers = read_workers
 
     # -- writes ------------------------------------------------------------------------------------
-    def write_proposal(self, record: Mapping[str, Any]) -> bool:
+    def write_proposal(self, record: ProposalDoc) -> bool:
         """False if the trial already had a proposal (a restarted controller re-proposing)."""
         return create_json(self.store, trial_key(record["tid"], "proposal.json"), record)
 
     def write_result(self, tid: int, record: Mapping[str, Any]) -> bool:
         return create_json(self.store, trial_key(tid, "result.json"), record)
 
-    def write_outcome(self, tid: int, state: str, reason: str, **details: Any) -> bool:
-        record = {"schema_version": SCHEMA_VERSION, "tid": tid, "state": state, "reason": reason,
-                  "finished_at": time.time(), **details}
-        return create_json(self.store, trial_key(tid, "outcome.json"), record)
+    def write_outcome(self, record: OutcomeDoc) -> bool:
+        """False if the trial's end was already decided (by an earlier controller): that decision stands."""
+        return create_json(self.store, trial_key(record["tid"], "outcome.json"), record)
+
+    def record_failure(self, rec: TrialRecord, exit_code: int | None, platform_reason: str | None,
+                       log_tail: str) -> TrialRecord:
+        """A trial ended without a usable result: decide it failed, saying why (its own reason, how it exited,
+        its last line of output), and return its record as the store now has it."""
+        code = "unknown exit status" if exit_code is None else f"exit code {exit_code}"
+        said = f"; {platform_reason}" if platform_reason else ""
+        reason = f"{rec.reason or 'it wrote no result.json'} ({code}{said})"
+        last_line = log_tail.strip().splitlines()[-1:]
+        if last_line:
+            reason += f"; last output: {last_line[0][:200]}"
+        outcome: OutcomeDoc = {"schema_version": SCHEMA_VERSION, "tid": rec.tid, "state": TrialState.FAILED,
+                               "reason": reason, "finished_at": time.time(), "exit_code": exit_code,
+                               "log_tail": log_tail}
+        if not self.write_outcome(outcome):
+            log.info("trial %d: outcome already recorded by an earlier controller", rec.tid)
+        return self.read_trial(rec.tid) or rec
+
+    def record_stop(self, rec: TrialRecord, reason: str, curve: list[float | None]) -> TrialRecord:
+        """The controller stops a running trial (early stopping): recorded as stopped with its best epoch so far
+        before the trial is told, so that the decision survives a crash."""
+        finite = [v for v in curve if _finite(v)]
+        outcome: OutcomeDoc = {"schema_version": SCHEMA_VERSION, "tid": rec.tid, "state": TrialState.STOPPED,
+                               "reason": reason, "finished_at": time.time(), "curve": curve}
+        if finite:
+            outcome["objective"] = float(max(cast(list[float], finite)))
+        if not self.write_outcome(outcome):
+            return self.read_trial(rec.tid) or rec
+        return _derive(rec.tid, rec.proposal(), None, outcome)
+
+    def read_curve(self, tid: int) -> list[float | None]:
+        """A running trial's learning curve so far (progress.json); [] if there is none or it is unreadable."""
+        try:
+            return curve_of(get_json(self.store, trial_key(tid, "progress.json")))
+        except RecordError as e:
+            log.warning("trial %d: %s; its progress is skipped this time", tid, e)
+            return []
 
     def write_stop_request(self, tid: int, reason: str) -> None:
         """Written before the controller stops a trial, so that the trainer can tell this SIGTERM (report a
         'stopped' result) from a node drain or an eviction (exit without a result; the Job retries the pod)."""
-        create_json(self.store, trial_key(tid, "stop.json"),
-                    {"schema_version": SCHEMA_VERSION, "tid": tid, "reason": reason, "requested_at": time.time()})
+        doc: StopDoc = {"schema_version": SCHEMA_VERSION, "tid": tid, "reason": reason, "requested_at": time.time()}
+        create_json(self.store, trial_key(tid, "stop.json"), doc)
 
     def write_checkpoint(self, records: Iterable[TrialRecord], next_tid: int) -> None:
         put_json(self.store, CHECKPOINT_KEY, {
@@ -177,14 +230,14 @@ class Ledger:
     def read_end(self, known: TrialRecord) -> TrialRecord:
         """A trial's record once it has ended: its result and outcome read together; the proposal is
         the one already known (it never changes)."""
-        proposal = {"params": known.params, "vals": known.vals, "seed": known.seed, "origin": known.origin,
-                    "created_at": known.created_at, "import_key": known.import_key}
+        proposal = known.proposal()
         with ThreadPoolExecutor(2) as pool:
             result, outcome = pool.map(self._get, (trial_key(known.tid, "result.json"),
                                                    trial_key(known.tid, "outcome.json")))
-        return self._record(known.tid, {"proposal.json": proposal, "result.json": result, "outcome.json": outcome})
+        return _derive(known.tid, proposal, result, outcome)
 
-    def read_trial(self, tid: int, names: Iterable[str] = ("proposal.json", "result.json", "outcome.json")) -> TrialRecord | None:
+    def read_trial(self, tid: int,
+                   names: Iterable[str] = ("proposal.json", "result.json", "outcome.json")) -> TrialRecord | None:
         """The trial's record from its keys, or None if it has no proposal. A corrupt proposal makes
         a failed record (the id stays taken); a corrupt result leaves the trial open until the
         controller decides it (outcome.json)."""
@@ -198,51 +251,11 @@ class Ledger:
             return e  # judged by _record: which key is corrupt decides what it means
 
     def _record(self, tid: int, docs: Mapping[str, Any]) -> TrialRecord | None:
+        """The trial's record, or None if it has no proposal."""
         proposal = docs.get("proposal.json")
         if proposal is None:
             return None
-        if isinstance(proposal, RecordError):
-            # Keep the trial id taken and the damage visible; never drop it from history.
-            log.error("trial %d: %s; counted as failed", tid, proposal)
-            return TrialRecord(tid=tid, params={}, vals={}, seed=None, origin="unknown", state="failed",
-                               reason=f"corrupt proposal: {proposal}")
-        try:
-            rec = TrialRecord(tid=tid, params=proposal["params"], vals=proposal.get("vals", {}),
-                              seed=proposal.get("seed"), origin=proposal.get("origin", "tpe"),
-                              created_at=proposal.get("created_at"), import_key=proposal.get("import_key"))
-        except (KeyError, TypeError) as e:
-            log.error("trial %d: proposal.json lacks field %s; counted as failed", tid, e)
-            return TrialRecord(tid=tid, params={}, vals={}, seed=None, origin="unknown", state="failed",
-                               reason=f"corrupt proposal: missing field {e}")
-        outcome, result = docs.get("outcome.json"), docs.get("result.json")
-        if isinstance(outcome, Mapping):
-            # The controller's decision (a failure, or an early stop) wins; a usable result still
-            # supplies the numbers.
-            rec.state = outcome.get("state", "failed")
-            rec.reason = outcome.get("reason")
-            rec.finished_at = outcome.get("finished_at")
-            if _finite(outcome.get("objective")):
-                rec.objective = float(outcome["objective"])
-            rec.curve = list(outcome.get("curve") or [])
-            if isinstance(result, Mapping) and rec.state != "failed":
-                state, objective, _, metrics = judge_result(result, tid)
-                if state != "failed":
-                    rec.objective, rec.metrics, rec.curve = objective, metrics, curve_of(result) or rec.curve
-        elif result is not None:
-            if isinstance(result, RecordError):
-                # Decided by the controller on collection (outcome.json); until then it stays open.
-                rec.reason = str(result)
-                return rec
-            state, objective, reason, metrics = judge_result(result, tid)
-            if state == "failed" and result.get("status") != "fail":
-                rec.reason = reason  # an unusable result waits for the controller's outcome.json
-                return rec
-            rec.state, rec.objective, rec.reason, rec.metrics = state, objective, reason, metrics
-            rec.finished_at = result.get("finished_at")
-            rec.curve = curve_of(result)
-        elif rec.origin == "import":
-            rec.state, rec.reason = "failed", IMPORT_INCOMPLETE
-        return rec
+        return _derive(tid, proposal, docs.get("result.json"), docs.get("outcome.json"))
 
     def load(self) -> dict[int, TrialRecord]:
         """Every trial's record: the checkpoint's decided trials, then the rest read directly."""
@@ -264,7 +277,7 @@ class Ledger:
             parts = key.split("/")
             if len(parts) == 3 and parts[1].isdigit():
                 by_tid.setdefault(int(parts[1]), set()).add(parts[2])
-        wanted = {tid: [n for n in ("proposal.json", "outcome.json", "result.json") if n in names]
+        wanted: dict[int, list[str]] = {tid: [n for n in ("proposal.json", "outcome.json", "result.json") if n in names]
                   for tid, names in by_tid.items()}
         return dict(sorted(self._read_many(list(wanted), wanted).items()))
 
@@ -298,9 +311,75 @@ class Ledger:
 
 
 def best_of(records: Iterable[TrialRecord]) -> TrialRecord | None:
-    scored = [r for r in records if r.state in ("ok", "stopped") and r.objective is not None]
-    return max(scored, key=lambda r: (r.objective, -r.tid)) if scored else None
+    scored = [(r.objective, -r.tid, r) for r in records
+              if r.state in (TrialState.OK, TrialState.STOPPED) and r.objective is not None]
+    return max(scored, key=lambda t: t[:2])[2] if scored else None
 
 
 def best_record(best: TrialRecord) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "updated_at": time.time(), **best.to_json()}
+
+
+def _derive(tid: int, proposal: Any, result: Any, outcome: Any) -> TrialRecord:
+    """The one place a trial's record is derived from its documents; a RecordError stands for a corrupt one."""
+    rec = _from_proposal(tid, proposal)
+    if rec.finished:
+        return rec  # a damaged proposal
+    if isinstance(outcome, Mapping):
+        _apply_outcome(rec, outcome, result)
+    elif isinstance(result, RecordError):
+        rec.reason = str(result)  # decided by the controller on collection (outcome.json); open until then
+    elif result is not None:
+        _apply_result(rec, result)
+    elif rec.origin == Origin.IMPORT:
+        rec.state, rec.reason = TrialState.FAILED, IMPORT_INCOMPLETE
+    return rec
+
+
+def _from_proposal(tid: int, proposal: Any) -> TrialRecord:
+    """A damaged proposal keeps its trial id taken and the damage visible, as a failed trial: history is never
+    dropped."""
+    if isinstance(proposal, RecordError):
+        log.error("trial %d: %s; counted as failed", tid, proposal)
+        return _damaged(tid, f"corrupt proposal: {proposal}")
+    try:
+        return TrialRecord(tid=tid, params=proposal["params"], vals=proposal.get("vals", {}),
+                           seed=proposal.get("seed"), origin=proposal.get("origin", Origin.TPE),
+                           created_at=proposal.get("created_at"), import_key=proposal.get("import_key"))
+    except (KeyError, TypeError, AttributeError) as e:
+        log.error("trial %d: proposal.json lacks field %s; counted as failed", tid, e)
+        return _damaged(tid, f"corrupt proposal: missing field {e}")
+
+
+def _damaged(tid: int, reason: str) -> TrialRecord:
+    return TrialRecord(tid=tid, params={}, vals={}, seed=None, origin=Origin.UNKNOWN, state=TrialState.FAILED,
+                       reason=reason)
+
+
+def _apply_outcome(rec: TrialRecord, outcome: Mapping[str, Any], result: Any) -> None:
+    """The controller's decision (a failure, or an early stop) wins; a usable result still supplies the numbers."""
+    try:
+        rec.state = TrialState(outcome.get("state", TrialState.FAILED))
+    except ValueError:
+        rec.state = TrialState.FAILED
+    if not rec.state.finished:
+        rec.state = TrialState.FAILED  # an outcome is an end: a state that says otherwise is damage
+    rec.reason = outcome.get("reason")
+    rec.finished_at = outcome.get("finished_at")
+    if _finite(outcome.get("objective")):
+        rec.objective = float(outcome["objective"])
+    rec.curve = list(outcome.get("curve") or [])
+    if isinstance(result, Mapping) and rec.state is not TrialState.FAILED:
+        state, objective, _, metrics = judge_result(result, rec.tid)
+        if state is not TrialState.FAILED:
+            rec.objective, rec.metrics, rec.curve = objective, metrics, curve_of(result) or rec.curve
+
+
+def _apply_result(rec: TrialRecord, result: Any) -> None:
+    state, objective, reason, metrics = judge_result(result, rec.tid)
+    if state is TrialState.FAILED and not (isinstance(result, Mapping) and result.get("status") == ResultStatus.FAIL):
+        rec.reason = reason  # an unusable result waits for the controller's outcome.json
+        return
+    rec.state, rec.objective, rec.reason, rec.metrics = state, objective, reason, metrics
+    rec.finished_at = result.get("finished_at")
+    rec.curve = curve_of(result)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from controller.records import TrialState
+
 log = logging.getLogger(__name__)
 
-STATES = ("pending", "running", "ok", "stopped", "failed")
+STATES = tuple(TrialState)
 
 
 class Metrics:

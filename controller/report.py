@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from controller.ledger import Ledger, TrialRecord, best_of, trial_key, trial_prefix
+from controller.records import Origin, TrialState
 from controller.store import Store, get_json
 
 KEY_PARAMS = 4
@@ -17,7 +19,7 @@ def live_states(store: Store, records: dict[int, TrialRecord]) -> None:
     """Open trials are 'running' once their trainer has reported progress, else 'pending'."""
     for r in records.values():
         if not r.finished:
-            r.state = "running" if store.exists(trial_key(r.tid, "progress.json")) else "pending"
+            r.state = TrialState.RUNNING if store.exists(trial_key(r.tid, "progress.json")) else TrialState.PENDING
 
 
 def status_json(store: Store, search: str) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def _unsaved_state(records: dict[int, TrialRecord]) -> str:
     """No controller has written status.json: the search has not run, unless one is running it now."""
     if not records:
         return "empty"
-    if any(r.origin != "import" for r in records.values()):
+    if any(r.origin != Origin.IMPORT for r in records.values()):
         return "running"
     return "not started"  # only imported trials: a warm start waiting for `run`
 
@@ -77,7 +79,7 @@ def status_table(doc: dict[str, Any], key_params: Iterable[str] | None = None) -
         end = t["finished_at"] or (now if t["state"] in ("running", "pending") else None)
         took = f"{end - t['created_at']:.0f}s" if end and t["created_at"] else ""
         obj = "" if t["objective"] is None else f"{t['objective']:.4f}"
-        note = t["reason"] or ("imported" if t["origin"] == "import" else "")
+        note = t["reason"] or ("imported" if t["origin"] == Origin.IMPORT else "")
         if t["metrics"].get("non_finite_values"):
             note = f"{note}; {t['metrics']['non_finite_values']} NaN/inf stored as null".lstrip("; ")
         rows.append([str(t["tid"]), t["state"], obj, *[_fmt(t["params"].get(k, "")) for k in key_params], took,

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
-from typing import Any, Mapping, Union
+from typing import Any
 
 import yaml
 
@@ -66,15 +67,15 @@ class Dist:
     label: str
     path: str
     args: tuple[float, ...] = ()
-    options: tuple["Node", ...] = ()
+    options: tuple[Node, ...] = ()
 
 
 @dataclass(frozen=True)
 class Group:
-    members: tuple[tuple[str, "Node"], ...]
+    members: tuple[tuple[str, Node], ...]
 
 
-Node = Union[Literal, Dist, Group]
+Node = Literal | Dist | Group
 
 
 def _is_number(x: Any) -> bool:
@@ -118,7 +119,7 @@ class _Parser:
             f"got {type(spec).__name__} {spec!r}"
         )
 
-    def _label(self, spec: Mapping, path: str, default_label: str) -> str:
+    def _label(self, spec: Mapping[str, Any], path: str, default_label: str) -> str:
         label = spec.get("label", default_label)
         if not isinstance(label, str) or not label:
             raise SpaceError(f"{path}.label: must be a non-empty string, got {label!r}")
@@ -130,7 +131,7 @@ class _Parser:
         self.labels[label] = path
         return label
 
-    def dist(self, spec: Mapping, path: str, default_label: str) -> Dist:
+    def dist(self, spec: Mapping[str, Any], path: str, default_label: str) -> Dist:
         kind = spec["dist"]
         if kind not in _ALLOWED_KEYS:
             raise SpaceError(f"{path}.dist: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
@@ -151,7 +152,7 @@ class _Parser:
         return Dist(kind, label, path, self._numeric_args(kind, spec, path))
 
     @staticmethod
-    def _num(spec: Mapping, key: str, path: str) -> float:
+    def _num(spec: Mapping[str, Any], key: str, path: str) -> float:
         if key not in spec:
             raise SpaceError(f"{path}.{key}: required for {spec['dist']}")
         v = spec[key]
@@ -159,7 +160,7 @@ class _Parser:
             raise SpaceError(f"{path}.{key}: must be a finite number, got {type(v).__name__} {v!r}")
         return float(v)
 
-    def _numeric_args(self, kind: str, spec: Mapping, path: str) -> tuple[float, ...]:
+    def _numeric_args(self, kind: str, spec: Mapping[str, Any], path: str) -> tuple[float, ...]:
         if kind in _GAUSSIAN:
             mu, sigma = self._num(spec, "mu", path), self._num(spec, "sigma", path)
             if sigma <= 0:
@@ -208,13 +209,13 @@ class Space:
         self.spec = spec
 
     @classmethod
-    def from_spec(cls, spec: Any, path: str = "space") -> "Space":
+    def from_spec(cls, spec: Any, path: str = "space") -> Space:
         parser = _Parser()
         root = parser.group(spec, path)
         return cls(root, json.loads(json.dumps(spec)))
 
     @classmethod
-    def from_yaml(cls, text: str, path: str = "space") -> "Space":
+    def from_yaml(cls, text: str, path: str = "space") -> Space:
         try:
             spec = yaml.safe_load(text)
         except yaml.YAMLError as e:
@@ -222,7 +223,7 @@ class Space:
         return cls.from_spec(spec, path)
 
     @classmethod
-    def default(cls) -> "Space":
+    def default(cls) -> Space:
         """The seed project's 19-key space."""
         text = resources.files("controller").joinpath("default_space.yaml").read_text()
         return cls.from_yaml(text)
@@ -284,7 +285,10 @@ class Space:
                 return int(v)
             return float(v)
 
-        return dec(self.root, "params")
+        params = dec(self.root, "params")
+        if not isinstance(params, dict):
+            raise SpaceError("params: the space's root must be a group of named parameters")
+        return params
 
     def encode(self, params: Mapping[str, Value]) -> dict[str, Value]:
         """Decoded params → hyperopt raw values of the active labels. Raises SpaceError naming the
@@ -351,7 +355,7 @@ class Space:
                 raise SpaceError(f"{path}: {v} is not a multiple of q={q:g} for {node.label!r}")
         return v
 
-    def diff(self, other: "Space") -> str | None:
+    def diff(self, other: Space) -> str | None:
         """The first path at which two spaces differ, or None if they are equal."""
         return _first_difference(self.spec, other.spec, "space")
 

@@ -14,49 +14,41 @@ what they would have reached, which puts them where they belong, among TPE's "ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from controller import limits
+from controller.limits import limit
+
 RULES = ("none", "median", "asha")
+Curve = Sequence[float | None]
+"""Validation fine accuracy per epoch; None where an epoch diverged (NaN/inf are stored as null)."""
 
 
 @dataclass(frozen=True)
 class StoppingSettings:
-    rule: str = "none"
+    rule: str = field(default="none", metadata=limit(enum=RULES))
     """none, median or asha."""
-    start_epoch: int = 20
+    start_epoch: int = field(default=20, metadata=limit(minimum=1))
     """median: no decision before this epoch."""
-    min_trials: int = 5
+    min_trials: int = field(default=5, metadata=limit(minimum=1))
     """Values needed at an epoch (median) or rung (asha) before anything is stopped there."""
-    grace_epochs: int = 10
+    grace_epochs: int = field(default=10, metadata=limit(minimum=1))
     """asha: the first rung."""
-    eta: float = 3.0
+    eta: float = field(default=3.0, metadata=limit(exclusive_minimum=1))
     """asha: keep the top 1/eta at each rung; rungs are grace·eta^i."""
-    margin: float = 0.0
+    margin: float = field(default=0.0, metadata=limit(minimum=0, exclusive_maximum=1))
     """Stop only if below the cut by more than this (accuracy points, e.g. 0.01): less aggressive."""
-    check_seconds: float = 30.0
+    check_seconds: float = field(default=30.0, metadata=limit(exclusive_minimum=0))
     """How often the controller reads running trials' progress.json."""
 
     def validate(self) -> None:
-        from controller.errors import ConfigError
-
-        if self.rule not in RULES:
-            raise ConfigError(f"earlyStopping.rule: {self.rule!r} must be one of {', '.join(RULES)}")
-        for key, value, low in (("startEpoch", self.start_epoch, 1), ("minTrials", self.min_trials, 1),
-                                ("graceEpochs", self.grace_epochs, 1)):
-            if value < low:
-                raise ConfigError(f"earlyStopping.{key}: {value} must be >= {low}")
-        if self.eta <= 1:
-            raise ConfigError(f"earlyStopping.eta: {self.eta} must be > 1")
-        if not 0 <= self.margin < 1:
-            raise ConfigError(f"earlyStopping.margin: {self.margin} must be in [0, 1)")
-        if self.check_seconds <= 0:
-            raise ConfigError(f"earlyStopping.checkSeconds: {self.check_seconds} must be > 0")
+        limits.check(self, "earlyStopping")
 
 
-def best_so_far(curve: Sequence[float | None]) -> np.ndarray:
+def best_so_far(curve: Curve) -> np.ndarray[tuple[int], np.dtype[np.float64]]:
     """Running maximum; a diverged epoch (NaN/inf/None) counts as nothing gained."""
     c = np.array(curve, dtype=float)  # None → nan
     c[~np.isfinite(c)] = -np.inf
@@ -64,7 +56,8 @@ def best_so_far(curve: Sequence[float | None]) -> np.ndarray:
 
 
 def rungs(settings: StoppingSettings, max_epoch: int) -> list[int]:
-    out, r = [], float(settings.grace_epochs)
+    out: list[int] = []
+    r = float(settings.grace_epochs)
     while round(r) <= max_epoch:
         if not out or round(r) > out[-1]:
             out.append(int(round(r)))
@@ -72,30 +65,37 @@ def rungs(settings: StoppingSettings, max_epoch: int) -> list[int]:
     return out
 
 
-def decide(settings: StoppingSettings, curve: Sequence[float], ended: Sequence[Sequence[float]],
-           running: Sequence[Sequence[float]] = (), max_epoch: int = 10**6) -> str | None:
+def _cut(peers: list[float], q: float) -> float:
+    """The q-quantile of best-so-far accuracies. A peer with no finite epoch yet (-inf) counts as accuracy 0,
+    the least an accuracy can be: interpolating toward -inf gives NaN, and a NaN cut stops nothing."""
+    values = np.array(peers, dtype=float)
+    return float(np.quantile(np.where(np.isfinite(values), values, 0.0), q))
+
+
+def decide(settings: StoppingSettings, curve: Curve, ended: Sequence[Curve], running: Sequence[Curve] = (),
+           max_epoch: int = 10**6) -> str | None:
     """The reason to stop this trial now (at epoch len(curve)), or None to let it run."""
     k = len(curve)
     if settings.rule == "none" or k == 0:
         return None
-    mine = best_so_far(curve)[-1]
+    mine = float(best_so_far(curve)[-1])
     if settings.rule == "median":
         if k < settings.start_epoch:
             return None
-        peers = [best_so_far(c)[k - 1] for c in ended if len(c) >= k]
+        peers = [float(best_so_far(c)[k - 1]) for c in ended if len(c) >= k]
         if len(peers) < settings.min_trials:
             return None
-        cut = float(np.median(peers))
+        cut = _cut(peers, 0.5)
         if mine < cut - settings.margin:
             return f"median rule: best {mine:.4f} at epoch {k} < median {cut:.4f} of {len(peers)} trials"
         return None
     if settings.rule == "asha":
         if k not in rungs(settings, max_epoch):
             return None
-        peers = [best_so_far(c)[k - 1] for c in list(ended) + list(running) if len(c) >= k] + [mine]
+        peers = [float(best_so_far(c)[k - 1]) for c in [*ended, *running] if len(c) >= k] + [mine]
         if len(peers) < settings.min_trials:
             return None
-        cut = float(np.quantile(peers, 1 - 1 / settings.eta))
+        cut = _cut(peers, 1 - 1 / settings.eta)
         if mine < cut - settings.margin:
             return (f"asha rule: best {mine:.4f} at rung epoch {k} is outside the top 1/{settings.eta:g} "
                     f"(cut {cut:.4f}) of {len(peers)} trials")

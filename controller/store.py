@@ -1,4 +1,6 @@
-"""Where a search keeps its records: a local directory or an S3 bucket, chosen by URI.
+"""Where a search keeps its records: the Store interface, its JSON helpers, a local directory and memory.
+
+S3 is controller/s3store.py; controller/storage.py opens either from a URI.
 
 Keys are '/'-separated and relative to the store's root. Values are bytes; callers store JSON only
 (nothing read back is ever unpickled). `create` is the create-only put that makes "written once"
@@ -8,16 +10,13 @@ records safe against a restarted or duplicated writer.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterator, Protocol
-from urllib.parse import urlparse
+from typing import Any, Protocol
 
 from controller.errors import ConfigError, PermanentError, RecordError, TemporaryError
-
-log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -40,7 +39,7 @@ class Store(Protocol):
     def list(self, prefix: str = "", start_after: str = "") -> list[str]:
         """All keys under prefix that sort after start_after, sorted."""
 
-    def child(self, name: str) -> "Store":
+    def child(self, name: str) -> Store:
         """The same store rooted at name/ (a search inside a bucket prefix)."""
 
     def check(self) -> None:
@@ -149,7 +148,7 @@ class LocalStore:
                     keys.append(key)
         return sorted(keys)
 
-    def child(self, name: str) -> "LocalStore":
+    def child(self, name: str) -> LocalStore:
         return LocalStore(self._path(name))
 
     def check(self) -> None:
@@ -158,141 +157,52 @@ class LocalStore:
             probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe.", delete=True)
             probe.close()
         except OSError as e:
-            raise ConfigError(f"store {self.uri}: cannot create or write this directory ({e}); pass a writable --store") from e
+            raise ConfigError(f"store {self.uri}: cannot create or write this directory ({e}); "
+                              "pass a writable --store") from e
 
 
-# -- S3 (AWS, MinIO, any S3-compatible server) ----------------------------------------------------------
+# -- memory --------------------------------------------------------------------------------------------
 
 
-class S3Store:
-    """endpoint_url: None uses boto3's own resolution, which honours AWS_ENDPOINT_URL_S3 and
-    AWS_ENDPOINT_URL. Retries (with backoff, on throttling and 5xx) are botocore's 'standard' mode."""
+class MemoryStore:
+    """A Store in a dict: what higher layers test against (optuna's InMemoryStorage plays the same part).
+    Children share their parent's dict, as a bucket's prefixes do; writes are atomic under one lock."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
-                 max_attempts: int = 8, timeout_s: float = 20.0, client: Any = None):
-        self.bucket = bucket
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        if client is None:
-            import boto3
-            from botocore.config import Config
+    def __init__(self, uri: str = "memory://", data: dict[str, bytes] | None = None):
+        self.uri = uri.rstrip("/")
+        self._prefix = self.uri.removeprefix("memory://").strip("/")
+        self._prefix += "/" if self._prefix else ""
+        self.data: dict[str, bytes] = {} if data is None else data
+        self._lock = threading.Lock()
 
-            config = Config(
-                retries={"mode": "standard", "max_attempts": max_attempts},
-                connect_timeout=timeout_s,
-                read_timeout=timeout_s,
-                max_pool_connections=32,
-            )
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
-        self.client = client
-
-    def _error(self, e: Exception, what: str) -> Exception:
-        from botocore.exceptions import ClientError
-
-        if isinstance(e, ClientError):
-            code = e.response.get("Error", {}).get("Code", "")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"):
-                return ConfigError(f"{what} in {self.uri}: {code}; check the bucket name and credentials")
-            if status >= 500 or code in ("SlowDown", "RequestTimeout", "Throttling"):
-                return TemporaryError(f"{what} in {self.uri}: {code} (HTTP {status})")
-            return PermanentError(f"{what} in {self.uri}: {code} (HTTP {status})")
-        return TemporaryError(f"{what} in {self.uri}: {e}")
+    def _key(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise PermanentError(f"invalid store key {key!r}")
+        return self._prefix + key
 
     def get(self, key: str) -> bytes | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise self._error(e, f"get {key}") from e
-        except BotoCoreError as e:
-            raise self._error(e, f"get {key}") from e
+        return self.data.get(self._key(key))
 
     def put(self, key: str, data: bytes) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
-        except (BotoCoreError, ClientError) as e:
-            raise self._error(e, f"put {key}") from e
+        with self._lock:
+            self.data[self._key(key)] = bytes(data)
 
     def create(self, key: str, data: bytes) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, IfNoneMatch="*")
-            return True
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "PreconditionFailed" or status == 412:
+        with self._lock:
+            if self._key(key) in self.data:
                 return False
-            if code == "ConditionalRequestConflict" or status == 409:
-                # A concurrent create of the same key: retry decides who won.
-                raise TemporaryError(f"create {key} in {self.uri}: concurrent write, retry") from e
-            raise self._error(e, f"create {key}") from e
-        except BotoCoreError as e:
-            raise self._error(e, f"create {key}") from e
+            self.data[self._key(key)] = bytes(data)
+            return True
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-            return True
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise self._error(e, f"head {key}") from e
-        except BotoCoreError as e:
-            raise self._error(e, f"head {key}") from e
-
-    def _pages(self, prefix: str, start_after: str) -> Iterator[dict]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        extra = {"StartAfter": self.prefix + start_after} if start_after else {}
-        yield from paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **extra)
+        return self._key(key) in self.data
 
     def list(self, prefix: str = "", start_after: str = "") -> list[str]:
-        from botocore.exceptions import BotoCoreError, ClientError
+        n = len(self._prefix)
+        return sorted(k[n:] for k in list(self.data) if k.startswith(self._prefix + prefix) and k[n:] > start_after)
 
-        n = len(self.prefix)
-        try:
-            pages = self._pages(prefix, start_after)
-            return sorted(obj["Key"][n:] for page in pages for obj in page.get("Contents", []))
-        except (BotoCoreError, ClientError) as e:
-            raise self._error(e, f"list {prefix}") from e
-
-    def child(self, name: str) -> "S3Store":
-        return S3Store(self.bucket, self.prefix + name, client=self.client)
+    def child(self, name: str) -> MemoryStore:
+        return MemoryStore(f"{self.uri}/{name.strip('/')}", self.data)
 
     def check(self) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as e:
-            raise ConfigError(
-                f"store {self.uri}: bucket {self.bucket!r} does not exist or is not accessible "
-                f"({e.response.get('Error', {}).get('Code')}); create it or fix --store / the credentials"
-            ) from e
-        except BotoCoreError as e:
-            raise ConfigError(f"store {self.uri}: cannot reach the S3 endpoint ({e}); check AWS_ENDPOINT_URL_S3") from e
-
-
-def open_store(uri: str, *, endpoint_url: str | None = None, region: str | None = None,
-               timeout_s: float = 20.0) -> Store:
-    """s3://bucket/prefix → S3Store; a path or file://path → LocalStore."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise ConfigError(f"store {uri!r}: an S3 URI needs a bucket, e.g. s3://my-bucket/searches")
-        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s)
-    if parsed.scheme == "file":
-        return LocalStore(parsed.path)
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
-        return LocalStore(uri)
-    raise ConfigError(f"store {uri!r}: unsupported scheme {parsed.scheme!r}; use s3://bucket/prefix, a path or file://path")
-
+        return None

@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
+from controller.limits import limit
 from controller.space import Space
 
 log = logging.getLogger(__name__)
@@ -28,15 +30,15 @@ PENDING_STRATEGIES: tuple[str, ...] = ("hyperopt", "liar_mean", "ignore")
 
 @dataclass(frozen=True)
 class SuggestSettings:
-    n_startup_jobs: int = 20
+    n_startup_jobs: int = field(default=20, metadata=limit(minimum=0))
     """Random proposals before TPE starts; imported (warm-start) trials count toward it."""
-    n_ei_candidates: int = 24
+    n_ei_candidates: int = field(default=24, metadata=limit(minimum=1))
     """Candidates TPE draws from l(x) per proposal, keeping the best by expected improvement."""
-    gamma: float = 0.25
+    gamma: float = field(default=0.25, metadata=limit(exclusive_minimum=0, exclusive_maximum=1))
     """Fraction (× sqrt(n)) of the observations that TPE calls good."""
-    prior_weight: float = 1.0
+    prior_weight: float = field(default=1.0, metadata=limit(exclusive_minimum=0))
     """Weight of the prior in TPE's Parzen estimators."""
-    pending: str = "hyperopt"
+    pending: str = field(default="hyperopt", metadata=limit(enum=PENDING_STRATEGIES))
     """How running trials enter TPE: 'hyperopt' (as infinitely bad, hyperopt's own treatment of
     docs without a loss), 'liar_mean' (constant liar: the mean observed loss) or 'ignore'."""
 
@@ -73,7 +75,7 @@ def _domain(space: Space) -> Any:
     return Domain(lambda _: 0.0, space.hyperopt)
 
 
-def _doc(tid: int, vals: Mapping[str, Any], loss: float | None, labels: Sequence[str]) -> dict:
+def _doc(tid: int, vals: Mapping[str, Any], loss: float | None, labels: Sequence[str]) -> dict[str, Any]:
     # The minimal shape hyperopt's tpe/rand suggest read: misc idxs/vals per label and result.loss.
     idxs = {k: ([tid] if k in vals else []) for k in labels}
     vv = {k: ([vals[k]] if k in vals else []) for k in labels}
@@ -93,7 +95,7 @@ def _doc(tid: int, vals: Mapping[str, Any], loss: float | None, labels: Sequence
 
 
 def _observation_docs(observed: Sequence[Observation], labels: Sequence[str], pending: str,
-                      cache: dict[int, tuple[float | None, dict]] | None = None) -> list[dict]:
+                      cache: dict[int, tuple[float | None, dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     finite = [o.loss for o in observed if o.loss is not None and math.isfinite(o.loss)]
     lie = statistics.fmean(finite) if (pending == "liar_mean" and finite) else None
     cache = {} if cache is None else cache
@@ -114,7 +116,7 @@ def _observation_docs(observed: Sequence[Observation], labels: Sequence[str], pe
     return docs
 
 
-def _trials_from_docs(docs: list[dict]) -> Any:
+def _trials_from_docs(docs: list[dict[str, Any]]) -> Any:
     from hyperopt import Trials
 
     trials = Trials()
@@ -124,7 +126,7 @@ def _trials_from_docs(docs: list[dict]) -> Any:
 
 
 def hyperopt_trials(space: Space, observed: Sequence[Observation], pending: str = "hyperopt",
-                    cache: dict | None = None) -> Any:
+                    cache: dict[int, tuple[float | None, dict[str, Any]]] | None = None) -> Any:
     """A hyperopt Trials holding the observations. `cache` (a dict the caller keeps between calls)
     saves rebuilding the documents of trials that did not change."""
     return _trials_from_docs(_observation_docs(observed, list(_domain(space).params), pending, cache))
@@ -136,7 +138,7 @@ def suggest(
     new_tids: Sequence[int],
     search_seed: int,
     settings: SuggestSettings = SuggestSettings(),
-    cache: dict | None = None,
+    cache: dict[int, tuple[float | None, dict[str, Any]]] | None = None,
 ) -> list[Proposal]:
     """Propose one point per new trial id, each seeded by derive_seed(search_seed, tid). Pass the
     same `cache` dict on every call of a search to skip rebuilding unchanged history."""
@@ -175,3 +177,17 @@ def _plain(v: Any) -> Any:
     if isinstance(v, np.floating):
         return float(v)
     return v
+
+
+class Suggester:
+    """The TPE step of one search. It owns the cache of hyperopt documents, so each proposal rebuilds only the
+    history that changed since the last one."""
+
+    def __init__(self, space: Space, search_seed: int, settings: SuggestSettings = SuggestSettings()):
+        self.space = space
+        self.search_seed = search_seed
+        self.settings = settings
+        self._cache: dict[int, tuple[float | None, dict[str, Any]]] = {}
+
+    def propose(self, observed: Sequence[Observation], new_tids: Sequence[int]) -> list[Proposal]:
+        return suggest(self.space, observed, new_tids, self.search_seed, self.settings, self._cache)

@@ -76,7 +76,8 @@ def render(meta: dict[str, Any], figures: dict[str, dict[str, Any]]) -> str:
     pod, local, named = f[KILLS[1]], f[KILLS[0]], f[KILLS[2]]
     s3, api, restart = f["S3 faults (500/503 bursts, slow, hung, restart)"], \
         f["API faults through a proxy, real cluster"], f["kube-apiserver restarted mid-search"]
-    lease, watch = f["leader SIGKILLed, standby takes over running Jobs"], f["watch-driven: Job requests in a 6-trial search"]
+    lease = f["leader SIGKILLed, standby takes over running Jobs"]
+    watch = f["watch-driven: Job requests in a 6-trial search"]
     creds, corrupt, session = f["credentials grep"], f["corrupted records"], f["kubectl session, real cluster"]
     api_rows = "\n".join(f"| {kind} | {count} |" for kind, count in sorted(api["served"].items()))
     reached_rows = "\n".join(f"| {kind} | {count} |" for kind, count in sorted(api["reached_the_controller"].items()))

@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test
 ./scripts/install-tools.sh
 ./scripts/build-kube.sh >/dev/null  # the Kubernetes binaries, built from source once (README: Real cluster)
+lint=0
+./scripts/lint.sh || lint=$?
 
 # One local control plane for the whole run, shared by the pytest-xdist workers (each test has its namespace).
 state="$(mktemp -d "${TMPDIR:-/tmp}/cifar-hpo-kube.XXXXXX")"
@@ -24,4 +26,5 @@ set +e
 .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
-exit $rc
+[ $lint -ne 0 ] && echo "scripts/lint.sh failed (see above)" >&2
+exit $(( rc != 0 ? rc : lint ))

@@ -13,7 +13,7 @@ import boto3
 import yaml
 from conftest import PY, ROOT, run_cli
 
-CREDS = {"AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}
+CREDS = {key: os.environ[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
 TRIAL = ["python", "tests/objective.py"]
 
 def _free_port() -> int:

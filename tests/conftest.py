@@ -32,6 +32,18 @@ def record_figure(name: str, figure: dict) -> None:
                                                   "figure": figure}, indent=1, sort_keys=True))
 
 
+LAYERS = ("pure", "contract", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test is in exactly one layer (pyproject.toml describes them), so `pytest -m pure` is the whole fast
+    layer and nothing falls between the layers."""
+    wrong = [f"{item.nodeid}: {names or 'none'}" for item in items
+             if len(names := sorted({m.name for m in item.iter_markers() if m.name in LAYERS})) != 1]
+    if wrong:
+        raise pytest.UsageError("tests need exactly one layer marker (pure, contract, e2e):\n  " + "\n  ".join(wrong))
+
+
 def pytest_sessionfinish(session, exitstatus):
     if hasattr(session.config, "workerinput"):
         return  # a pytest-xdist worker: the controlling process writes the run's record
@@ -82,11 +94,14 @@ def bucket(s3_endpoint):
     return name
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["memory", "local", "s3"])
 def store(request, tmp_path):
     """The same contract on every backend."""
-    from controller.store import open_store
+    from controller.storage import open_store
+    from controller.store import MemoryStore
 
+    if request.param == "memory":
+        return MemoryStore("memory://some/prefix")
     if request.param == "local":
         return open_store(str(tmp_path / "store"))
     b = request.getfixturevalue("bucket")
@@ -108,7 +123,8 @@ def fake_trial_config(tmp_path):
     return make
 
 
-def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([PY, "-m", "controller", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
     if check and proc.returncode != 0:

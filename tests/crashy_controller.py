@@ -9,11 +9,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from controller import __main__ as cli  # noqa: E402
-from controller.kube import KubernetesLauncher  # noqa: E402
-from controller.launcher import ProcessLauncher  # noqa: E402
-from controller.ledger import Ledger  # noqa: E402
-from controller.loop import SearchLoop  # noqa: E402
+from controller import __main__ as cli
+from controller.kube.launcher import KubernetesLauncher
+from controller.ledger import Ledger
+from controller.local_launcher import ProcessLauncher
+from controller.loop import SearchLoop
 
 point, _, nth = os.environ.get("CRASH_AT", ":0").partition(":")
 calls = {"n": 0}

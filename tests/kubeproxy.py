@@ -61,17 +61,17 @@ class ApiFaultProxy:
             def log_message(self, *_):
                 pass
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 proxy._handle(self)
 
-            do_POST = do_PUT = do_PATCH = do_DELETE = do_GET  # noqa: N815
+            do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
         self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def __enter__(self) -> "ApiFaultProxy":
+    def __enter__(self) -> ApiFaultProxy:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
 
@@ -174,7 +174,7 @@ def _leaf(pki: Path) -> tuple[Path, Path]:
     ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
     ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fault-proxy")]))
             .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))

@@ -17,8 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from controller.errors import TemporaryError  # noqa: E402
-from controller.store import dumps, get_json, open_store, put_json  # noqa: E402
+from controller.errors import TemporaryError
+from controller.storage import open_store
+from controller.store import dumps, get_json, put_json
 
 
 def synthetic_objective(params: dict) -> float:
@@ -109,7 +110,8 @@ def main() -> int:
         return 0
     status = "stopped" if stopped["flag"] else "ok"
     result = {"schema_version": 1, "tid": tid, "status": status, "objective": max(curve),
-              "val_fine_accuracy": max(curve), "epochs_run": len(curve), "finished_at": time.time(), "history": {"val_fine_outputs_acc": curve}}
+              "val_fine_accuracy": max(curve), "epochs_run": len(curve), "finished_at": time.time(),
+              "history": {"val_fine_outputs_acc": curve}}
     if fault == "nan":
         result["objective"] = float("nan")
         store.put("result.json", json.dumps(result).encode())  # NaN on purpose: not valid JSON

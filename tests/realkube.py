@@ -167,7 +167,7 @@ class JobRecorder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "JobRecorder":
+    def __enter__(self) -> JobRecorder:
         self._thread.start()
         return self
 

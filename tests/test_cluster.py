@@ -13,10 +13,13 @@ from collections import Counter
 from pathlib import Path
 
 import boto3
+import pytest
 import yaml
 from clusterkit import CREDS, _finished, _status_cm, _store_keys, _values
 from conftest import PY, ROOT, record_figure, run_cli
 from realkube import JobRecorder, wait_for
+
+pytestmark = pytest.mark.e2e
 
 
 def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no_job_uninstall_collects(
@@ -121,7 +124,7 @@ def test_an_evicted_trial_is_retried_without_burning_a_retry(release, tmp_path):
                               kube={"backoffLimit": 0})
     proc = release.controller(cfg, "--max-trials", "1")
     job = f"{release.full}-cifar100-t0"
-    running = lambda: [p for p in kube.pods(ns, f"job-name={job}")  # noqa: E731
+    running = lambda: [p for p in kube.pods(ns, f"job-name={job}")
                        if (p.get("status") or {}).get("phase") == "Running"]
     wait_for("the trial's pod to run", lambda: running() and runlog.exists(), proc=proc)
     first = running()[0]["metadata"]["name"]
@@ -146,12 +149,13 @@ def test_a_trial_without_a_free_gpu_waits_pending_and_is_not_failed(release, tmp
     gate.mkdir()
     cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate)}, kube={"gpuCount": 1})
     proc = release.controller(cfg, "--max-trials", "3", "--parallelism", "3")
-    trial_pods = lambda: kube.pods(ns, "app.kubernetes.io/component=trial")  # noqa: E731
+    trial_pods = lambda: kube.pods(ns, "app.kubernetes.io/component=trial")
 
     def one_unschedulable():
         pending = [p for p in trial_pods() if p["status"].get("phase") == "Pending"]
         return len(trial_pods()) == 3 and len(pending) == 1 and any(
-            "Insufficient nvidia.com/gpu" in (c.get("message") or "") for c in pending[0]["status"].get("conditions", []))
+            "Insufficient nvidia.com/gpu" in (c.get("message") or "")
+            for c in pending[0]["status"].get("conditions", []))
 
     wait_for("two trials running and one Pending for lack of a GPU", one_unschedulable, proc=proc)
     waiting_tid = next(int(p["metadata"]["labels"]["cifar-hpo.io/trial"]) for p in trial_pods()
@@ -261,7 +265,7 @@ def test_sigterm_hands_the_lease_back_and_an_ended_search_idles(release, tmp_pat
     gate.mkdir()
     cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate)})
     args = ("--max-trials", "4", "--parallelism", "2", "--idle-when-done")
-    holder = lambda: kube.lease(ns, f"{release.full}-controller")["spec"]["holderIdentity"]  # noqa: E731
+    holder = lambda: kube.lease(ns, f"{release.full}-controller")["spec"]["holderIdentity"]
     first = release.controller(cfg, *args, pod_name="ctl-1")
     wait_for("the first Jobs", lambda: len(kube.jobs(ns)) == 2, proc=first)
     first.send_signal(signal.SIGTERM)
@@ -316,11 +320,13 @@ def test_every_exit_path_of_the_controller_is_clean(release, tmp_path):
     write at shutdown aborted the process with SIGABRT after a successful search). Run the exit path 10 times."""
     from kubernetes import config
 
-    from controller.kube import KubeClient, KubernetesLauncher, KubeSettings
+    from controller.kube.api import KubeClient
+    from controller.kube.launcher import KubernetesLauncher
+    from controller.kube.settings import KubeSettings
 
     api = config.new_client_from_config(str(release.kubeconfig))
     launcher = KubernetesLauncher(KubeClient(api, release.ns), KubeSettings(namespace=release.ns, resync_seconds=60),
-                                  "cifar100", params_of=lambda tid: {})
+                                  "cifar100")
     launcher.adopt([])
     wait_for("the watch to be open", lambda: launcher._resp is not None)
     launcher.close()

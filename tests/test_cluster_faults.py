@@ -14,10 +14,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 from clusterkit import Release, _finished, _status_cm, _values
 from conftest import PY, ROOT, record_figure
 from realkube import JobRecorder, wait_for
+
+pytestmark = pytest.mark.e2e
 
 
 def _state(kube, ns, key="state"):
@@ -38,9 +41,9 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
                      search={"maxTrials": n, "parallelism": 3, "maxFailedTrials": 50}, trainer={"backoffLimit": 0})
     rng = random.Random(12)
     store = f"s3://{bucket}/searches"
-    finished = lambda: _finished(store, "cifar100")["trials"]  # noqa: E731
-    done = lambda: sum(t["state"] in ("ok", "failed") for t in finished())  # noqa: E731
-    log_of = lambda: "".join(p.read_text(errors="replace") for p in (  # noqa: E731
+    finished = lambda: _finished(store, "cifar100")["trials"]
+    done = lambda: sum(t["state"] in ("ok", "failed") for t in finished())
+    log_of = lambda: "".join(p.read_text(errors="replace") for p in (
         Path(kube.info["kubelet_dir"]) / "pods" / ns).glob("cifar-hpo-controller-*/controller.log"))
     done_at_kill = []
     with JobRecorder(kube, ns) as jobs:
@@ -49,9 +52,10 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
             opened = (k * (n - 3)) // kills  # trials below this may end before kill k; never all of them
             for tid in range(opened):
                 (gate / str(tid)).touch()
-            wait_for(f"the controller's start {k + 1} to load its ledger",
-                     lambda: log_of().count("trials on record") >= k + 1)
-            wait_for(f"{max(0, opened - 3)} trials ended before kill {k}", lambda: done() >= max(0, opened - 3))
+            starts, ended = k + 1, max(0, opened - 3)
+            wait_for(f"the controller's start {starts} to load its ledger",
+                     lambda starts=starts: log_of().count("trials on record") >= starts)
+            wait_for(f"{ended} trials ended before kill {k}", lambda ended=ended: done() >= ended)
             time.sleep(rng.uniform(0.0, 0.5))
             pid = kube.container_pid(ns, "cifar-hpo-controller-")
             assert pid is not None and _state(kube, ns) not in ("succeeded", "failed")
@@ -106,7 +110,8 @@ def test_an_apiserver_restart_mid_search_loses_and_doubles_nothing(tmp_path, buc
                "ran_twice": sorted(t for t, c in ran.items() if c > 1),
                "controller_saw": sorted({line.split(": ", 2)[-1][:80] for line in err.splitlines()
                                          if "WARNING" in line or "re-listing" in line})[:10]}
-        assert fig["ok"] == n and fig["jobs_created"] == n and fig["jobs_created_twice"] == [] and not fig["ran_twice"], fig
+        assert fig["ok"] == n and fig["jobs_created"] == n, fig
+        assert fig["jobs_created_twice"] == [] and not fig["ran_twice"], fig
         record_figure("kube-apiserver restarted mid-search", fig)
     finally:
         up.terminate()
@@ -138,7 +143,8 @@ def test_api_faults_through_a_proxy_are_counted_where_they_land(release, tmp_pat
     reached = {"lease 500 (after urllib3's retries)": err.count("reading Lease hpo-cifar-hpo-controller failed"),
                "watch ERROR 410": err.count("Job watch: ERROR 410"),
                "watch dropped": err.count("Job watch ended"),
-               "create answered AlreadyExists (landed before its answer was lost)": err.count("already exists; adopting")}
+               "create answered AlreadyExists (landed before its answer was lost)":
+                   err.count("already exists; adopting")}
     fig = {"served": served, "forwarded": forwarded, "reached_the_controller": reached,
            "ok": sum(t["state"] == "ok" for t in release.trials()), "jobs_created": len(jobs.created),
            "jobs_created_twice": jobs.twice()}
@@ -155,7 +161,7 @@ def test_lease_holder_dies_and_the_standby_takes_over_the_running_jobs(release, 
     gate, runlog, n = tmp_path / "gate", tmp_path / "runlog", 6
     gate.mkdir()
     cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)})
-    holder = lambda: kube.lease(ns, f"{release.full}-controller")["spec"]["holderIdentity"]  # noqa: E731
+    holder = lambda: kube.lease(ns, f"{release.full}-controller")["spec"]["holderIdentity"]
     leader = release.controller(cfg, "--max-trials", str(n), "--parallelism", "2", pod_name="ctl-a")
     wait_for("two running Jobs", lambda: len([j for j in kube.jobs(ns) if j["status"].get("active")]) == 2,
              proc=leader)
@@ -173,7 +179,8 @@ def test_lease_holder_dies_and_the_standby_takes_over_the_running_jobs(release, 
     assert standby.returncode == 0, (tmp_path / "standby.log").read_text()[-3000:]
     ran = Counter(int(x) for x in runlog.read_text().split())
     creators = release.job_creators()
-    fig = {"lease_seconds": 5, "takeover_seconds": round(takeover, 2), "jobs_running_at_takeover": len(active_at_takeover),
+    fig = {"lease_seconds": 5, "takeover_seconds": round(takeover, 2),
+           "jobs_running_at_takeover": len(active_at_takeover),
            "jobs_created": len(creators), "created_by_the_dead_leader": sum(c == {"ctl-a"} for c in creators.values()),
            "ran_twice": sorted(t for t, c in ran.items() if c > 1),
            "ok": sum(t["state"] == "ok" for t in release.trials())}

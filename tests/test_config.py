@@ -8,6 +8,8 @@ from controller.config import (
 )
 from controller.errors import ConfigError
 
+pytestmark = pytest.mark.pure
+
 
 def test_defaults_validate_and_use_the_seed_space():
     s = Settings().validate()

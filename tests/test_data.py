@@ -7,10 +7,12 @@ import tarfile
 import numpy as np
 import pytest
 
+from controller import cifar
 from controller.errors import ConfigError
 from trainer import data
 
 
+@pytest.mark.pure
 def test_synthetic_shapes_and_consistent_coarse_labels():
     ds = data.synthetic(1000)
     assert ds.train.x.shape == (1000, 32, 32, 3) and ds.train.x.dtype == np.uint8
@@ -19,6 +21,7 @@ def test_synthetic_shapes_and_consistent_coarse_labels():
     assert ds.train.fine.max() < 100 and ds.train.coarse.max() < 20
 
 
+@pytest.mark.pure
 def test_synthetic_classes_are_learnable_by_nearest_prototype():
     """The structure a CNN must find exists: class means classify held-out images far above chance."""
     ds = data.synthetic(5000)
@@ -34,22 +37,24 @@ def _small():
     return ds.train, ds.test
 
 
+@pytest.mark.pure
 def test_archive_round_trip_from_a_path(tmp_path):
     train, test = _small()
     path = tmp_path / "cifar-100-python.tar.gz"
-    data.write_archive(path, train, test)
+    cifar.write_archive(path, train, test)
     ds = data.load(str(path))
     np.testing.assert_array_equal(ds.train.x, train.x)
     np.testing.assert_array_equal(ds.test.fine, test.fine)
     np.testing.assert_array_equal(ds.test.coarse, test.coarse)
 
 
+@pytest.mark.e2e
 def test_archive_from_s3(bucket, tmp_path):
     import boto3
 
     train, test = _small()
     path = tmp_path / "cifar-100-python.tar.gz"
-    data.write_archive(path, train, test)
+    cifar.write_archive(path, train, test)
     boto3.client("s3").upload_file(str(path), bucket, "datasets/cifar-100-python.tar.gz")
     ds = data.load(f"s3://{bucket}/datasets/cifar-100-python.tar.gz")
     np.testing.assert_array_equal(ds.train.x, train.x)
@@ -62,6 +67,7 @@ class _Evil:
         return (eval, ("1+1",))
 
 
+@pytest.mark.pure
 def test_archive_with_code_in_its_pickle_is_refused(tmp_path):
     path = tmp_path / "evil.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
@@ -79,11 +85,13 @@ def test_archive_with_code_in_its_pickle_is_refused(tmp_path):
     ("synthetic:abc", "synthetic takes a number of images"),
     ("synthetic:10", "at least 100"),
 ])
+@pytest.mark.pure
 def test_bad_specs_say_what_is_accepted(spec, message):
     with pytest.raises(ConfigError, match=message):
         data.load(spec)
 
 
+@pytest.mark.pure
 def test_not_an_archive(tmp_path):
     p = tmp_path / "x.tar.gz"
     p.write_bytes(b"not a tar")
@@ -91,6 +99,7 @@ def test_not_an_archive(tmp_path):
         data.load(str(p))
 
 
+@pytest.mark.pure
 def test_validation_split_is_seeded_and_disjoint():
     ds = data.synthetic(500)
     tr, va = data.validation_split(ds.train, 100, seed=3)
@@ -101,6 +110,7 @@ def test_validation_split_is_seeded_and_disjoint():
         data.validation_split(ds.train, 500, seed=0)
 
 
+@pytest.mark.pure
 def test_keras_download_failure_names_the_alternatives(monkeypatch):
     from tensorflow import keras
 

@@ -9,9 +9,12 @@ import threading
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
+from controller import cifar
 from trainer import data
+
+pytestmark = pytest.mark.e2e
 
 
 class Origin:
@@ -25,7 +28,7 @@ class Origin:
             def log_message(self, *_):
                 pass
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 origin.requests += 1
                 how = origin.plan.pop(0) if origin.plan else "good"
                 body = {"good": origin.payload, "truncated": origin.payload[: len(origin.payload) // 2],
@@ -50,7 +53,7 @@ class Origin:
 def archive(tmp_path_factory):
     ds = data.synthetic(300, seed=3)
     path = tmp_path_factory.mktemp("origin") / "cifar-100-python.tar.gz"
-    data.write_archive(path, ds.train, ds.test)
+    cifar.write_archive(path, ds.train, ds.test)
     payload = path.read_bytes()
     return payload, hashlib.sha256(payload).hexdigest(), ds
 
@@ -99,7 +102,7 @@ def test_a_source_that_cannot_be_had_ends_the_run_before_any_trial(tmp_path, arc
 def test_two_trials_filling_the_node_cache_at_once_both_get_a_correct_copy(tmp_path, archive):
     payload, _, ds = archive
     staged = tmp_path / "staged.npz"
-    staged.write_bytes(data.archive_to_npz(payload, "test"))
+    staged.write_bytes(cifar.archive_to_npz(payload, "test"))
     cache, both_reading = tmp_path / "node-cache", threading.Barrier(2)
     results, reads = [], []
 
@@ -133,7 +136,7 @@ def test_the_trainer_trains_on_the_staged_arrays(tmp_path, archive):
 
     payload, _, _ = archive
     staged = tmp_path / "staged.npz"
-    staged.write_bytes(data.archive_to_npz(payload, "test"))
+    staged.write_bytes(cifar.archive_to_npz(payload, "test"))
     best = max((json.loads(f.read_text()) for f in SEED_RESULTS.glob("*.json")), key=lambda d: d["fine_best_accuracy"])
     trial = tmp_path / "trial"
     trial.mkdir()

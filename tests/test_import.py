@@ -10,6 +10,8 @@ from conftest import SEED_RESULTS, run_cli
 from controller.errors import ConfigError
 from controller.importer import load_trials_pickle
 
+pytestmark = pytest.mark.e2e
+
 
 def test_import_the_42_seed_results_and_best_is_0_6761(store_uri_factory):
     uri = store_uri_factory()
@@ -107,7 +109,7 @@ def test_the_seed_files_with_nan_histories_import_and_status_says_so(tmp_path):
     table = run_cli("status", "--store", store).stdout
     assert "(not started)" in table and "non-finite values (NaN/inf) in results, stored as null" in table
     for f in (tmp_path / "runs" / "cifar100" / "trials").glob("*/result.json"):
-        json.loads(f.read_text(), parse_constant=lambda c: pytest.fail(f"{f}: {c} written"))
+        json.loads(f.read_text(), parse_constant=lambda c, f=f: pytest.fail(f"{f}: {c} written"))
 
 
 def _diverged(src, name, **fields):
@@ -153,7 +155,7 @@ def test_an_import_that_crashed_half_way_leaves_no_pending_trial_and_a_rerun_com
     from controller.importer import import_trials, read_source
     from controller.ledger import IMPORT_INCOMPLETE, Ledger
     from controller.space import Space
-    from controller.store import open_store
+    from controller.storage import open_store
 
     space, store = Space.default(), open_store(str(tmp_path / "runs"))
     trials = read_source(SEED_RESULTS, space)

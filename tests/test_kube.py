@@ -3,7 +3,12 @@ else about the Kubernetes side runs on real components: tests/test_cluster.py.""
 
 import json
 
-from controller.kube import KubeSettings, build_job, job_name
+import pytest
+
+from controller.kube.jobs import build_job, job_name
+from controller.kube.settings import KubeSettings
+
+pytestmark = pytest.mark.pure
 
 
 def test_job_bodies_validate_for_other_options():
@@ -12,8 +17,9 @@ def test_job_bodies_validate_for_other_options():
 
     s = KubeSettings(namespace="ml", release="a" * 40, gpu_count=0, node_selector={"pool": "gpu"},
                      tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                     affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                         {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["a100", "h100"]}]}]}}},
+                     affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                         "nodeSelectorTerms": [
+                             {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["a100", "h100"]}]}]}}},
                      image_pull_secrets=["regcred"], priority_class_name="batch-low")
     job = build_job(s, "cifar100", 123456, ["python", "-m", "trainer", "--trial", "s3://b/t"], {}, {"x": 1}, None)
     # The published schemas require onPodConditions in every podFailurePolicy rule up to 1.28.

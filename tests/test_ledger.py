@@ -12,6 +12,8 @@ from controller.ledger import (
 )
 from controller.store import dumps
 
+pytestmark = pytest.mark.contract
+
 
 @pytest.mark.parametrize("raw, state, reason", [
     ({"tid": 3, "status": "ok", "objective": 0.5}, "ok", None),
@@ -80,7 +82,9 @@ def test_outcome_overrides_an_unusable_result(store):
     _fill(ledger, 1)
     store.put(trial_key(0, "result.json"), dumps({"tid": 0, "status": "ok", "objective": None}))
     assert ledger.read_trial(0).state == "pending"
-    assert ledger.write_outcome(0, "failed", "bad result")
-    assert not ledger.write_outcome(0, "failed", "twice")
-    rec = ledger.read_trial(0)
-    assert (rec.state, rec.reason, rec.loss) == ("failed", "bad result", math.inf)
+    rec = ledger.record_failure(ledger.read_trial(0), 1, "OOMKilled", "line 1\nlast words\n")
+    assert rec.state == "failed" and rec.loss == math.inf
+    assert rec.reason == ("result.json objective is None, not a finite number (exit code 1; OOMKilled); "
+                          "last output: last words")
+    again = ledger.record_failure(ledger.read_trial(0), 0, None, "")  # a second controller: the first decision stands
+    assert again.reason == rec.reason

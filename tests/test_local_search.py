@@ -12,6 +12,8 @@ import pytest
 from conftest import PY, ROOT, run_cli
 from realkube import wait_for
 
+pytestmark = pytest.mark.e2e
+
 
 def _status(store_uri):
     return json.loads(run_cli("status", "--store", store_uri, "--json").stdout)

@@ -7,7 +7,10 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
 from conftest import PY, ROOT
+
+pytestmark = pytest.mark.e2e
 
 
 def _free_port():

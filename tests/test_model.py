@@ -10,6 +10,8 @@ from conftest import SEED_RESULTS
 
 from trainer.model import ParamError, build_model, check_params
 
+pytestmark = pytest.mark.e2e
+
 BEST = json.loads(sorted(SEED_RESULTS.glob("*.json"))[-1].read_text())["space"]
 
 

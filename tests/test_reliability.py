@@ -18,6 +18,8 @@ from conftest import PY, ROOT, SEED_RESULTS, record_figure, run_cli
 from faultproxy import FaultProxy
 from realkube import wait_for
 
+pytestmark = pytest.mark.e2e
+
 
 def _trials(store):
     return json.loads(run_cli("status", "--store", store, "--json").stdout)["trials"]
@@ -80,8 +82,9 @@ def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config
             (gate / str(tid)).touch()
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _await_line(proc, "trials on record")  # timed from there: the imports before it hold no state
-        wait_for(f"{max(0, opened - 3)} trials collected before kill {k}",
-                 lambda: _finished_in(search) >= max(0, opened - 3), proc=proc)
+        collected = max(0, opened - 3)
+        wait_for(f"{collected} trials collected before kill {k}", lambda n=collected: _finished_in(search) >= n,
+                 proc=proc)
         time.sleep(rng.uniform(0.0, 0.5))
         assert proc.poll() is None, "the search ended although the gate held trials back"
         proc.send_signal(signal.SIGKILL)
@@ -148,7 +151,8 @@ def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket
     assert proc.returncode == 0, err[-3000:]
     trials = _trials(f"s3://{bucket}/searches")
     s3 = boto3.client("s3")
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
     torn = []
     for key in keys:
         if key.endswith(".json"):
@@ -185,7 +189,8 @@ def finished_search(tmp_path_factory):
     """One small finished search, copied for each bad-input case."""
     d = tmp_path_factory.mktemp("search")
     cfg = d / "c.yaml"
-    cfg.write_text(f"trial:\n  command: [{PY}, {ROOT / 'tests' / 'objective.py'}]\n  data: 'synthetic:200'\nlocal:\n  pollSeconds: 0.05\n")
+    cfg.write_text(f"trial:\n  command: [{PY}, {ROOT / 'tests' / 'objective.py'}]\n  data: 'synthetic:200'\n"
+                   "local:\n  pollSeconds: 0.05\n")
     run_cli("run", "--config", str(cfg), "--local", "--store", str(d / "runs"), "--max-trials", "2")
     return d / "runs"
 

@@ -4,20 +4,22 @@ import json
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import reliability_md  # noqa: E402
+import reliability_md
+
+pytestmark = pytest.mark.pure
 
 KILL = {"kills": 20, "budget": 24, "finished": 24, "ids_exact": True, "ran_twice": [], "never_ran": [],
         "jobs_created_twice": [], "jobs_created": 24, "container_restarts": 20, "trials_done_at_each_kill": [0, 5],
         "failed": [2, 9], "collected_at_each_kill": [0, 3], "ended_ok": 24, "points": ["proposal:2"]}
 FIGURES = {
-    **{name: KILL for name in reliability_md.KILLS},
+    **dict.fromkeys(reliability_md.KILLS, KILL),
     "S3 faults (500/503 bursts, slow, hung, restart)": {**KILL, "injected": {"error": 8}, "seconds": {"slow": 4.0},
                                                         "failed_trials": [], "records_checked": 48, "torn_records": []},
-    "API faults through a proxy, real cluster": {"served": {"gone": 1}, "reached_the_controller": {"watch ERROR 410": 1},
+    "API faults through a proxy, real cluster": {"served": {"gone": 1},
+                                                 "reached_the_controller": {"watch ERROR 410": 1},
                                                  "forwarded": 60, "ok": 6, "jobs_created": 6, "jobs_created_twice": []},
     "kube-apiserver restarted mid-search": {"finished": 8, "budget": 8, "ok": 8, "jobs_created": 8,
                                             "jobs_created_twice": [], "ran_twice": [], "controller_saw": []},

@@ -2,7 +2,10 @@
 
 import subprocess
 
+import pytest
 from conftest import ROOT, SEED_RESULTS
+
+pytestmark = pytest.mark.pure
 
 
 def test_nothing_in_the_repository_reads_outside_it():

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import SEED_RESULTS, run_cli
 
 from controller.htmlreport import render
@@ -15,6 +16,7 @@ def _png_size(data):
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+@pytest.mark.e2e
 def test_report_of_the_imported_seed_results(tmp_path):
     store = str(tmp_path / "runs")
     run_cli("import", "--store", store, str(SEED_RESULTS))
@@ -31,6 +33,7 @@ def test_report_of_the_imported_seed_results(tmp_path):
     assert (tmp_path / "runs" / "cifar100" / "report" / "index.html").exists()
 
 
+@pytest.mark.pure
 def test_report_shows_failures_and_stopped_trials():
     recs = [
         TrialRecord(0, {"lr": 0.1, "opt": "adam"}, {}, 1, "tpe", state="ok", objective=0.5, curve=[0.2, 0.4, 0.5]),
@@ -46,6 +49,7 @@ def test_report_shows_failures_and_stopped_trials():
     assert all(_png_size(files[n])[0] > 300 for n in ("best-so-far.png", "curves.png", "params.png"))
 
 
+@pytest.mark.e2e
 def test_a_search_writes_its_report_to_the_store(tmp_path, fake_trial_config):
     store = tmp_path / "runs"
     run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", str(store), "--max-trials", "3")

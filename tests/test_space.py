@@ -9,6 +9,8 @@ from hyperopt.pyll import stochastic
 from controller.errors import SpaceError
 from controller.space import Space
 
+pytestmark = pytest.mark.pure
+
 SEED_KEYS = {
     "lr_rate_mult", "l2_weight_reg_mult", "batch_size", "optimizer", "coarse_labels_weight",
     "conv_dropout_drop_proba", "fc_dropout_drop_proba", "use_BN", "first_conv", "residual",

@@ -12,10 +12,12 @@ GOOD = [0.1, 0.3, 0.5, 0.6]
 BAD = [0.05, 0.1, 0.12, 0.15]
 
 
+@pytest.mark.pure
 def test_best_so_far_ignores_diverged_epochs():
     assert list(best_so_far([0.1, None, 0.3, float("nan"), 0.2])) == [0.1, 0.1, 0.3, 0.3, 0.3]
 
 
+@pytest.mark.pure
 def test_median_rule_waits_for_start_epoch_and_min_trials():
     ended = [GOOD, GOOD, [0.2, 0.25, 0.3, 0.4]]
     assert decide(MEDIAN, BAD[:2], ended) is None  # before start_epoch
@@ -25,12 +27,14 @@ def test_median_rule_waits_for_start_epoch_and_min_trials():
     assert decide(StoppingSettings("median", start_epoch=3, min_trials=3, margin=0.5), BAD[:3], ended) is None
 
 
+@pytest.mark.pure
 def test_median_uses_best_so_far_not_the_last_epoch():
     ended = [[0.1, 0.2, 0.3]] * 3
     dip = [0.1, 0.35, 0.05]  # last epoch noisy, best so far is above the median
     assert decide(MEDIAN, dip, ended) is None
 
 
+@pytest.mark.pure
 def test_asha_rungs_and_top_fraction():
     assert rungs(ASHA, 20) == [2, 4, 8, 16]
     peers = [GOOD, GOOD, [0.2, 0.4, 0.45, 0.5]]
@@ -39,6 +43,7 @@ def test_asha_rungs_and_top_fraction():
     assert decide(ASHA, GOOD[:2], [], peers) is None
 
 
+@pytest.mark.pure
 def test_the_seeds_best_curve_survives_a_sensible_median_rule():
     curves = [json.loads(f.read_text())["history"]["val_fine_outputs_acc"] for f in SEED_RESULTS.glob("*.json")]
     best = max(curves, key=lambda c: max(v for v in c if v is not None))
@@ -53,11 +58,13 @@ def test_the_seeds_best_curve_survives_a_sensible_median_rule():
     ({"rule": "hyperband"}, "earlyStopping.rule"), ({"eta": 1.0}, "earlyStopping.eta"),
     ({"start_epoch": 0}, "earlyStopping.startEpoch"), ({"margin": -0.1}, "earlyStopping.margin"),
 ])
+@pytest.mark.pure
 def test_bad_settings_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         StoppingSettings(**kwargs).validate()
 
 
+@pytest.mark.e2e
 def test_local_search_with_the_median_rule(tmp_path, fake_trial_config):
     store = str(tmp_path / "runs")
     cfg = fake_trial_config("earlyStopping: {rule: median, startEpoch: 2, minTrials: 2, checkSeconds: 0.05}\n")

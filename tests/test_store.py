@@ -5,7 +5,10 @@ import threading
 import pytest
 
 from controller.errors import ConfigError, RecordError
-from controller.store import LocalStore, create_json, get_json, open_store, put_json
+from controller.storage import open_store
+from controller.store import LocalStore, create_json, get_json, put_json
+
+pytestmark = pytest.mark.contract
 
 
 def test_missing_key_is_none(store):

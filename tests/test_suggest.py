@@ -1,9 +1,12 @@
 import math
 
 import numpy as np
+import pytest
 
 from controller.space import Space
 from controller.suggest import Observation, SuggestSettings, derive_seed, suggest
+
+pytestmark = pytest.mark.pure
 
 SPACE = Space.default()
 

@@ -8,7 +8,10 @@ import time
 import pytest
 from conftest import PY, ROOT, SEED_RESULTS
 
+from controller import cifar
 from trainer import data
+
+pytestmark = pytest.mark.e2e
 
 BEST = json.loads(sorted(SEED_RESULTS.glob("*.json"))[-1].read_text())["space"]
 TINY = ["--width-scale", "0.1"]
@@ -50,7 +53,8 @@ def test_trains_and_writes_progress_result_and_model(tmp_path):
 def test_beats_chance_on_synthetic_data(tmp_path):
     small = {**BEST, "nb_conv_pool_layers": 2, "residual": None, "pooling_type": "max", "use_BN": True}
     d = _trial(tmp_path, small)
-    p = _trainer("--trial", str(d), "--data", "synthetic:2000", "--epochs", "3", "--patience", "0", "--width-scale", "0.25")
+    p = _trainer("--trial", str(d), "--data", "synthetic:2000", "--epochs", "3", "--patience", "0",
+                 "--width-scale", "0.25")
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads((d / "result.json").read_text())["objective"] > 0.05  # chance: 0.01
 
@@ -58,7 +62,7 @@ def test_beats_chance_on_synthetic_data(tmp_path):
 def test_reads_the_standard_archive(tmp_path):
     ds = data.synthetic(400, seed=2)
     archive = tmp_path / "cifar-100-python.tar.gz"
-    data.write_archive(archive, ds.train, ds.test)
+    cifar.write_archive(archive, ds.train, ds.test)
     d = _trial(tmp_path)
     p = _trainer("--trial", str(d), "--data", str(archive), "--epochs", "1", *TINY)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -119,7 +123,8 @@ def test_the_trainers_records_never_hold_a_non_finite_number(tmp_path):
     """A diverged run: NaN/inf as numpy and Python floats, nested; every reader must still parse it."""
     import numpy as np
 
-    from controller.store import get_json, open_store
+    from controller.storage import open_store
+    from controller.store import get_json
     from trainer.report import Reporter
 
     store = open_store(str(tmp_path / "t"))
@@ -178,7 +183,7 @@ def test_the_result_says_where_the_start_up_went_and_status_shows_it(tmp_path):
 
 def test_a_store_outage_on_progress_does_not_end_the_trial(tmp_path):
     from controller.errors import TemporaryError
-    from controller.store import open_store
+    from controller.storage import open_store
     from trainer.report import Reporter
 
     class Down:

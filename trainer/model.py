@@ -10,8 +10,9 @@ flip active in training only, sparse labels, mixed precision and XLA on a GPU.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from controller.errors import PermanentError
 
@@ -67,7 +68,7 @@ def _num(params: Mapping[str, Any], key: str, low: float, high: float, integer: 
     return float(v)
 
 
-def _one_of(params: Mapping[str, Any], key: str, options: tuple) -> Any:
+def _one_of(params: Mapping[str, Any], key: str, options: tuple[Any, ...]) -> Any:
     v = params[key]
     if v not in options or isinstance(v, bool) != isinstance(options[0], bool):
         raise ParamError(f"params.{key}: {v!r} is not one of {list(options)}")
@@ -108,73 +109,96 @@ def check_params(params: Mapping[str, Any]) -> Arch:
     )
 
 
+class _Layers:
+    """The original's layer helpers for one point: width-scaled, L2-regularised convolutions, optional
+    batch-norm, and its residual, pooling and inception blocks, in the order the original builds them."""
+
+    def __init__(self, a: Arch, width_scale: float):
+        from keras import layers, regularizers
+
+        self.a = a
+        self.layers = layers
+        self.reg = regularizers.L2(BASE_L2 * a.l2_weight_reg_mult)
+        self.width_scale = width_scale
+
+    def conv(self, x: Any, n: int, k: int, strides: int = 1, linear: bool = False) -> Any:
+        return self.layers.Conv2D(max(1, int(n * self.width_scale)), k, strides=strides, padding="same",
+                                  activation=None if linear else self.a.activation, kernel_regularizer=self.reg)(x)
+
+    def bn(self, x: Any) -> Any:
+        return self.layers.BatchNormalization()(x) if self.a.use_BN else x
+
+    def conv_pool(self, x: Any, n: int) -> Any:
+        # The original's convolution_pooling: a linear stride-2 convolution, then batch-norm if use_BN.
+        return self.bn(self.conv(x, n, 3, strides=2, linear=True))
+
+    def dense(self, x: Any, units: float) -> Any:
+        x = self.layers.Dense(max(1, int(units * self.width_scale)), activation=self.a.activation,
+                              kernel_regularizer=self.reg)(x)
+        return self.layers.Dropout(self.a.fc_dropout_drop_proba)(x)
+
+    def residual(self, x: Any, n: int) -> Any:
+        a, layers = self.a, self.layers
+        for _ in range(a.residual or 0):
+            shortcut = self.conv(x, n, 1, linear=True)
+            branch = self.conv(layers.Dropout(a.conv_dropout_drop_proba)(x), n, a.res_conv_kernel_size)
+            x = self.bn(layers.Add()([shortcut, branch]))
+        # The original's residual() ends with one more batch-norm with use_BN and two without: part of its
+        # architecture (it changes parameter counts), kept.
+        x = layers.BatchNormalization()(x)
+        return x if self.a.use_BN else layers.BatchNormalization()(x)
+
+    def pool(self, x: Any, n: int) -> Any:
+        layers, kind = self.layers, self.a.pooling_type
+        if kind == "max":
+            return layers.MaxPooling2D(2)(x)
+        if kind == "avg":
+            return layers.AveragePooling2D(2)(x)
+        if kind == "all_conv":
+            return self.conv_pool(x, n)
+        wide, narrow = int(0.4 * n) + 1, int(0.33 * n) + 1  # inception
+        b1 = self.conv_pool(x, wide)
+        b2 = self.conv_pool(self.conv(self.conv(x, narrow, 1), wide, 3), wide)
+        b3 = layers.MaxPooling2D(3, strides=2, padding="same")(self.conv(x, wide, 1))
+        return layers.Concatenate()([b1, b2, b3])
+
+    def block(self, x: Any, index: int, n: int) -> Any:
+        """One conv-pool block: a convolution, residual units from conv_pool_res_start_idx on, pooling, dropout."""
+        x = self.bn(self.conv(x, n, self.a.conv_kernel_size))
+        if self.a.residual and index >= self.a.conv_pool_res_start_idx:
+            x = self.residual(x, n)
+        return self.layers.Dropout(self.a.conv_dropout_drop_proba)(self.pool(x, n))
+
+
 def build_model(params: Mapping[str, Any], *, n_fine: int = 100, n_coarse: int = 20, jit_compile: bool | str = "auto",
                 width_scale: float = 1.0, input_dtype: str = "uint8") -> Any:
     """The compiled Keras model for one point. width_scale shrinks every layer (tests use tiny models);
     input_dtype float32 takes the seed's float arrays (benchmark P6b compares the two)."""
     import keras
-    from keras import layers, regularizers
+    from keras import layers
+
+    from trainer.optimizers import seed_optimizer
 
     a = check_params(params)
-    reg = regularizers.L2(BASE_L2 * a.l2_weight_reg_mult)
-    act = a.activation
-
-    def conv(x, n, k, strides=1, activation=act):
-        return layers.Conv2D(max(1, int(n * width_scale)), k, strides=strides, padding="same", activation=activation,
-                             kernel_regularizer=reg)(x)
-
-    def bn(x):
-        return layers.BatchNormalization()(x) if a.use_BN else x
-
-    def conv_pool(x, n):
-        # The original's convolution_pooling: a linear stride-2 convolution, then batch-norm if use_BN.
-        return bn(conv(x, n, 3, strides=2, activation=None))
-
+    make = _Layers(a, width_scale)
     inputs = keras.Input((32, 32, 3), dtype=input_dtype, name="image")
     x = layers.Rescaling(1 / 255.0, offset=-0.5)(inputs)
     x = layers.RandomFlip("horizontal")(x)  # active in training only
     if a.first_conv is not None:
-        x = conv(x, 16, a.first_conv)
+        x = make.conv(x, 16, a.first_conv)
     n = int(40 * a.conv_hiddn_units_mult)
-    for block in range(a.nb_conv_pool_layers):
-        x = bn(conv(x, n, a.conv_kernel_size))
-        if a.residual and block >= a.conv_pool_res_start_idx:
-            for _ in range(a.residual):
-                shortcut = conv(x, n, 1, activation=None)
-                branch = conv(layers.Dropout(a.conv_dropout_drop_proba)(x), n, a.res_conv_kernel_size)
-                x = bn(layers.Add()([shortcut, branch]))
-            # The original's residual() ends with one more batch-norm with use_BN and two without: part of its
-            # architecture (it changes parameter counts), kept.
-            x = layers.BatchNormalization()(x)
-            if not a.use_BN:
-                x = layers.BatchNormalization()(x)
-        if a.pooling_type == "max":
-            x = layers.MaxPooling2D(2)(x)
-        elif a.pooling_type == "avg":
-            x = layers.AveragePooling2D(2)(x)
-        elif a.pooling_type == "all_conv":
-            x = conv_pool(x, n)
-        else:
-            wide, narrow = int(0.4 * n) + 1, int(0.33 * n) + 1
-            b1 = conv_pool(x, wide)
-            b2 = conv_pool(conv(conv(x, narrow, 1), wide, 3), wide)
-            b3 = layers.MaxPooling2D(3, strides=2, padding="same")(conv(x, wide, 1))
-            x = layers.Concatenate()([b1, b2, b3])
-        x = layers.Dropout(a.conv_dropout_drop_proba)(x)
+    for index in range(a.nb_conv_pool_layers):
+        x = make.block(x, index, n)
         n *= 2
-    x = layers.Flatten()(x)
-    x = layers.Dense(max(1, int(1000 * a.fc_units_1_mult * width_scale)), activation=act, kernel_regularizer=reg)(x)
-    x = layers.Dropout(a.fc_dropout_drop_proba)(x)
+    x = make.dense(layers.Flatten()(x), 1000 * a.fc_units_1_mult)
     if a.one_more_fc is not None:
-        x = layers.Dense(max(1, int(750 * a.one_more_fc * width_scale)), activation=act, kernel_regularizer=reg)(x)
-        x = layers.Dropout(a.fc_dropout_drop_proba)(x)
+        x = make.dense(x, 750 * a.one_more_fc)
     # float32 heads: softmax and the loss stay exact under mixed precision.
-    fine = layers.Dense(n_fine, activation="softmax", kernel_regularizer=reg, dtype="float32", name="fine_outputs")(x)
-    coarse = layers.Dense(n_coarse, activation="softmax", kernel_regularizer=reg, dtype="float32",
+    fine = layers.Dense(n_fine, activation="softmax", kernel_regularizer=make.reg, dtype="float32",
+                        name="fine_outputs")(x)
+    coarse = layers.Dense(n_coarse, activation="softmax", kernel_regularizer=make.reg, dtype="float32",
                           name="coarse_outputs")(x)
     model = keras.Model(inputs, {"fine_outputs": fine, "coarse_outputs": coarse}, name="cifar100_two_heads")
-    from trainer.optimizers import seed_optimizer
-
     model.compile(
         optimizer=seed_optimizer(a.optimizer, BASE_LR * a.lr_rate_mult),
         loss={"fine_outputs": "sparse_categorical_crossentropy", "coarse_outputs": "sparse_categorical_crossentropy"},

@@ -20,19 +20,20 @@ NADAM_SCHEDULE_DECAY = 0.004  # Keras 2.0.6's Nadam(schedule_decay=0.004)
 # Registered: a saved model.keras names these classes, and keras.models.load_model finds them once this module
 # is imported (or load with compile=False, which needs no optimizer).
 @keras.saving.register_keras_serializable(package="cifar_hpo")
-class Keras2RMSprop(keras.optimizers.RMSprop):
+class Keras2RMSprop(keras.optimizers.RMSprop):  # type: ignore[misc]  # keras is untyped
     """p -= lr · g / (sqrt(v) + epsilon), v = rho·v + (1 - rho)·g² (Keras 2.0.6; no momentum, not centred)."""
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         lr = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         velocity = self._velocities[self._get_variable_index(variable)]
-        self.assign(velocity, ops.add(ops.multiply(self.rho, velocity), ops.multiply(1 - self.rho, ops.square(gradient))))
+        self.assign(velocity, ops.add(ops.multiply(self.rho, velocity),
+                                      ops.multiply(1 - self.rho, ops.square(gradient))))
         self.assign_sub(variable, ops.divide(ops.multiply(lr, gradient), ops.add(ops.sqrt(velocity), self.epsilon)))
 
 
 @keras.saving.register_keras_serializable(package="cifar_hpo")
-class Keras2Nadam(keras.optimizers.Nadam):
+class Keras2Nadam(keras.optimizers.Nadam):  # type: ignore[misc]  # keras is untyped
     """Keras 3's Nadam with Keras 2.0.6's momentum schedule: u_t = beta_1 · (1 - 0.5 · 0.96^(0.004·t))."""
 
     def _momentum_cache(self, step: Any, dtype: Any) -> Any:

@@ -8,11 +8,10 @@ from typing import Any
 
 from controller.errors import TemporaryError
 from controller.finite import finite_json, finite_or_none
+from controller.records import SCHEMA_VERSION, ResultDoc
 from controller.store import Store, create_json, put_json
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
 
 
 class Reporter:
@@ -30,7 +29,7 @@ class Reporter:
             # Progress is advisory (the next epoch overwrites it): a store outage must not end the trial.
             log.warning("trial %d: progress.json not written (%s); training goes on", self.tid, e)
 
-    def result(self, record: dict[str, Any]) -> bool:
+    def result(self, record: ResultDoc) -> bool:
         """Written once; False if a result already exists (it is never overwritten)."""
         doc, non_finite = finite_json(record)
         if non_finite:

@@ -13,13 +13,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
 
-from trainer.data import Dataset, Split, validation_split
+from controller.cifar import Dataset, Split
+from controller.records import ResultStatus
+from trainer.data import validation_split
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +63,9 @@ class Stopped(Exception):
 
 @dataclass
 class Outcome:
-    status: str
+    status: ResultStatus
     stop_reason: str
-    history: dict[str, list[float]]
+    history: dict[str, list[float | None]]
     best_epoch: int | None
     best_val: dict[str, float]
     test: dict[str, float] | None
@@ -108,20 +111,20 @@ def make_dataset(split: Split, batch_size: int, shuffle: bool, seed: int) -> Any
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-class _Watch(keras.callbacks.Callback):
+class _Watch(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
     """Per-epoch history, best weights, progress reports, patience, time limit, SIGTERM."""
 
-    def __init__(self, settings: TrainSettings, on_epoch: Callable[[dict], None], stop_event: threading.Event,
+    def __init__(self, settings: TrainSettings, on_epoch: Callable[[dict[str, Any]], None], stop_event: threading.Event,
                  n_train: int):
         super().__init__()
         self.settings = settings
         self.on_epoch = on_epoch
         self.stop_event = stop_event
         self.n_train = n_train
-        self.history: dict[str, list[float]] = {}
+        self.history: dict[str, list[float | None]] = {}
         self.best_epoch: int | None = None
         self.best_val: dict[str, float] = {}
-        self.best_weights: list | None = None
+        self.best_weights: list[Any] | None = None
         self.since_best = 0
         self.started = time.monotonic()
         self.epoch_started = self.started
@@ -129,7 +132,7 @@ class _Watch(keras.callbacks.Callback):
         self.rates: list[float] = []
         self.first_step_s: float | None = None
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.first_step_s is None:
             self.first_step_s = time.monotonic() - self.started
         if not self.rates and batch in (0, 1):
@@ -144,10 +147,10 @@ class _Watch(keras.callbacks.Callback):
             self.stop_reason = "time_limit"
             raise Stopped()
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch_started = time.monotonic()
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         seconds = time.monotonic() - self.epoch_started
         self.rates.append(self.n_train / seconds if seconds > 0 else 0.0)
@@ -181,12 +184,12 @@ def _device() -> str:
     if not gpus:
         return "cpu"
     try:
-        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu")
+        return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu"))
     except (ValueError, RuntimeError):
         return "gpu"
 
 
-def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epoch: Callable[[dict], None],
+def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epoch: Callable[[dict[str, Any]], None],
           stop_event: threading.Event) -> Outcome:
     from trainer.model import build_model, check_params
 
@@ -226,9 +229,9 @@ def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epo
             model.save(path)
             with open(path, "rb") as f:
                 model_bytes = f.read()
-    status = "stopped" if watch.stop_reason == "sigterm" else "ok"
+    status = ResultStatus.STOPPED if watch.stop_reason == "sigterm" else ResultStatus.OK
     if watch.best_epoch is None:
-        status = "fail"
+        status = ResultStatus.FAIL
     # Steady-state speed: the first epoch includes tracing/compilation.
     rates = watch.rates[1:] or watch.rates
     return Outcome(status, watch.stop_reason, watch.history, watch.best_epoch, watch.best_val, test,

@@ -196,7 +196,8 @@ def register_node(api: Any, node: NodeSpec, kubelet_port: int) -> None:
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node.name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.34.4-process",
-                     "kubeProxyVersion": "", "containerRuntimeVersion": "process://local", "kernelVersion": os.uname().release,
+                     "kubeProxyVersion": "", "containerRuntimeVersion": "process://local",
+                     "kernelVersion": os.uname().release,
                      "osImage": "local processes", "machineID": "local", "systemUUID": "local", "bootID": "local"}}}
     core.patch_node_status(node.name, status)
     for _ in range(50):

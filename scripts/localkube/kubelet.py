@@ -27,9 +27,10 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class ProcessKubelet:
             def log_message(self, *_: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 kubelet._container_logs(self)
 
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -228,7 +229,8 @@ class ProcessKubelet:
                 self._terminate(run, self._grace(run.pod))
             code = run.proc.wait()
             exit_code = 128 - code if code < 0 else code
-            reason = "Completed" if exit_code == 0 else ("OOMKilled" if code == -9 and not run.killed_by_us else "Error")
+            oom = code == -9 and not run.killed_by_us
+            reason = "Completed" if exit_code == 0 else ("OOMKilled" if oom else "Error")
             term = {"exitCode": exit_code, "reason": reason, "startedAt": started_at, "finishedAt": _now(),
                     "containerID": f"process://{run.proc.pid}"}
             again = not run.stop.is_set() and (policy == "Always" or (policy == "OnFailure" and exit_code != 0))
@@ -247,7 +249,8 @@ class ProcessKubelet:
         phase = "Succeeded" if exit_code == 0 else "Failed"
         self._patch_status(run.pod, {
             "phase": phase,
-            "conditions": [self._cond("Ready", "False", "PodCompleted"), self._cond("ContainersReady", "False", "PodCompleted")],
+            "conditions": [self._cond("Ready", "False", "PodCompleted"),
+                           self._cond("ContainersReady", "False", "PodCompleted")],
             "containerStatuses": [self._cstatus(container, restarts, {"terminated": term}, last_state, ready=False)]})
         if run.stop.is_set() or run.pod["metadata"].get("deletionTimestamp"):
             self._remove(run.pod)
@@ -453,7 +456,8 @@ class ProcessKubelet:
             from localkube.cluster import ControlPlane  # the kubeconfig format lives there
 
             doc = ControlPlane(self.dir, Path(".")).kubeconfig_doc("", "pod", token_file=sa_dir / "token")
-            doc["clusters"][0]["cluster"].update(server=self.server, **{"certificate-authority": str(sa_dir / "ca.crt")})
+            doc["clusters"][0]["cluster"].update(server=self.server,
+                                                 **{"certificate-authority": str(sa_dir / "ca.crt")})
             (d / "kubeconfig").write_text(json.dumps(doc))
             env["KUBECONFIG"] = str(d / "kubeconfig")
         command = list(container.get("command") or [])

@@ -33,13 +33,14 @@ def _write(path: Path, data: bytes) -> None:
 def make_pki(d: Path) -> None:
     """Write ca.crt, serving.crt/key, kubelet-client.crt/key, kubelet-serving.crt/key, sa.key/pub into d."""
     d.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     later = now + datetime.timedelta(days=365)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("cifar-hpo-local-ca")).issuer_name(_name("cifar-hpo-local-ca"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now)
           .not_valid_after(later).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False,
                                        key_encipherment=False, data_encipherment=False, key_agreement=False,
                                        encipher_only=False, decipher_only=False), critical=True)
           .sign(ca_key, hashes.SHA256()))

@@ -1,0 +1,166 @@
+"""A trial's batch/v1 Job: its name, labels and body, and what a finished Job or its pod says. Pure: plain
+dicts in and out, so what is built here is exactly what the API server validates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from controller.kube.objects import Condition, Job, OwnerRef, Pod
+from controller.kube.settings import KubeSettings
+from controller.records import EXIT_BAD_INPUT
+
+APP = "cifar-hpo"
+COLLECTED = "cifar-hpo.io/collected"
+SEARCH_LABEL = "cifar-hpo.io/search"
+TRIAL_LABEL = "cifar-hpo.io/trial"
+TRAINER_ENTRYPOINT = ["python", "-m", "trainer"]
+
+
+def labels(s: KubeSettings, search: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": s.instance or s.release,
+            "app.kubernetes.io/managed-by": "cifar-hpo-controller", SEARCH_LABEL: search}
+
+
+def job_name(release: str, search: str, tid: int) -> str:
+    """<release>-<search>-t<tid>: two searches of one release (or of two releases) never share a Job. A name
+    over 63 characters keeps its head and a hash of the whole, so it stays unique and stable."""
+    suffix = f"-t{tid}"
+    name = f"{release}-{search}{suffix}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(f"{release}/{search}".encode()).hexdigest()[:6]
+    head = f"{release}-{search}"[:63 - len(suffix) - 7].rstrip("-")
+    return f"{head}-{digest}{suffix}"
+
+
+def selector(s: KubeSettings, search: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels(s, search).items() if k != "app.kubernetes.io/managed-by") + \
+        ",app.kubernetes.io/component=trial"
+
+
+def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: Mapping[str, str],
+              params: Mapping[str, Any], owner: OwnerRef | None) -> Job:
+    """The batch/v1 Job of one trial."""
+    trial_labels = {**labels(s, search), "app.kubernetes.io/component": "trial", TRIAL_LABEL: str(tid)}
+    spec: dict[str, Any] = {
+        "backoffLimit": s.backoff_limit,
+        "ttlSecondsAfterFinished": s.ttl_seconds_after_finished,
+        # Node disruption does not burn a retry; bad parameters fail the Job at once.
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In",
+                                                  "values": [EXIT_BAD_INPUT]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]},
+        "template": {"metadata": {"labels": trial_labels}, "spec": _pod_spec(s, argv, env)},
+    }
+    if s.active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = s.active_deadline_seconds
+    job: Job = {"apiVersion": "batch/v1", "kind": "Job", "spec": spec, "metadata": {
+        "name": job_name(s.release, search, tid), "namespace": s.namespace, "labels": trial_labels,
+        "annotations": {"cifar-hpo.io/params": json.dumps(params, sort_keys=True)}}}
+    if owner:
+        job["metadata"]["ownerReferences"] = [{**owner, "blockOwnerDeletion": False}]
+    return job
+
+
+def _pod_spec(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": s.termination_grace_seconds,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [_container(s, argv, env)],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": s.cache_size_limit}}, _cache_volume(s)],
+    }
+    for key, value in (("nodeSelector", s.node_selector), ("tolerations", s.tolerations), ("affinity", s.affinity),
+                       ("priorityClassName", s.priority_class_name), ("serviceAccountName", s.service_account_name),
+                       ("imagePullSecrets", [{"name": n} for n in s.image_pull_secrets])):
+        if value:
+            pod_spec[key] = value
+    return pod_spec
+
+
+def _container(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
+    resources: dict[str, dict[str, str]] = {"requests": dict(s.requests), "limits": dict(s.limits)}
+    if s.gpu_count:
+        resources["limits"][s.gpu_resource] = str(s.gpu_count)
+        resources["requests"][s.gpu_resource] = str(s.gpu_count)
+    env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    if s.s3_secret_name:
+        env_list += [{"name": key, "valueFrom": {"secretKeyRef": {"name": s.s3_secret_name, "key": key}}}
+                     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+    env_list += [{"name": "HOME", "value": "/tmp"}, {"name": "KERAS_HOME", "value": "/cache/keras"},
+                 {"name": "CIFAR_HPO_DATA_CACHE", "value": "/cache/datasets"}]
+    # The image's entrypoint is the trainer: a trainer command goes as args, anything else replaces it.
+    trainer = list(argv[:3]) == TRAINER_ENTRYPOINT
+    return {
+        "name": "trainer",
+        "image": s.image,
+        "imagePullPolicy": s.image_pull_policy,
+        "command": TRAINER_ENTRYPOINT if trainer else [argv[0]],
+        "args": list(argv[3:]) if trainer else list(argv[1:]),
+        "env": env_list,
+        "resources": resources,
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": "/cache"}],
+    }
+
+
+def _cache_volume(s: KubeSettings) -> dict[str, Any]:
+    """/cache: the dataset cache (trainer/data.py fills it by checksum, safe when trials fill it at once)."""
+    if s.data_cache_claim:
+        return {"name": "cache", "persistentVolumeClaim": {"claimName": s.data_cache_claim}}
+    if s.data_cache_host_path:
+        return {"name": "cache", "hostPath": {"path": s.data_cache_host_path, "type": "DirectoryOrCreate"}}
+    return {"name": "cache", "emptyDir": {"sizeLimit": s.cache_size_limit}}
+
+
+def _conditions(job: Job) -> list[Condition]:
+    return (job.get("status") or {}).get("conditions") or []
+
+
+def finished(job: Job) -> str | None:
+    """'Complete' or 'Failed' once the Job has ended, else None."""
+    for c in _conditions(job):
+        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+            return c["type"]
+    return None
+
+
+def failure_reason(job: Job) -> str | None:
+    for c in _conditions(job):
+        if c.get("type") == "Failed" and c.get("status") == "True":
+            return f"{c.get('reason')}: {c.get('message', '')}".strip(": ")
+    return None
+
+
+def tid_of(obj: Job | Pod) -> int | None:
+    value = ((obj.get("metadata") or {}).get("labels") or {}).get(TRIAL_LABEL)
+    return int(value) if value and value.isdigit() else None
+
+
+def pod_exit(pod: Pod) -> tuple[int | None, str | None]:
+    """(exit code, reason) of a pod's trainer: its last termination, else the pod's own reason (Evicted…)."""
+    code: int | None = None
+    reason: str | None = None
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term:
+            code, reason = term.get("exitCode"), term.get("reason")
+    return code, reason or (pod.get("status") or {}).get("reason")
+
+
+def scheduling_wait(pod: Pod) -> str | None:
+    """Why a Pending pod has no node yet (e.g. 'Insufficient nvidia.com/gpu'), or None."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending":
+        return None
+    for c in status.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            return f"waiting for a node: {c.get('message') or c.get('reason')}"
+    return None

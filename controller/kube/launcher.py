@@ -1,0 +1,224 @@
+"""KubernetesLauncher: the ProcessLauncher's twin behind the Launcher protocol, with trials as Jobs.
+
+Jobs have deterministic names (controller/kube/jobs.py), so an AlreadyExists after a restart means the Job
+is ours. Completion is watch-driven: a background thread watches the search's Jobs (label selector),
+re-lists on 410 Gone or a dropped watch, and re-lists every resync period to heal anything missed; wait()
+blocks on what it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from controller.errors import PermanentError, TemporaryError
+from controller.kube.api import API_ERRORS, KubeClient
+from controller.kube.jobs import (
+    COLLECTED,
+    SEARCH_LABEL,
+    TRIAL_LABEL,
+    build_job,
+    failure_reason,
+    finished,
+    job_name,
+    pod_exit,
+    scheduling_wait,
+    selector,
+    tid_of,
+)
+from controller.kube.objects import Job
+from controller.kube.settings import KubeSettings
+from controller.launcher import TrialExit, TrialLaunch
+
+log = logging.getLogger(__name__)
+
+
+class KubernetesLauncher:
+    def __init__(self, kube: KubeClient, settings: KubeSettings, search: str):
+        self.kube = kube
+        self.s = settings
+        self.search = search
+        self.selector = selector(settings, search)
+        self.owner = kube.owner(settings.owner_config_map) if settings.owner_config_map else None
+        self._tracked: set[int] = set()
+        self._reported: set[int] = set()
+        self._cancelled: set[int] = set()
+        self._events: queue.Queue[tuple[str, Job]] = queue.Queue()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._resp: Any = None
+        self._resp_lock = threading.Lock()
+        self.watch_errors: list[int] = []
+        """Codes of the ERROR events the Job watch received (410: history compacted)."""
+
+    # -- Launcher ------------------------------------------------------------------------------------
+    def launch(self, trial: TrialLaunch) -> None:
+        body = build_job(self.s, self.search, trial.tid, trial.argv, trial.env, trial.params, self.owner)
+        name = body["metadata"]["name"]
+        if self.kube.create_job(body):
+            log.info("trial %d: created Job %s", trial.tid, name)
+        else:
+            existing = self.kube.get_job(name) or body
+            found = (existing.get("metadata") or {}).get("labels") or {}
+            if (found.get(SEARCH_LABEL), found.get(TRIAL_LABEL)) != (self.search, str(trial.tid)):
+                raise PermanentError(f"trial {trial.tid}: Job {name} exists but belongs to search "
+                                     f"{found.get(SEARCH_LABEL)!r}; delete it or use another release name")
+            log.info("trial %d: Job %s already exists; adopting it", trial.tid, name)
+        self._tracked.add(trial.tid)
+        self._ensure_watch()
+
+    def adopt(self, tids: Iterable[int]) -> set[int]:
+        wanted = set(tids)
+        found = set()
+        for job in self.kube.list_jobs(self.selector)["items"]:
+            tid = tid_of(job)
+            if tid is None:
+                continue
+            collected = ((job["metadata"].get("annotations") or {}).get(COLLECTED) == "true")
+            if tid in wanted or not collected:
+                self._tracked.add(tid)
+                self._reported.discard(tid)
+                if tid in wanted:
+                    found.add(tid)
+                    log.info("trial %d: adopted Job %s", tid, job["metadata"]["name"])
+        self._ensure_watch()
+        return found
+
+    def cancel(self, tid: int) -> None:
+        self._cancelled.add(tid)
+        self.kube.delete_job(job_name(self.s.release, self.search, tid))
+        log.info("trial %d: deleting Job (SIGTERM to the trainer, then its result)", tid)
+
+    def running(self) -> set[int]:
+        return set(self._tracked)
+
+    def waiting(self) -> dict[int, str]:
+        """Trials whose pod the scheduler could not place yet: they wait, they have not failed."""
+        out = {}
+        for pod in self.kube.list_pods(self.selector):
+            tid, why = tid_of(pod), scheduling_wait(pod)
+            if tid in self._tracked and why and tid is not None:
+                out[tid] = why
+        return out
+
+    def release(self, tid: int) -> None:
+        self.kube.annotate_job(job_name(self.s.release, self.search, tid), {COLLECTED: "true"})
+
+    def wait(self, timeout: float) -> list[TrialExit]:
+        self._ensure_watch()
+        ended: list[TrialExit] = []
+        deadline = time.monotonic() + timeout
+        while not ended:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                kind, job = self._events.get(timeout=remaining)
+            except queue.Empty:
+                break
+            ended += self._handle(kind, job)
+            while not self._events.empty():  # drain what arrived together
+                ended += self._handle(*self._events.get_nowait())
+        return ended
+
+    def close(self) -> None:
+        """Stop watching and wait for the watch thread: a daemon thread still inside an HTTP read or a log
+        write when the interpreter shuts down can abort it (SIGABRT) after a search that succeeded."""
+        self._stop.set()
+        with self._resp_lock:
+            if self._resp is not None:
+                self._resp.shutdown()  # unblocks a read waiting for the next event
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)
+            if self._watcher.is_alive():
+                log.warning("the Job watch did not stop within 30 s")
+
+    # -- what ended ----------------------------------------------------------------------------------
+    def _handle(self, kind: str, job: Job) -> list[TrialExit]:
+        tid = tid_of(job)
+        if tid is None or tid not in self._tracked or tid in self._reported:
+            return []
+        name = job["metadata"]["name"]
+        if kind == "DELETED":
+            code, reason, tail = self._last_pod(name)
+            why = "stopped by the controller" if tid in self._cancelled else "its Job was deleted"
+            return [self._report(tid, code, reason or why, tail)]
+        state = finished(job)
+        if state is None:
+            return []
+        if state == "Complete":
+            return [self._report(tid, 0, None, "")]
+        code, reason, tail = self._last_pod(name)
+        return [self._report(tid, code, "; ".join(r for r in (failure_reason(job), reason) if r), tail)]
+
+    def _last_pod(self, job: str) -> tuple[int | None, str | None, str]:
+        """(exit code, reason, log tail) of the Job's last pod."""
+        pods = self.kube.list_pods(f"job-name={job}")
+        if not pods:
+            return None, None, ""
+        pod = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+        code, reason = pod_exit(pod)
+        return code, reason, self.kube.pod_log_tail(pod["metadata"]["name"])
+
+    def _report(self, tid: int, code: int | None, reason: str | None, tail: str) -> TrialExit:
+        self._reported.add(tid)
+        self._tracked.discard(tid)
+        return TrialExit(tid, code, reason, tail, tail.encode() if tail else None)
+
+    # -- watching ------------------------------------------------------------------------------------
+    def _ensure_watch(self) -> None:
+        if self._stop.is_set():
+            return
+        if self._watcher is None or not self._watcher.is_alive():
+            self._watcher = threading.Thread(target=self._watch_loop, name="job-watch", daemon=True)
+            self._watcher.start()
+
+    def _watch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                listing = self.kube.list_jobs(self.selector)
+                for job in listing["items"]:
+                    self._events.put(("MODIFIED", job))
+                self._watch_from(listing["metadata"].get("resourceVersion"))
+            except (TemporaryError, PermanentError, *API_ERRORS, OSError, ValueError) as e:
+                if self._stop.is_set():
+                    return  # close() cut the stream
+                log.info("Job watch ended (%s: %s); re-listing", type(e).__name__, e)
+                self._stop.wait(0.2)
+
+    def _watch_from(self, version: str | None) -> None:
+        """One watch from a listing's resourceVersion, until it ends, errs or the resync period is up. The
+        stream is read here, not through kubernetes.watch.Watch, whose raw mode drops ERROR events
+        (KeyError 'raw_object' in client 37.0.1); keeping the response also lets close() cut it."""
+        resp = self.kube.watch_jobs(self.selector, version, max(1, int(self.s.resync_seconds)))
+        with self._resp_lock:
+            self._resp = resp
+        try:
+            if self._stop.is_set():
+                return
+            buffer = b""
+            for chunk in resp.stream(amt=None, decode_content=False):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip() and not self._on_watch_event(json.loads(line)):
+                        return
+        finally:
+            with self._resp_lock:
+                self._resp = None
+            resp.release_conn()
+
+    def _on_watch_event(self, event: Mapping[str, Any]) -> bool:
+        """Queue a Job event; False ends this watch (an ERROR: e.g. 410 Gone once history was compacted)."""
+        if event.get("type") == "ERROR":
+            status = event.get("object") or {}
+            self.watch_errors.append(int(status.get("code") or 0))
+            log.info("Job watch: ERROR %s (%s); re-listing", status.get("code"), status.get("message", "no message"))
+            return False
+        self._events.put((event["type"], event["object"]))
+        return True

@@ -1,0 +1,60 @@
+"""How trials run on Kubernetes: the `kube` section of the settings. Pure: no kubernetes client here, so the
+config loader (and local mode) never imports it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import limits
+from controller.errors import ConfigError
+from controller.limits import limit
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    namespace: str = "default"
+    release: str = "cifar-hpo"
+    """Prefixes Job names (<release>-<search>-t<tid>): the chart passes its full name."""
+    instance: str | None = None
+    """The app.kubernetes.io/instance label (the Helm release name); null: `release`."""
+    image: str = "cifar-hpo-trainer:latest"
+    image_pull_policy: str = field(default="IfNotPresent", metadata=limit(enum=("Always", "IfNotPresent", "Never")))
+    image_pull_secrets: list[str] = field(default_factory=list)
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_count: int = field(default=1, metadata=limit(minimum=0, hint="(0 for CPU-only clusters)"))
+    """Accelerators per trial; 0 for CPU-only clusters."""
+    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "4", "memory": "16Gi"})
+    limits: dict[str, str] = field(default_factory=lambda: {"memory": "24Gi"})
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    affinity: dict[str, Any] = field(default_factory=dict)
+    priority_class_name: str | None = None
+    service_account_name: str | None = None
+    """Trial pods' ServiceAccount (no API rights; its token is not mounted anyway)."""
+    s3_secret_name: str | None = None
+    """Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; null for workload identity (IRSA etc.)."""
+    backoff_limit: int = field(default=1, metadata=limit(minimum=0))
+    active_deadline_seconds: int | None = field(default=86400, metadata=limit(minimum=1, hint="or null (no limit)"))
+    ttl_seconds_after_finished: int = field(default=86400, metadata=limit(minimum=0))
+    termination_grace_seconds: int = field(default=60, metadata=limit(minimum=1))
+    """Time the trainer gets after SIGTERM to write its 'stopped' result."""
+    cache_size_limit: str = "20Gi"
+    data_cache_claim: str | None = None
+    """An existing PVC mounted as the trials' dataset cache (shared by the trials of a node or of all nodes)."""
+    data_cache_host_path: str | None = None
+    """A node folder as the dataset cache (hostPath: not allowed where Pod Security is `restricted`)."""
+    owner_config_map: str | None = None
+    """A ConfigMap of the release that owns the trial Jobs (uninstall garbage-collects them)."""
+    status_config_map: str | None = None
+    lease_name: str | None = None
+    lease_seconds: int = field(default=15, metadata=limit(minimum=5))
+    resync_seconds: float = field(default=60.0, metadata=limit(minimum=1))
+
+    def validate(self) -> None:
+        dns = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+        for key, value in (("kube.namespace", self.namespace), ("kube.release", self.release)):
+            if not dns.fullmatch(value) or len(value) > 53:
+                raise ConfigError(f"{key}: {value!r} must be a DNS-1123 label of at most 53 characters")
+        limits.check(self, "kube")

@@ -1,0 +1,138 @@
+"""Everything the search shows the outside world goes through one Publisher: status.json and best.json in
+the store, Events and the status object on a cluster (a Notifier), Prometheus metrics, the report/ pages,
+trial logs, and the progress line. The loop decides; the publisher only tells."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from controller.htmlreport import render
+from controller.ledger import TrialRecord, best_record, trial_key
+from controller.metrics import Metrics
+from controller.records import SCHEMA_VERSION, SearchState, TrialState
+from controller.store import Store, put_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchStatus:
+    state: SearchState
+    reason: str | None
+    counts: dict[str, int]
+    budget: int
+    finished: int
+    best: dict[str, Any] | None = None
+    waiting: dict[int, str] = field(default_factory=dict)
+    """Launched trials the platform has not started yet, with its reason."""
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def budget_left(self) -> int:
+        return max(0, self.budget - self.finished)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "state": self.state, "reason": self.reason, "counts": self.counts,
+                "budget": self.budget, "finished": self.finished, "budget_left": self.budget_left,
+                "best": self.best, "waiting": {str(t): why for t, why in sorted(self.waiting.items())},
+                "updated_at": self.updated_at}
+
+
+class Notifier(Protocol):
+    """Where a person watching the search sees it happen (Kubernetes Events and a status object)."""
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None: ...
+
+    def status(self, status_doc: dict[str, Any]) -> None: ...
+
+
+class NullNotifier:
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        pass
+
+    def status(self, status_doc: dict[str, Any]) -> None:
+        pass
+
+
+class Publisher:
+    def __init__(self, store: Store, search: str, *, notifier: Notifier | None = None, metrics: Metrics | None = None,
+                 report_seconds: float = 30.0, on_change: Callable[[SearchStatus], None] | None = None,
+                 renderer: Callable[[Iterable[TrialRecord], str], dict[str, bytes]] = render):
+        self.store = store
+        self.search = search
+        self.notifier = notifier or NullNotifier()
+        self.metrics = metrics
+        self.report_seconds = report_seconds
+        self.on_change = on_change
+        self.renderer = renderer
+        """Draws report/ (matplotlib, seconds per call): in-process tests give one that draws nothing."""
+        self._next_report = 0.0
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.notifier.event(reason, message, warning)
+
+    def progress(self, status: SearchStatus) -> None:
+        """Cheap and frequent: metrics and the progress line."""
+        if self.metrics:
+            best = status.best["objective"] if status.best else None
+            self.metrics.update(status.counts, status.counts.get(TrialState.RUNNING, 0), best, status.budget_left)
+        if self.on_change:
+            self.on_change(status)
+
+    def status(self, status: SearchStatus) -> None:
+        """status.json and the status object, then what progress() does."""
+        doc = status.to_json()
+        put_json(self.store, "status.json", doc)
+        self.notifier.status(doc)
+        self.progress(status)
+
+    def finished(self, status: SearchStatus, records: Iterable[TrialRecord]) -> None:
+        self.report(records, force=True)
+        self.status(status)
+        failed = status.state is SearchState.FAILED
+        self.event("SearchFailed" if failed else "SearchFinished",
+                   f"search {self.search}: {status.state} ({status.reason})", warning=failed)
+        log.info("search %s: %s (%s)", self.search, status.state, status.reason)
+
+    def trial_ended(self, rec: TrialRecord, log_bytes: bytes | None) -> None:
+        if log_bytes is not None:
+            self.store.put(trial_key(rec.tid, "trial.log"), log_bytes)
+        if rec.state is TrialState.FAILED:
+            log.warning("trial %d: failed: %s", rec.tid, rec.reason)
+            self.event("TrialFailed", f"trial {rec.tid} failed: {rec.reason}", warning=True)
+        else:
+            said = "no finite epoch" if rec.objective is None else f"objective {rec.objective:.4f}"
+            log.info("trial %d: %s, %s", rec.tid, rec.state, said)
+            self.event("TrialFinished", f"trial {rec.tid} {rec.state}: {said}")
+
+    def new_best(self, best: TrialRecord) -> None:
+        log.info("trial %d: new best objective %.4f", best.tid, best.objective)
+        put_json(self.store, "best.json", best_record(best))
+        self.event("NewBest", f"trial {best.tid}: new best objective {best.objective:.4f}")
+
+    def report(self, records: Iterable[TrialRecord], force: bool = False) -> None:
+        """report/ in the store, at most every report_seconds: derived, so a failure to draw it is logged."""
+        if not force and time.monotonic() < self._next_report:
+            return
+        self._next_report = time.monotonic() + self.report_seconds
+        try:
+            for name, data in self.renderer(records, self.search).items():
+                self.store.put(f"report/{name}", data)
+        except (ValueError, RuntimeError, OSError) as e:
+            log.warning("could not draw report/: %s", e)
+
+    def proposed(self, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.proposed(seconds)
+
+    def launched(self, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.launched(seconds)
+
+    def error(self) -> None:
+        if self.metrics:
+            self.metrics.error()

@@ -1,0 +1,158 @@
+"""The records trials and the controller exchange through the store, typed once for both sides.
+
+The trainer writes progress.json and result.json; the controller writes proposal.json, outcome.json and
+stop.json (controller/ledger.py has the layout). Field names shared by writer and reader are spelled here
+only, so a rename cannot leave one side behind. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
+
+SCHEMA_VERSION = 1
+
+# The seed project's name for the per-epoch validation fine accuracy: a result's history keeps the seed's
+# series names, so its results and ours read alike.
+VAL_FINE_ACC = "val_fine_outputs_acc"
+LOSS = "loss"
+
+
+class TrialState(StrEnum):
+    """Where a trial stands. A StrEnum, so records and status documents keep their plain strings."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    OK = "ok"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TrialState.OK, TrialState.STOPPED, TrialState.FAILED)
+
+
+class SearchState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    GOAL_REACHED = "goal_reached"
+    FAILED = "failed"
+
+
+class ResultStatus(StrEnum):
+    """result.json's status, as the trainer writes it ('fail' is the seed project's spelling)."""
+
+    OK = "ok"
+    STOPPED = "stopped"
+    FAIL = "fail"
+
+    @property
+    def state(self) -> TrialState:
+        return TrialState.FAILED if self is ResultStatus.FAIL else TrialState(self.value)
+
+
+class Origin(StrEnum):
+    RANDOM = "random"
+    TPE = "tpe"
+    IMPORT = "import"
+    UNKNOWN = "unknown"
+    """A proposal too damaged to say."""
+
+
+# Trials of the search itself (not imported): the budget counts these.
+SEARCH_ORIGINS = (Origin.RANDOM, Origin.TPE, Origin.UNKNOWN)
+
+
+class ProposalDoc(TypedDict):
+    schema_version: int
+    tid: int
+    params: dict[str, Any]
+    vals: dict[str, Any]
+    seed: int | None
+    origin: str
+    created_at: float
+    import_key: NotRequired[str]
+    """An imported trial's source hash: a second import skips it."""
+    import_source: NotRequired[str]
+
+
+class ProgressDoc(TypedDict, total=False):
+    """Overwritten by the trainer after each epoch."""
+
+    schema_version: int
+    tid: int
+    updated_at: float
+    epoch: int
+    history: dict[str, list[float | None]]
+    best_epoch: int | None
+    best_val_fine_accuracy: float | None
+    images_per_second: float
+    epoch_seconds: float
+
+
+class ResultDoc(TypedDict, total=False):
+    """Written once by the trainer (or by an import); only status and tid are always there."""
+
+    schema_version: int
+    tid: int
+    status: str
+    finished_at: float
+    objective: float | None
+    error: str
+    stop_reason: str | None
+    history: dict[str, list[float | None]]
+    params: dict[str, Any]
+    objective_name: str
+    val_fine_accuracy: float | None
+    val_fine_loss: float | None
+    val_coarse_accuracy: float | None
+    val_coarse_loss: float | None
+    test_fine_accuracy: float | None
+    test_fine_loss: float | None
+    test_coarse_accuracy: float | None
+    test_coarse_loss: float | None
+    best_epoch: int | None
+    epochs_run: int
+    params_count: int
+    train_seconds: float
+    images_per_second: float | None
+    data: str
+    device: str
+    precision: str
+    xla: bool
+    versions: dict[str, str]
+    non_finite_values: int
+    startup: dict[str, float]
+
+
+# The part of a result the controller keeps in its trial record (status, report, best.json).
+RESULT_SUMMARY = ("test_fine_accuracy", "val_fine_accuracy", "best_epoch", "epochs_run", "train_seconds",
+                  "images_per_second", "non_finite_values", "startup")
+
+
+class OutcomeDoc(TypedDict):
+    """The controller's decision on a trial that ended without a usable result, or that it stopped."""
+
+    schema_version: int
+    tid: int
+    state: str
+    reason: str
+    finished_at: float
+    exit_code: NotRequired[int | None]
+    log_tail: NotRequired[str]
+    objective: NotRequired[float]
+    curve: NotRequired[list[float | None]]
+
+
+class StopDoc(TypedDict):
+    schema_version: int
+    tid: int
+    reason: str
+    requested_at: float
+
+
+# The trainer's exit codes the controller acts on (trainer/__main__.py documents all of them).
+EXIT_BAD_INPUT = 3
+"""Bad parameters or data spec: the same input fails again, so the Job is failed at once, not retried."""
+EXIT_INTERRUPTED = 143
+"""SIGTERM without a stop.json (node drain, eviction): no result, so that the Job runs the trial again."""

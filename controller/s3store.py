@@ -1,0 +1,128 @@
+"""S3 (AWS, MinIO, any S3-compatible server) behind the Store interface of controller/store.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from controller.errors import ConfigError, PermanentError, TemporaryError
+
+
+class S3Store:
+    """endpoint_url: None uses boto3's own resolution, which honours AWS_ENDPOINT_URL_S3 and
+    AWS_ENDPOINT_URL. Retries (with backoff, on throttling and 5xx) are botocore's 'standard' mode."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
+                 max_attempts: int = 8, timeout_s: float = 20.0, client: Any = None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                retries={"mode": "standard", "max_attempts": max_attempts},
+                connect_timeout=timeout_s,
+                read_timeout=timeout_s,
+                max_pool_connections=32,
+            )
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        self.client = client
+
+    def _error(self, e: Exception, what: str) -> Exception:
+        from botocore.exceptions import ClientError
+
+        if isinstance(e, ClientError):
+            code = e.response.get("Error", {}).get("Code", "")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                        "AllAccessDisabled"):
+                return ConfigError(f"{what} in {self.uri}: {code}; check the bucket name and credentials")
+            if status >= 500 or code in ("SlowDown", "RequestTimeout", "Throttling"):
+                return TemporaryError(f"{what} in {self.uri}: {code} (HTTP {status})")
+            return PermanentError(f"{what} in {self.uri}: {code} (HTTP {status})")
+        return TemporaryError(f"{what} in {self.uri}: {e}")
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            data: bytes = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+            return data
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self._error(e, f"get {key}") from e
+        except BotoCoreError as e:
+            raise self._error(e, f"get {key}") from e
+
+    def put(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+        except (BotoCoreError, ClientError) as e:
+            raise self._error(e, f"put {key}") from e
+
+    def create(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "PreconditionFailed" or status == 412:
+                return False
+            if code == "ConditionalRequestConflict" or status == 409:
+                # A concurrent create of the same key: retry decides who won.
+                raise TemporaryError(f"create {key} in {self.uri}: concurrent write, retry") from e
+            raise self._error(e, f"create {key}") from e
+        except BotoCoreError as e:
+            raise self._error(e, f"create {key}") from e
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._error(e, f"head {key}") from e
+        except BotoCoreError as e:
+            raise self._error(e, f"head {key}") from e
+
+    def _pages(self, prefix: str, start_after: str) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        extra = {"StartAfter": self.prefix + start_after} if start_after else {}
+        yield from paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **extra)
+
+    def list(self, prefix: str = "", start_after: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        n = len(self.prefix)
+        try:
+            pages = self._pages(prefix, start_after)
+            return sorted(obj["Key"][n:] for page in pages for obj in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as e:
+            raise self._error(e, f"list {prefix}") from e
+
+    def child(self, name: str) -> S3Store:
+        return S3Store(self.bucket, self.prefix + name, client=self.client)
+
+    def check(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            raise ConfigError(
+                f"store {self.uri}: bucket {self.bucket!r} does not exist or is not accessible "
+                f"({e.response.get('Error', {}).get('Code')}); create it or fix --store / the credentials"
+            ) from e
+        except BotoCoreError as e:
+            raise ConfigError(f"store {self.uri}: cannot reach the S3 endpoint ({e}); check AWS_ENDPOINT_URL_S3") from e

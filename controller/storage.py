@@ -1,0 +1,25 @@
+"""Opens the Store a URI names: s3://bucket/prefix, a directory path or file://path."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+from controller.errors import ConfigError
+from controller.s3store import S3Store
+from controller.store import LocalStore, Store
+
+
+def open_store(uri: str, *, endpoint_url: str | None = None, region: str | None = None,
+               timeout_s: float = 20.0) -> Store:
+    """s3://bucket/prefix → S3Store; a path or file://path → LocalStore."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ConfigError(f"store {uri!r}: an S3 URI needs a bucket, e.g. s3://my-bucket/searches")
+        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s)
+    if parsed.scheme == "file":
+        return LocalStore(parsed.path)
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return LocalStore(uri)
+    raise ConfigError(f"store {uri!r}: unsupported scheme {parsed.scheme!r}; use s3://bucket/prefix, a path or file://path")

@@ -1,0 +1,184 @@
+"""The Launcher contract (controller/launcher.py), held against every launcher: local processes, Jobs on the real
+control plane, and the scripted launcher the in-process loop tests use (so what those tests assume is what
+the real ones do).
+
+Each trial is a small program that counts its runs and then waits for a gate file, so the test decides when
+it ends, whatever the machine's speed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from realkube import wait_for
+from scripted import Plan, ScriptedLauncher
+
+from controller.launcher import Launcher, TrialExit, TrialLaunch
+from controller.store import MemoryStore
+
+pytestmark = pytest.mark.contract
+
+# Runs once per start: appends to its runs file, waits for its gate, exits with the code it is given.
+TRIAL = ("import os, sys, time\n"
+         "gate, runs, code = sys.argv[1:4]\n"
+         "with open(runs, 'a') as f: f.write('x')\n"
+         "while not os.path.exists(gate): time.sleep(0.05)\n"
+         "sys.exit(int(code))\n")
+
+
+class Harness:
+    """One kind of launcher: new instances of it (a restarted controller), trials, gates, run counts."""
+
+    def __init__(self, kind: str, folder: Path, kube: Any = None, ns: str | None = None):
+        self.kind, self.folder, self.kube, self.ns = kind, folder, kube, ns
+        self.root = MemoryStore()
+        self.scripted: ScriptedLauncher | None = None
+        self.codes: dict[int, int] = {}
+        self.made: list[Launcher] = []
+
+    def launcher(self) -> Launcher:
+        made: Launcher
+        if self.kind == "process":
+            from controller.local_launcher import ProcessLauncher
+
+            made = ProcessLauncher(self.folder / "work", poll_seconds=0.05)
+        elif self.kind == "kubernetes":
+            from kubernetes import config
+
+            from controller.kube.api import KubeClient
+            from controller.kube.launcher import KubernetesLauncher
+            from controller.kube.settings import KubeSettings
+
+            api = config.new_client_from_config(str(self.kube.kubeconfig))
+            settings = KubeSettings(namespace=self.ns, release="c", gpu_count=0, backoff_limit=0,
+                                    requests={"cpu": "10m", "memory": "32Mi"}, limits={},
+                                    termination_grace_seconds=5, resync_seconds=5)
+            made = KubernetesLauncher(KubeClient(api, self.ns), settings, "contract")
+        else:
+            # The scripted launcher's state is the platform's: a restarted controller finds the same one.
+            if self.scripted is None:
+                self.scripted = ScriptedLauncher(self.root, lambda tid, p: Plan(
+                    exit_code=self.codes[tid], result=False, wait_reason="gate closed"))
+            made = self.scripted
+        self.made.append(made)
+        return made
+
+    def trial(self, tid: int, code: int = 0) -> TrialLaunch:
+        self.codes[tid] = code
+        (self.folder / "runs").mkdir(exist_ok=True)
+        argv = ["python", "-c", TRIAL, str(self.folder / f"gate-{tid}"), str(self.folder / "runs" / str(tid)),
+                str(code), "--trial", f"memory://trials/{tid:06d}"]
+        return TrialLaunch(tid, argv, {"PYTHONUNBUFFERED": "1"}, {"x": tid})
+
+    def open(self, tid: int) -> None:
+        (self.folder / f"gate-{tid}").touch()
+        if self.scripted is not None and tid in self.scripted.live:
+            self.scripted.start(tid)
+
+    def runs(self, tid: int) -> int:
+        if self.scripted is not None:
+            return self.scripted.launches.get(tid, 0)
+        path = self.folder / "runs" / str(tid)
+        return len(path.read_text()) if path.exists() else 0
+
+    def started(self, tid: int) -> bool:
+        return self.runs(tid) > 0 if self.kind != "scripted" else tid in self.scripted.live  # type: ignore[union-attr]
+
+
+@pytest.fixture(params=["scripted", "process", "kubernetes"])
+def harness(request):
+    # Not under /tmp: the process kubelet maps a pod's /tmp volume over such paths.
+    folder = Path.home() / ".cache" / "cifar-hpo" / "contract" / uuid.uuid4().hex[:10]
+    folder.mkdir(parents=True)
+    kube = ns = None
+    if request.param == "kubernetes":
+        kube, ns = request.getfixturevalue("kube"), request.getfixturevalue("kube_ns")
+    h = Harness(request.param, folder, kube, ns)
+    yield h
+    for tid in list(h.codes):
+        h.open(tid)  # nothing is left waiting on a gate
+    for launcher in h.made:
+        launcher.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _end_of(launcher: Launcher, tid: int) -> TrialExit:
+    got: list[TrialExit] = []
+
+    def reported() -> bool:
+        got.extend(e for e in launcher.wait(0.5) if e.tid == tid)
+        return bool(got)
+
+    wait_for(f"trial {tid}'s end to be reported", reported)
+    return got[0]
+
+
+def test_a_trial_runs_once_however_often_it_is_launched(harness):
+    launcher = harness.launcher()
+    launcher.launch(harness.trial(1))
+    launcher.launch(harness.trial(1))  # a restarted loop relaunching what it finds: a no-op
+    assert 1 in launcher.running()
+    wait_for("trial 1 to start", lambda: harness.started(1))
+    harness.open(1)
+    ended = _end_of(launcher, 1)
+    assert (ended.tid, ended.exit_code) == (1, 0)
+    launcher.release(1)
+    assert 1 not in launcher.running()
+    assert harness.runs(1) == 1
+
+
+def test_an_exit_code_reaches_the_caller(harness):
+    launcher = harness.launcher()
+    launcher.launch(harness.trial(2, code=1))
+    harness.open(2)
+    assert _end_of(launcher, 2).exit_code == 1
+
+
+def test_a_cancelled_trial_still_reports_its_end(harness):
+    launcher = harness.launcher()
+    launcher.launch(harness.trial(3))
+    wait_for("trial 3 to start", lambda: harness.started(3))
+    launcher.cancel(3)
+    ended = _end_of(launcher, 3)
+    assert ended.exit_code != 0  # stopped before its gate opened: not a success
+    assert harness.runs(3) == 1
+
+
+def test_a_new_launcher_adopts_what_runs_and_hears_its_end(harness):
+    first = harness.launcher()
+    first.launch(harness.trial(4))
+    wait_for("trial 4 to start", lambda: harness.started(4))
+    second = harness.launcher()  # the controller restarted
+    assert second.adopt([4, 5]) == {4}  # 5 was never launched: it is for the caller to launch
+    harness.open(4)
+    assert _end_of(second, 4).exit_code == 0
+    assert harness.runs(4) == 1
+
+
+def test_an_end_never_released_is_reported_again_after_a_restart(harness):
+    first = harness.launcher()
+    first.launch(harness.trial(6))
+    harness.open(6)
+    _end_of(first, 6)  # heard, but the controller died before recording it (no release)
+    second = harness.launcher()
+    assert second.adopt([6]) == {6}
+    assert _end_of(second, 6).exit_code == 0
+    second.release(6)
+    third = harness.launcher()  # once released, a trial is never reported again
+    third.adopt([])
+    assert 6 not in {e.tid for e in third.wait(0.5)}
+    assert harness.runs(6) == 1
+
+
+def test_waiting_names_a_reason_per_trial(harness):
+    launcher = harness.launcher()
+    launcher.launch(harness.trial(7))
+    waiting = launcher.waiting()
+    assert isinstance(waiting, dict)
+    assert all(isinstance(t, int) and isinstance(why, str) and why for t, why in waiting.items())
+    assert set(waiting) <= {7}
+
