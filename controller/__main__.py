@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.config import Settings, load_settings, with_overrides
+from controller.config import Settings, read_config, settings_from_mapping, with_overrides
 from controller.dataset import stage
 from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError, PermanentError, TemporaryError
@@ -35,6 +35,7 @@ from controller.metrics import Metrics
 from controller.publish import Notifier, Publisher, SearchStatus
 from controller.records import SearchState, TrialState
 from controller.report import download_best, status_json, status_table
+from controller.searchspec import is_search, settings_mapping
 from controller.storage import open_store
 from controller.store import LocalStore, Store
 
@@ -87,6 +88,14 @@ def _setup_logging(fmt: str, verbose: bool, search: str = "-") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _load(path: str | None) -> Settings:
+    """A config file, or a Search manifest (kind: Search): one file describes a search on a cluster and here."""
+    if path is None:
+        return Settings()
+    doc = read_config(path)
+    return settings_from_mapping(settings_mapping(doc) if is_search(doc) else doc)
+
+
 def _root_store(uri: str, settings: Settings | None = None) -> Store:
     if settings is None:
         return open_store(uri)
@@ -137,7 +146,7 @@ class _Progress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = _load(args.config)
     settings = with_overrides(
         settings, store__uri=args.store, search__name=args.search, search__max_trials=args.max_trials,
         search__parallelism=args.parallelism, search__max_failed_trials=args.max_failed, search__seed=args.seed,
@@ -296,6 +305,39 @@ def _idle(search: str, status: SearchStatus) -> None:
     done.wait()
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    settings = with_overrides(_load(args.config), store__uri=args.store,
+                              controller__metrics_port=args.metrics_port).validate()
+    if not settings.kube.lease_name:  # never two operators acting on one namespace's Searches
+        settings = with_overrides(settings, kube__lease_name="cifar-hpo-operator")
+    _setup_logging(settings.controller.log_format, args.verbose, "operator")
+    from controller.kube.api import KubeClient
+    from controller.kube.operator import Operator
+    from controller.metrics import Families
+
+    families = Families()
+    if settings.controller.metrics_port:
+        families.serve(settings.controller.metrics_port)  # at once: it is the pod's readiness too
+
+    def publisher(s: Settings, store: Store, notifier: Notifier) -> Publisher:
+        return Publisher(store, s.search.name, notifier=notifier, metrics=Metrics(s.search.name, families),
+                         report_seconds=s.controller.report_seconds)
+
+    root = _root_store(settings.store.uri, settings)
+    root.check()
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    kube = KubeClient(_kube_api(), settings.kube.namespace, identity)
+    lease = _lead(kube, settings, identity)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        Operator(kube, settings, root, publisher, all_namespaces=args.all_namespaces).run(stop)
+    finally:
+        if lease:
+            lease.release()
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     _setup_logging("text", args.verbose)
     store, name = _search_store(_root_store(args.store), args.search)
@@ -337,7 +379,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     _setup_logging("text", args.verbose)
-    settings = with_overrides(load_settings(args.config), store__uri=args.store, search__name=args.search).validate()
+    settings = with_overrides(_load(args.config), store__uri=args.store, search__name=args.search).validate()
     root = _root_store(settings.store.uri, settings)
     root.check()
     store = root.child(settings.search.name)
@@ -356,9 +398,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m controller", description="cifar-hpo search controller")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    op = sub.add_parser("operator", help="on Kubernetes: run every Search object of the namespace")
+    op.add_argument("--config", help="YAML config file: the store and the defaults of every Search's trials")
+    op.add_argument("--store", help="s3://bucket/prefix: where each Search's folder goes")
+    op.add_argument("--all-namespaces", action="store_true", help="watch Searches in every namespace")
+    op.add_argument("--metrics-port", type=int, help="serve Prometheus metrics (all searches) on this port")
+    op.set_defaults(func=cmd_operator)
+    for name, func, helptext in (("status", cmd_status, "show every trial"),
+                                 ("best", cmd_best, "show or download the best trial"),
+                                 ("report", cmd_report, "HTML page with PNG plots (to --out DIR, else the store's "
+                                                        "report/)"),
+                                 ("import", cmd_import, "warm start from the original project's results or "
+                                                        "results.pkl")):
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument("--store", required=True)
+        c.add_argument("--search")
+        c.set_defaults(func=func)
+    sub.choices["status"].add_argument("--json", action="store_true")
+    sub.choices["best"].add_argument("--download", metavar="DIR")
+    sub.choices["report"].add_argument("--out", metavar="DIR")
+    sub.choices["import"].add_argument("--config")
+    sub.choices["import"].add_argument("path")
+    return p
 
+
+def _run_parser(sub: Any) -> None:
     run = sub.add_parser("run", help="run (or resume) a search")
-    run.add_argument("--config", help="YAML config file (see charts/values.yaml and README)")
+    run.add_argument("--config", help="YAML config file (see charts/values.yaml and README), or a Search manifest")
     run.add_argument("--local", action="store_true", help="run trials as local processes (no cluster)")
     run.add_argument("--store", help="s3://bucket/prefix or a directory")
     run.add_argument("--search", help="search name (a folder in the store)")
@@ -374,28 +441,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="on Kubernetes: once the search has ended, stay up (serving metrics) until SIGTERM, "
                           "so that a Deployment does not restart it over and over")
     run.set_defaults(func=cmd_run)
-
-    for name, func, helptext in (("status", cmd_status, "show every trial"),
-                                 ("best", cmd_best, "show or download the best trial")):
-        c = sub.add_parser(name, help=helptext)
-        c.add_argument("--store", required=True)
-        c.add_argument("--search")
-        c.set_defaults(func=func)
-    sub.choices["status"].add_argument("--json", action="store_true")
-    sub.choices["best"].add_argument("--download", metavar="DIR")
-    rep = sub.add_parser("report", help="HTML page with PNG plots (to --out DIR, else the store's report/)")
-    rep.add_argument("--store", required=True)
-    rep.add_argument("--search")
-    rep.add_argument("--out", metavar="DIR")
-    rep.set_defaults(func=cmd_report)
-
-    imp = sub.add_parser("import", help="warm start from the original project's results or results.pkl")
-    imp.add_argument("--store", required=True)
-    imp.add_argument("--search")
-    imp.add_argument("--config")
-    imp.add_argument("path")
-    imp.set_defaults(func=cmd_import)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -245,8 +245,11 @@ def settings_from_mapping(data: Mapping[str, Any] | None, base: Settings = Setti
 
 
 def load_settings(path: str | Path | None) -> Settings:
-    if path is None:
-        return Settings()
+    return Settings() if path is None else settings_from_mapping(read_config(path))
+
+
+def read_config(path: str | Path) -> Any:
+    """The config file's YAML document."""
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -255,7 +258,7 @@ def load_settings(path: str | Path | None) -> Settings:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"--config {path}: not valid YAML ({e})") from e
-    return settings_from_mapping(data)
+    return data
 
 
 def with_overrides(settings: Settings, **overrides: Any) -> Settings:

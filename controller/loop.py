@@ -76,6 +76,8 @@ class SearchLoop:
         self.waiting: dict[int, str] = {}
         self._decided_since_checkpoint = 0
         self._next_stop_check = 0.0
+        self.halted = False
+        """Set by halt(): run() returns at its next step without ending the search."""
 
     # -- views ---------------------------------------------------------------------------------------
     @property
@@ -121,9 +123,14 @@ class SearchLoop:
                             best_record(best) if best else None, waiting=waiting)
 
     # -- the loop ------------------------------------------------------------------------------------
+    def halt(self) -> None:
+        """Stop orchestrating (the operator: the Search was deleted, or its spec changed): run() returns at its
+        next step; running trials go on, and a later loop on the same store adopts them."""
+        self.halted = True
+
     def run(self) -> SearchStatus:
         self._start()
-        while True:
+        while not self.halted:
             try:
                 if not self._step():
                     break
@@ -131,6 +138,8 @@ class SearchLoop:
             except TemporaryError as e:
                 # Every step is idempotent (create-only records, named Jobs), so retrying is safe.
                 self.backoff.failed("in the search loop", e)
+        if self.halted:
+            return self.status()
         return self.backoff.retrying("recording the search's end", self._finish)
 
     def _finish(self) -> SearchStatus:

@@ -14,8 +14,10 @@ log = logging.getLogger(__name__)
 STATES = tuple(TrialState)
 
 
-class Metrics:
-    def __init__(self, search: str):
+class Families:
+    """The metric families, in one registry: the operator's searches share it (one /metrics, a `search` label)."""
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.trials = Gauge("cifar_hpo_trials", "Trials by state", ["search", "state"], registry=r)
@@ -29,25 +31,36 @@ class Metrics:
                                 ["search"], registry=r, buckets=(0.005, 0.01, 0.03, 0.1, 0.3, 1, 3))
         self.errors = Counter("cifar_hpo_temporary_errors_total", "Store or API errors retried", ["search"],
                               registry=r)
-        self.search = search
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
         log.info("serving Prometheus metrics on %s:%d/metrics", addr, port)
 
+
+class Metrics:
+    """One search's view of the families."""
+
+    def __init__(self, search: str, families: Families | None = None):
+        self.families = families or Families()
+        self.search = search
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        self.families.serve(port, addr)
+
     def update(self, counts: Mapping[str, int], running: int, best: float | None, budget_left: int) -> None:
+        f = self.families
         for state in STATES:
-            self.trials.labels(self.search, state).set(counts.get(state, 0))
-        self.running.labels(self.search).set(running)
+            f.trials.labels(self.search, state).set(counts.get(state, 0))
+        f.running.labels(self.search).set(running)
         if best is not None:
-            self.best.labels(self.search).set(best)
-        self.budget_left.labels(self.search).set(budget_left)
+            f.best.labels(self.search).set(best)
+        f.budget_left.labels(self.search).set(budget_left)
 
     def proposed(self, seconds: float) -> None:
-        self.proposal.labels(self.search).observe(seconds)
+        self.families.proposal.labels(self.search).observe(seconds)
 
     def launched(self, seconds: float) -> None:
-        self.launch.labels(self.search).observe(seconds)
+        self.families.launch.labels(self.search).observe(seconds)
 
     def error(self) -> None:
-        self.errors.labels(self.search).inc()
+        self.families.errors.labels(self.search).inc()

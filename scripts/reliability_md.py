@@ -19,12 +19,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / ".reliability" / "runs"
+OPERATOR_KILLS = "three Searches, one operator killed -9 five times"
 KILLS = ("controller SIGKILL, local mode", "controller pod kill -9, real cluster",
          "controller killed at each named point, real cluster")
 REQUIRED = (*KILLS, "S3 faults (500/503 bursts, slow, hung, restart)", "API faults through a proxy, real cluster",
             "kube-apiserver restarted mid-search", "leader SIGKILLed, standby takes over running Jobs",
             "watch-driven: Job requests in a 6-trial search", "credentials grep", "corrupted records",
-            "kubectl session, real cluster")
+            "kubectl session, real cluster", OPERATOR_KILLS, "invalid Search refused by the API server")
 
 
 class Refused(Exception):
@@ -67,6 +68,12 @@ def _v(fig: dict[str, Any], key: str) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _op_lost(s: dict[str, Any]) -> str:
+    problems = [f"{s['budget'] - s['ok']} not ok" if s["ok"] != s["budget"] else "",
+                f"{s['ran'] - s['budget']} started twice" if s["ran"] > s["budget"] else ""]
+    return "; ".join(p for p in problems if p) or "nothing"
+
+
 def render(meta: dict[str, Any], figures: dict[str, dict[str, Any]]) -> str:
     f = {name: doc["figure"] for name, doc in figures.items()}
     kill_rows = "\n".join(
@@ -79,6 +86,9 @@ def render(meta: dict[str, Any], figures: dict[str, dict[str, Any]]) -> str:
     lease = f["leader SIGKILLed, standby takes over running Jobs"]
     watch = f["watch-driven: Job requests in a 6-trial search"]
     creds, corrupt, session = f["credentials grep"], f["corrupted records"], f["kubectl session, real cluster"]
+    operator, refused = f[OPERATOR_KILLS], f["invalid Search refused by the API server"]
+    operator_rows = "\n".join(f"| {name} | {s['budget']} | {s['ok']} | {s['ran']} | **{_op_lost(s)}** |"
+                               for name, s in sorted(operator["searches"].items()))
     api_rows = "\n".join(f"| {kind} | {count} |" for kind, count in sorted(api["served"].items()))
     reached_rows = "\n".join(f"| {kind} | {count} |" for kind, count in sorted(api["reached_the_controller"].items()))
     bad = sorted((doc["figure"] for name, doc in figures.items() if name.startswith("bad input: ")),
@@ -176,14 +186,36 @@ status lists {corrupt['trials_after']} of {corrupt['trials_before']} trials; the
 {creds['places_checked']} places grepped for the fake credentials (controller output, every ConfigMap, Event,
 Job, Pod and Lease of the namespace, every trial pod's log, every object in the bucket): leaks {creds['leaks']}.
 
+## Searches as custom resources: one operator, three searches, killed -9
+
+Three Searches applied at once, one operator process killed -9 {operator['kills']} times (each kill after more
+trials had ended, at a random moment past that point) and started again; Jobs created twice:
+{operator['jobs_created_twice']}.
+
+| Search | budget | ok | trial programs started | lost |
+|---|---|---|---|---|
+{operator_rows}
+
+```
+$ kubectl get searches          # during
+{operator['kubectl get searches (during)'].rstrip()}
+$ kubectl get searches          # after
+{operator['kubectl get searches (after)'].rstrip()}
+```
+
+A Search with `maxTrials: 0` (and one with a typo'd field, and one that pins a checksum on generated data) is refused
+by the API server itself, from the generated CRD schema: `{refused['message'][:200]}`
+
 ## A session on the local cluster (`helm install`, then kubectl)
 
 ```
+$ kubectl get searches
+{session['get searches'].rstrip()}
 $ kubectl get jobs -l app.kubernetes.io/component=trial
 {session['get jobs'].rstrip()}
-$ kubectl logs job/cifar-hpo-cifar100-t0
+$ kubectl logs job/cifar100-t0
 {session['logs'].rstrip()}
-$ kubectl get events --field-selector involvedObject.name=cifar-hpo-search
+$ kubectl get events --field-selector involvedObject.name=cifar100
 {session['events'].rstrip()}
 ```
 

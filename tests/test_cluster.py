@@ -22,27 +22,37 @@ from realkube import JobRecorder, wait_for
 pytestmark = pytest.mark.e2e
 
 
+def _search_status(kube, ns, name):
+    out = kube.kubectl("-n", ns, "get", "search", name, "-o", "json", check=False)
+    return (json.loads(out).get("status") or {}) if out.strip() else {}
+
+
 def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no_job_uninstall_collects(
         kube, kube_ns, bucket, s3_endpoint, tmp_path):
+    """helm install: the CRD, the operator and one Search from the values; helm upgrade edits that Search (the
+    operator follows it live) or replaces it (another name: another search); helm uninstall collects the Jobs."""
     ns, store = kube_ns, f"s3://{bucket}/searches"
     runlog = tmp_path / "runlog"
     values = _values(tmp_path, bucket, s3_endpoint, {"FAKE_TRIAL_RUNLOG": str(runlog)})
     with JobRecorder(kube, ns) as jobs:
         kube.helm("install", "cifar-hpo", "charts/", "-n", ns, "-f", str(values))
-        wait_for("the first search to succeed", lambda: _status_cm(kube, ns).get("state") == "succeeded")
-        session = {"get jobs": kube.kubectl("-n", ns, "get", "jobs", "-l", "app.kubernetes.io/component=trial"),
-                   "logs": kube.kubectl("-n", ns, "logs", "job/cifar-hpo-cifar100-t0"),
+        wait_for("the first search to succeed", lambda: _search_status(kube, ns, "cifar100").get("state")
+                 == "Succeeded")
+        session = {"get searches": kube.kubectl("-n", ns, "get", "searches"),
+                   "get jobs": kube.kubectl("-n", ns, "get", "jobs", "-l", "app.kubernetes.io/component=trial"),
+                   "logs": kube.kubectl("-n", ns, "logs", "job/cifar100-t0"),
                    "events": kube.kubectl("-n", ns, "get", "events", "--field-selector",
-                                          "involvedObject.name=cifar-hpo-search")}
+                                          "involvedObject.name=cifar100")}
         assert "trial 0: objective" in session["logs"]  # apiserver → kubelet → the trial's own output
         first = _finished(store, "cifar100")
         assert [t["state"] for t in first["trials"]] == ["ok"] * 3
 
-        # The controller ran as the chart's ServiceAccount (its pod's token), in a restricted namespace.
-        controller = kube.pods(ns, "app.kubernetes.io/component=controller")[0]
-        assert controller["spec"]["serviceAccountName"] == "cifar-hpo-controller"
+        # The operator ran as the chart's ServiceAccount (its pod's token), in a restricted namespace.
+        operator = kube.pods(ns, "app.kubernetes.io/component=controller")[0]
+        assert operator["spec"]["serviceAccountName"] == "cifar-hpo-controller"
+        assert operator["spec"]["containers"][0]["args"][0] == "operator"
         lease = kube.lease(ns, "cifar-hpo-controller")["spec"]
-        assert lease["holderIdentity"] in ("", controller["metadata"]["name"])
+        assert lease["holderIdentity"] in ("", operator["metadata"]["name"])
         wait_for("the SearchFinished Event (written after the status)",
                  lambda: "SearchFinished" in {e["reason"] for e in kube.events(ns)})
         reasons = {e["reason"] for e in kube.events(ns)}
@@ -51,9 +61,12 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
         kube.helm("upgrade", "cifar-hpo", "charts/", "-n", ns, "--reuse-values", "--set", "search.maxTrials=5")
         wait_for("the extended search to finish 5 trials", lambda: len(
             [t for t in _finished(store, "cifar100")["trials"] if t["state"] == "ok"]) == 5)
-        wait_for("the extended search to succeed", lambda: _status_cm(kube, ns).get("budgetLeft") == "0")
+        wait_for("the extended search to succeed", lambda: _search_status(kube, ns, "cifar100").get("budgetLeft")
+                 == 0 and _search_status(kube, ns, "cifar100").get("state") == "Succeeded")
+        restarts = kube.pods(ns, "app.kubernetes.io/component=controller")[0]["metadata"]["name"]
+        assert restarts == operator["metadata"]["name"]  # followed live: the operator pod was not replaced
 
-        # A new search in the same release (the README's advice): its own Jobs, none adopted from the first.
+        # A new search name (the README's advice): another Search, its own Jobs, none adopted from the first.
         kube.helm("upgrade", "cifar-hpo", "charts/", "-n", ns, "--reuse-values", "--set", "search.name=second",
                   "--set", "search.maxTrials=2")
         wait_for("the second search to finish", lambda: [t["state"] for t in _finished(store, "second")["trials"]]
@@ -62,7 +75,7 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
         wait_for("the second search's SearchFinished Event", lambda: any(
             e["reason"] == "SearchFinished" and "search second" in e["message"] for e in kube.events(ns)))
         names = sorted(jobs.created)
-        assert names == [f"cifar-hpo-cifar100-t{i}" for i in range(5)] + ["cifar-hpo-second-t0", "cifar-hpo-second-t1"]
+        assert names == [f"cifar100-t{i}" for i in range(5)] + ["second-t0", "second-t1"]
         assert jobs.twice() == []
         ran = sorted(runlog.read_text().split())
         assert len(ran) == 7  # 5 + 2 trial processes, each once
@@ -328,9 +341,9 @@ def test_every_exit_path_of_the_controller_is_clean(release, tmp_path):
     launcher = KubernetesLauncher(KubeClient(api, release.ns), KubeSettings(namespace=release.ns, resync_seconds=60),
                                   "cifar100")
     launcher.adopt([])
-    wait_for("the watch to be open", lambda: launcher._resp is not None)
+    wait_for("the watch to be open", lambda: launcher.watch.streaming)
     launcher.close()
-    assert not launcher._watcher.is_alive()  # before the fix it sat in its read for up to a resync period
+    assert not launcher.watch.alive()  # before the fix it sat in its read for up to a resync period
     cfg = release.config_file()
     first = release.controller(cfg, "--max-trials", "1")
     assert first.wait(180) == 0, first.stderr.read()[-2000:]

@@ -59,3 +59,36 @@ def test_unreadable_or_invalid_files(tmp_path):
     bad.write_text("search: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(bad)
+
+
+def test_a_search_manifest_is_a_config_file_too(tmp_path):
+    """One file describes a search everywhere: examples/search.yaml as `run --local --config`."""
+    from conftest import ROOT
+
+    from controller.__main__ import _load
+
+    s = _load(str(ROOT / "examples" / "search.yaml")).validate()
+    assert s.search.name == "asha-goal" and s.search.goal == 0.7 and s.early_stopping.rule == "asha"
+    assert s.kube.gpu_count == 1 and s.trial.extra_args == ["--patience", "15"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: cifar-hpo.io/v1alpha1\nkind: Search\nmetadata: {name: x}\n"
+                   "spec: {trial: {gpuCnt: 1}}\n")
+    with pytest.raises(ConfigError, match=r"spec\.trial\.gpuCnt: unknown key"):
+        _load(str(bad))
+
+
+def test_the_committed_crd_is_the_one_the_settings_generate():
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gen_crd
+
+    assert gen_crd.OUT.read_text() == gen_crd.render(), "charts/crds/ is stale: run scripts/gen_crd.py"
+    spec = gen_crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert spec["search"]["properties"]["maxTrials"] == {"type": "integer", "minimum": 1, "default": 20,
+                                                         "description": spec["search"]["properties"]["maxTrials"]
+                                                         ["description"]}
+    assert spec["tpe"]["properties"]["gamma"]["exclusiveMaximum"] is True
+    assert "default" not in spec["trial"]["properties"]["image"]  # the operator's defaults fill a Search's trial

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from controller.kube.jobs import build_job, job_name
+from controller.kube.jobs import build_job, job_name, job_prefix
 from controller.kube.settings import KubeSettings
 
 pytestmark = pytest.mark.pure
@@ -30,10 +30,12 @@ def test_job_bodies_validate_for_other_options():
 
 
 def test_job_names_carry_the_search_and_stay_unique_within_63_characters():
-    assert job_name("hpo", "cifar100", 7) == "hpo-cifar100-t7"
-    long_a, long_b = job_name("r" * 40, "a" * 40, 123456), job_name("r" * 40, "b" * 40, 123456)
+    assert job_name(job_prefix(KubeSettings(release="hpo"), "cifar100"), 7) == "hpo-cifar100-t7"
+    assert job_name(job_prefix(KubeSettings(job_prefix="my-search"), "cifar100"), 7) == "my-search-t7"
+    a, b = (job_prefix(KubeSettings(release="r" * 40), s * 40) for s in "ab")
+    long_a, long_b = job_name(a, 123456), job_name(b, 123456)
     assert len(long_a) <= 63 and len(long_b) <= 63 and long_a != long_b and long_a.endswith("-t123456")
-    assert job_name("r" * 40, "a" * 40, 1) == job_name("r" * 40, "a" * 40, 1)  # stable across restarts
+    assert job_name(a, 1) == job_name(a, 1)  # stable across restarts
 
 
 def test_the_dataset_cache_can_be_a_claim_or_a_node_folder():

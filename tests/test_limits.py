@@ -31,6 +31,8 @@ CHART_ONLY = {
     "trainer.dataSha256": "the settings check the same 64 hex digits in TrialSection.validate",
     "store.endpoint": "a URL pattern for the rendered endpointUrl",
     "search.name": "the settings check the same pattern in SearchSection.validate",
+    "controller.image.digest": "the operator's own Deployment",
+    "trainer.image.digest": "rendered into kube.image as repository@digest",
 }
 # Limits that differ on purpose.
 DIFFERENT = {
@@ -56,17 +58,19 @@ def _schema_limits() -> dict[str, dict[str, object]]:
 
 
 def _wiring() -> dict[str, str]:
-    """chart value → settings key, from templates/configmap-search.yaml."""
-    text = (CHART / "templates" / "configmap-search.yaml").read_text()
+    """chart value → settings key, from the config the chart renders (templates/configmap-search.yaml and the
+    operator's part of it, cifar-hpo.operatorConfig in templates/_helpers.tpl)."""
+    text = (CHART / "templates" / "configmap-search.yaml").read_text() + "\n" + \
+        (CHART / "templates" / "_helpers.tpl").read_text().split('define "cifar-hpo.operatorConfig"')[1]
     wiring: dict[str, str] = {}
     section = None
     for line in text.splitlines():
-        if m := re.fullmatch(r" {4}(\w+):", line):
+        if m := re.fullmatch(r" *(\w+):", line):
             section = m.group(1)
         elif m := re.search(r"toYaml \.Values\.(\w+) ", line):
             for f in dataclasses.fields(getattr(Settings(), _field(section))):
                 wiring[f"{m.group(1)}.{camel(f.name)}"] = f"{section}.{camel(f.name)}"
-        elif m := re.fullmatch(r" {6}(\w+): \{\{ \.Values\.([\w.]+)\b.*", line):
+        elif m := re.fullmatch(r" +(\w+): \{\{ \.Values\.([\w.]+)\b.*", line):
             wiring[m.group(2)] = f"{section}.{m.group(1)}"
     return wiring
 

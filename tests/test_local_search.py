@@ -213,3 +213,20 @@ def test_a_search_whose_every_trial_failed_has_not_succeeded(tmp_path, fake_tria
     assert p.returncode == 3, p.stderr
     final = json.loads(p.stdout)
     assert final["state"] == "failed" and "every trial failed (2)" in final["reason"]
+
+
+def test_a_search_manifest_runs_in_local_mode(tmp_path):
+    """The file `kubectl apply` takes runs here too: its name is the search's folder, its trial its program."""
+    import yaml
+
+    manifest = tmp_path / "search.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": "from-manifest"},
+        "spec": {"search": {"maxTrials": 3, "parallelism": 2, "seed": 2},
+                 "trial": {"command": [PY, str(ROOT / "tests" / "objective.py")], "data": "synthetic:200",
+                           "gpuCount": 1, "image": "ignored-here"}}}))
+    store = str(tmp_path / "runs")
+    final = json.loads(run_cli("run", "--local", "--config", str(manifest), "--store", store).stdout)
+    assert final["state"] == "succeeded" and final["finished"] == 3
+    assert [t["state"] for t in _status(store)["trials"]] == ["ok"] * 3
+    assert (tmp_path / "runs" / "from-manifest" / "search.json").exists()

@@ -30,7 +30,12 @@ FIGURES = {
     "credentials grep": {"places_checked": 40, "leaks": []},
     "corrupted records": {"trials_before": 42, "trials_after": 42, "corrupt_proposal": ["failed", "corrupt"],
                           "corrupt_result": ["pending", "not valid JSON"]},
-    "kubectl session, real cluster": {"get jobs": "NAME\n", "logs": "trial 0\n", "events": "LAST SEEN\n"},
+    "kubectl session, real cluster": {"get jobs": "NAME\n", "logs": "trial 0\n", "events": "LAST SEEN\n",
+                                      "get searches": "NAME STATE\n"},
+    reliability_md.OPERATOR_KILLS: {"kills": 5, "jobs_created_twice": [], "kubectl get searches (during)": "NAME\n",
+                                    "kubectl get searches (after)": "NAME\n",
+                                    "searches": {"alpha": {"budget": 4, "ok": 4, "ran": 4}}},
+    "invalid Search refused by the API server": {"message": "spec.search.maxTrials: Invalid value"},
     "bad input: wrong type": {"case": "wrong type", "exit": 2, "message": "error: x", "records_changed": False},
 }
 
@@ -64,5 +69,5 @@ def test_every_lost_on_the_page_is_computed_from_the_counts(tmp_path):
     assert reliability_md.main(["--run", str(_run(tmp_path, figures={**FIGURES, reliability_md.KILLS[1]: doubled})),
                                 "--out", str(out)]) == 0
     page = out.read_text()
-    assert "**1 trial(s) not finished; ran twice: [3]**" in page and page.count("**nothing**") == 3
+    assert "**1 trial(s) not finished; ran twice: [3]**" in page and page.count("**nothing**") == 4
     assert "`tests/x.py::t0`" in page  # every figure is listed with the test behind it

@@ -40,8 +40,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* repository@digest when a digest is given (an immutable reference), else repository:tag. */}}
 {{- define "cifar-hpo.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
 {{- printf "%s:%s" .image.repository (default .appVersion .image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* The restricted Pod Security Standard, for every container. */}}
@@ -53,4 +58,52 @@ capabilities:
   drop: [ALL]
 seccompProfile:
   type: RuntimeDefault
+{{- end }}
+
+{{/* The operator's own settings (the store, the trials' program and Job defaults): its pod restarts when they
+change (checksum/config), not when a Search's budget does. */}}
+{{- define "cifar-hpo.operatorConfig" -}}
+{{- $full := include "cifar-hpo.fullname" . -}}
+store:
+  uri: {{ printf "s3://%s/%s" .Values.store.bucket (trimAll "/" .Values.store.prefix) | trimSuffix "/" | quote }}
+  endpointUrl: {{ .Values.store.endpoint | default nil | toJson }}
+  region: {{ .Values.store.region | default nil | toJson }}
+trial:
+  command: {{ .Values.trainer.command | default (list "python" "-m" "trainer") | toJson }}
+  data: {{ .Values.trainer.data | quote }}
+  dataSha256: {{ .Values.trainer.dataSha256 | default nil | toJson }}
+  epochs: {{ .Values.trainer.epochs }}
+  extraArgs: {{ .Values.trainer.extraArgs | toJson }}
+controller:
+  logFormat: {{ .Values.controller.logFormat }}
+  metricsPort: {{ .Values.controller.metricsPort }}
+kube:
+  namespace: {{ .Release.Namespace | quote }}
+  release: {{ $full | quote }}
+  instance: {{ .Release.Name | quote }}
+  image: {{ include "cifar-hpo.image" (dict "image" .Values.trainer.image "appVersion" .Chart.AppVersion) | quote }}
+  imagePullPolicy: {{ .Values.trainer.image.pullPolicy }}
+  imagePullSecrets: {{ .Values.imagePullSecrets | toJson }}
+  gpuResource: {{ .Values.trainer.gpu.resourceName | quote }}
+  gpuCount: {{ .Values.trainer.gpu.count }}
+  requests: {{ .Values.trainer.resources.requests | default dict | toJson }}
+  limits: {{ .Values.trainer.resources.limits | default dict | toJson }}
+  nodeSelector: {{ .Values.trainer.nodeSelector | toJson }}
+  tolerations: {{ .Values.trainer.tolerations | toJson }}
+  affinity: {{ .Values.trainer.affinity | toJson }}
+  priorityClassName: {{ .Values.trainer.priorityClassName | default nil | toJson }}
+  serviceAccountName: {{ printf "%s-trial" $full | quote }}
+  s3SecretName: {{ include "cifar-hpo.s3Secret" . | default nil | toJson }}
+  backoffLimit: {{ .Values.trainer.backoffLimit }}
+  activeDeadlineSeconds: {{ .Values.trainer.activeDeadlineSeconds }}
+  ttlSecondsAfterFinished: {{ .Values.trainer.ttlSecondsAfterFinished }}
+  terminationGraceSeconds: {{ .Values.trainer.terminationGraceSeconds }}
+  cacheSizeLimit: {{ .Values.trainer.cacheSizeLimit | quote }}
+  dataCacheClaim: {{ .Values.trainer.dataCache.existingClaim | default nil | toJson }}
+  dataCacheHostPath: {{ .Values.trainer.dataCache.hostPath | default nil | toJson }}
+  ownerConfigMap: {{ printf "%s-search" $full | quote }}
+  statusConfigMap: {{ printf "%s-status" $full | quote }}
+  leaseName: {{ printf "%s-controller" $full | quote }}
+  leaseSeconds: {{ .Values.controller.leaseSeconds }}
+  resyncSeconds: {{ .Values.controller.resyncSeconds }}
 {{- end }}

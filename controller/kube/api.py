@@ -19,6 +19,7 @@ from urllib3.exceptions import HTTPError
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.kube.objects import Job, Lease, OwnerRef, Pod
+from controller.searchspec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class KubeClient:
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.coord = client.CoordinationV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
 
     def raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One API call, its HTTP response unread; any error translated."""
@@ -149,6 +151,24 @@ class KubeClient:
 
     def create_event(self, body: dict[str, Any]) -> None:
         self.call("create Event", self.core.create_namespaced_event, self.ns, body)
+
+    # -- Searches ------------------------------------------------------------------------------------
+    def list_searches(self, all_namespaces: bool = False) -> dict[str, Any]:
+        if all_namespaces:
+            return self.call("list Searches", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        return self.call("list Searches", self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL)
+
+    def watch_searches(self, all_namespaces: bool, version: str | None, timeout_seconds: int) -> Any:
+        kw = {"resource_version": version, "watch": True, "allow_watch_bookmarks": False,
+              "timeout_seconds": timeout_seconds}
+        if all_namespaces:
+            return self.raw("watch Searches", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **kw)
+        return self.raw("watch Searches", self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL,
+                        **kw)
+
+    def patch_search_status(self, name: str, body: dict[str, Any]) -> None:
+        self.call(f"update the status of Search {name}", self.custom.patch_namespaced_custom_object_status, GROUP,
+                  VERSION, self.ns, PLURAL, name, body, _content_type=MERGE_PATCH)
 
     # -- Leases --------------------------------------------------------------------------------------
     def read_lease(self, name: str) -> Lease | None:

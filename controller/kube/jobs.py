@@ -17,6 +17,7 @@ COLLECTED = "cifar-hpo.io/collected"
 SEARCH_LABEL = "cifar-hpo.io/search"
 TRIAL_LABEL = "cifar-hpo.io/trial"
 TRAINER_ENTRYPOINT = ["python", "-m", "trainer"]
+TRAINER_UID = 10002  # Dockerfile.trainer's user: not 1000, the first user of many hosts
 
 
 def labels(s: KubeSettings, search: str) -> dict[str, str]:
@@ -24,16 +25,21 @@ def labels(s: KubeSettings, search: str) -> dict[str, str]:
             "app.kubernetes.io/managed-by": "cifar-hpo-controller", SEARCH_LABEL: search}
 
 
-def job_name(release: str, search: str, tid: int) -> str:
-    """<release>-<search>-t<tid>: two searches of one release (or of two releases) never share a Job. A name
-    over 63 characters keeps its head and a hash of the whole, so it stays unique and stable."""
+def job_name(prefix: str, tid: int) -> str:
+    """<prefix>-t<tid>. A name over 63 characters keeps its head and a hash of the whole prefix, so it stays unique
+    and stable."""
     suffix = f"-t{tid}"
-    name = f"{release}-{search}{suffix}"
+    name = f"{prefix}{suffix}"
     if len(name) <= 63:
         return name
-    digest = hashlib.sha256(f"{release}/{search}".encode()).hexdigest()[:6]
-    head = f"{release}-{search}"[:63 - len(suffix) - 7].rstrip("-")
-    return f"{head}-{digest}{suffix}"
+    digest = hashlib.sha256(prefix.encode()).hexdigest()[:6]
+    return f"{prefix[:63 - len(suffix) - 7].rstrip('-')}-{digest}{suffix}"
+
+
+def job_prefix(s: KubeSettings, search: str) -> str:
+    """<release>-<search> (two searches of one release, or of two releases, never share a Job), or the operator's
+    own prefix: the Search's name."""
+    return s.job_prefix or f"{s.release}-{search}"
 
 
 def selector(s: KubeSettings, search: str) -> str:
@@ -59,7 +65,7 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
     if s.active_deadline_seconds:
         spec["activeDeadlineSeconds"] = s.active_deadline_seconds
     job: Job = {"apiVersion": "batch/v1", "kind": "Job", "spec": spec, "metadata": {
-        "name": job_name(s.release, search, tid), "namespace": s.namespace, "labels": trial_labels,
+        "name": job_name(job_prefix(s, search), tid), "namespace": s.namespace, "labels": trial_labels,
         "annotations": {"cifar-hpo.io/params": json.dumps(params, sort_keys=True)}}}
     if owner:
         job["metadata"]["ownerReferences"] = [{**owner, "blockOwnerDeletion": False}]
@@ -71,7 +77,8 @@ def _pod_spec(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> d
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": s.termination_grace_seconds,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": TRAINER_UID, "runAsGroup": TRAINER_UID,
+                            "fsGroup": TRAINER_UID,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [_container(s, argv, env)],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": s.cache_size_limit}}, _cache_volume(s)],

@@ -8,16 +8,14 @@ blocks on what it finds.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
-import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from controller.errors import PermanentError, TemporaryError
-from controller.kube.api import API_ERRORS, KubeClient
+from controller.errors import PermanentError
+from controller.kube.api import KubeClient
 from controller.kube.jobs import (
     COLLECTED,
     SEARCH_LABEL,
@@ -26,35 +24,36 @@ from controller.kube.jobs import (
     failure_reason,
     finished,
     job_name,
+    job_prefix,
     pod_exit,
     scheduling_wait,
     selector,
     tid_of,
 )
-from controller.kube.objects import Job
+from controller.kube.objects import Job, OwnerRef
 from controller.kube.settings import KubeSettings
+from controller.kube.watch import Watcher
 from controller.launcher import TrialExit, TrialLaunch
 
 log = logging.getLogger(__name__)
 
 
 class KubernetesLauncher:
-    def __init__(self, kube: KubeClient, settings: KubeSettings, search: str):
+    def __init__(self, kube: KubeClient, settings: KubeSettings, search: str, owner: OwnerRef | None = None):
+        """owner: what owns the trial Jobs (the operator's Search); else the release's ConfigMap, if configured."""
         self.kube = kube
         self.s = settings
         self.search = search
         self.selector = selector(settings, search)
-        self.owner = kube.owner(settings.owner_config_map) if settings.owner_config_map else None
+        self.prefix = job_prefix(settings, search)
+        self.owner = owner or (kube.owner(settings.owner_config_map) if settings.owner_config_map else None)
         self._tracked: set[int] = set()
         self._reported: set[int] = set()
         self._cancelled: set[int] = set()
-        self._events: queue.Queue[tuple[str, Job]] = queue.Queue()
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
-        self._resp: Any = None
-        self._resp_lock = threading.Lock()
-        self.watch_errors: list[int] = []
-        """Codes of the ERROR events the Job watch received (410: history compacted)."""
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.watch = Watcher("Job", lambda: kube.list_jobs(self.selector),
+                             lambda version, timeout: kube.watch_jobs(self.selector, version, timeout),
+                             lambda kind, job: self._events.put((kind, job)), settings.resync_seconds)
 
     # -- Launcher ------------------------------------------------------------------------------------
     def launch(self, trial: TrialLaunch) -> None:
@@ -91,7 +90,7 @@ class KubernetesLauncher:
 
     def cancel(self, tid: int) -> None:
         self._cancelled.add(tid)
-        self.kube.delete_job(job_name(self.s.release, self.search, tid))
+        self.kube.delete_job(job_name(self.prefix, tid))
         log.info("trial %d: deleting Job (SIGTERM to the trainer, then its result)", tid)
 
     def running(self) -> set[int]:
@@ -107,7 +106,11 @@ class KubernetesLauncher:
         return out
 
     def release(self, tid: int) -> None:
-        self.kube.annotate_job(job_name(self.s.release, self.search, tid), {COLLECTED: "true"})
+        self.kube.annotate_job(job_name(self.prefix, tid), {COLLECTED: "true"})
+
+    def wake(self) -> None:
+        """Make a wait() in progress return now (the operator changed what the loop should do)."""
+        self._events.put(("WAKE", {}))
 
     def wait(self, timeout: float) -> list[TrialExit]:
         self._ensure_watch()
@@ -127,16 +130,12 @@ class KubernetesLauncher:
         return ended
 
     def close(self) -> None:
-        """Stop watching and wait for the watch thread: a daemon thread still inside an HTTP read or a log
-        write when the interpreter shuts down can abort it (SIGABRT) after a search that succeeded."""
-        self._stop.set()
-        with self._resp_lock:
-            if self._resp is not None:
-                self._resp.shutdown()  # unblocks a read waiting for the next event
-        if self._watcher is not None:
-            self._watcher.join(timeout=30)
-            if self._watcher.is_alive():
-                log.warning("the Job watch did not stop within 30 s")
+        self.watch.close()
+
+    @property
+    def watch_errors(self) -> list[int]:
+        """Codes of the ERROR events the Job watch received (410: history compacted)."""
+        return self.watch.errors
 
     # -- what ended ----------------------------------------------------------------------------------
     def _handle(self, kind: str, job: Job) -> list[TrialExit]:
@@ -170,55 +169,5 @@ class KubernetesLauncher:
         self._tracked.discard(tid)
         return TrialExit(tid, code, reason, tail, tail.encode() if tail else None)
 
-    # -- watching ------------------------------------------------------------------------------------
     def _ensure_watch(self) -> None:
-        if self._stop.is_set():
-            return
-        if self._watcher is None or not self._watcher.is_alive():
-            self._watcher = threading.Thread(target=self._watch_loop, name="job-watch", daemon=True)
-            self._watcher.start()
-
-    def _watch_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                listing = self.kube.list_jobs(self.selector)
-                for job in listing["items"]:
-                    self._events.put(("MODIFIED", job))
-                self._watch_from(listing["metadata"].get("resourceVersion"))
-            except (TemporaryError, PermanentError, *API_ERRORS, OSError, ValueError) as e:
-                if self._stop.is_set():
-                    return  # close() cut the stream
-                log.info("Job watch ended (%s: %s); re-listing", type(e).__name__, e)
-                self._stop.wait(0.2)
-
-    def _watch_from(self, version: str | None) -> None:
-        """One watch from a listing's resourceVersion, until it ends, errs or the resync period is up. The
-        stream is read here, not through kubernetes.watch.Watch, whose raw mode drops ERROR events
-        (KeyError 'raw_object' in client 37.0.1); keeping the response also lets close() cut it."""
-        resp = self.kube.watch_jobs(self.selector, version, max(1, int(self.s.resync_seconds)))
-        with self._resp_lock:
-            self._resp = resp
-        try:
-            if self._stop.is_set():
-                return
-            buffer = b""
-            for chunk in resp.stream(amt=None, decode_content=False):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip() and not self._on_watch_event(json.loads(line)):
-                        return
-        finally:
-            with self._resp_lock:
-                self._resp = None
-            resp.release_conn()
-
-    def _on_watch_event(self, event: Mapping[str, Any]) -> bool:
-        """Queue a Job event; False ends this watch (an ERROR: e.g. 410 Gone once history was compacted)."""
-        if event.get("type") == "ERROR":
-            status = event.get("object") or {}
-            self.watch_errors.append(int(status.get("code") or 0))
-            log.info("Job watch: ERROR %s (%s); re-listing", status.get("code"), status.get("message", "no message"))
-            return False
-        self._events.put((event["type"], event["object"]))
-        return True
+        self.watch.start()

@@ -17,6 +17,8 @@ class KubeSettings:
     namespace: str = "default"
     release: str = "cifar-hpo"
     """Prefixes Job names (<release>-<search>-t<tid>): the chart passes its full name."""
+    job_prefix: str | None = None
+    """Names Jobs <job_prefix>-t<tid> instead (the operator: the Search's own name)."""
     instance: str | None = None
     """The app.kubernetes.io/instance label (the Helm release name); null: `release`."""
     image: str = "cifar-hpo-trainer:latest"

@@ -1,0 +1,243 @@
+"""The operator: watches Search objects and runs each one's search loop (the same SearchLoop as local mode).
+
+One SearchWorker thread per Search: it builds the search's settings from the Search's spec over the operator's
+own (store, Job defaults), stages its dataset, and runs the loop with a KubernetesLauncher whose Jobs the Search
+owns (deleting the Search garbage-collects them; its records stay in the store) and a SearchStatusWriter
+(status subresource, Events). A worker's failure or slow store stalls only its own thread.
+
+Spec edits: budgets (maxTrials, maxFailedTrials, parallelism, goal) are applied to the running loop at once;
+other accepted changes (trial, tpe, early stopping) restart the loop, which resumes from the store and adopts
+its running Jobs; a changed space, seed or folder is refused with a condition and a Warning Event, and the
+search goes on as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from controller.backoff import Backoff
+from controller.config import Settings, with_overrides
+from controller.dataset import stage
+from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.kube.api import KubeClient
+from controller.kube.launcher import KubernetesLauncher
+from controller.kube.objects import OwnerRef
+from controller.kube.search_status import SearchStatusWriter
+from controller.kube.watch import Watcher
+from controller.loop import SearchLoop
+from controller.publish import Notifier, Publisher
+from controller.searchspec import API_VERSION, KIND, budget_change, settings_of
+from controller.store import Store
+
+log = logging.getLogger(__name__)
+
+PublisherFactory = Callable[[Settings, Store, Notifier], Publisher]
+
+
+class SearchWorker:
+    def __init__(self, op: Operator, obj: dict[str, Any]):
+        self.op = op
+        self.obj = obj
+        self.name: str = obj["metadata"]["name"]
+        self.uid: str = obj["metadata"]["uid"]
+        self.kube = KubeClient(op.kube.api, obj["metadata"]["namespace"], op.kube.identity)
+        self.settings: Settings | None = None
+        self.applied = -1
+        """The spec generation the running search follows."""
+        self.loop: SearchLoop | None = None
+        self.launcher: KubernetesLauncher | None = None
+        self.writer: SearchStatusWriter | None = None
+        self.halted = threading.Event()
+        self.changed = threading.Event()
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name=f"search-{self.name}", daemon=True)
+
+    @property
+    def folder(self) -> str:
+        return str((((self.obj.get("spec") or {}).get("search") or {}).get("name")) or self.name)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def halt(self) -> None:
+        """The Search is gone (or the operator stops): stop orchestrating; running Jobs are the garbage
+        collector's (deleted Search) or the next operator's (adopted)."""
+        self.halted.set()
+        self.changed.set()
+        with self._lock:
+            if self.loop:
+                self.loop.halt()
+            if self.launcher:
+                self.launcher.wake()
+
+    def update(self, obj: dict[str, Any]) -> None:
+        """A new version of the Search: apply its budgets, restart for other changes, refuse fixed fields."""
+        self.obj = obj
+        generation = int(obj["metadata"].get("generation") or 0)
+        if generation == self.applied or self.settings is None:
+            return
+        try:
+            wanted = self._settings_of(obj)
+        except ConfigError as e:
+            self._refuse("InvalidSpec", str(e))
+            return
+        with self._lock:
+            merged, refused = budget_change(self.settings, wanted)
+            self.applied = generation
+            if self.writer:
+                self.writer.generation = generation
+            if refused:
+                self._refuse("FixedFieldChanged", f"{', '.join(refused)} cannot change once a search has records "
+                                                  "(they would not fit); it goes on as it was. Create another "
+                                                  "Search for another space, seed or folder.")
+            else:
+                self._accept()
+            restart = dataclasses.replace(wanted, search=merged.search) != merged and not refused
+            self.settings = dataclasses.replace(wanted, search=merged.search) if restart else merged
+            if self.loop and not restart:
+                self.loop.settings = merged  # the loop reads its budgets at every step
+            elif self.loop:
+                self.loop.halt()
+            if self.launcher:
+                self.launcher.wake()
+        self.changed.set()
+        log.info("Search %s: generation %d applied%s", self.name, generation, " (loop restarted)" if restart else "")
+
+    # -- the worker's thread ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = Backoff()
+        while not self.halted.is_set():
+            self.changed.clear()
+            try:
+                self._run_once()
+                backoff.reset()
+            except ConfigError as e:  # its settings, or its data source: the Search says why until it is edited
+                log.error("Search %s: %s", self.name, e)
+                self._fail(str(e))
+            except (TemporaryError, PermanentError, OSError) as e:
+                backoff.failed(f"in Search {self.name}", e)
+                continue
+            except Exception as e:  # a bug must not take every other search down with this thread
+                log.exception("Search %s: unexpected error; its search starts again", self.name)
+                backoff.failed(f"in Search {self.name}", e)
+                continue
+            if self.loop is not None and self.loop.halted and not self.halted.is_set():
+                continue  # halted for a restart with new settings
+            self.changed.wait()
+
+    def _run_once(self) -> None:
+        if self.settings is None:
+            self.settings = self._settings_of(self.obj)
+            self.applied = int(self.obj["metadata"].get("generation") or 0)
+        settings = self.settings
+        staged = stage(settings.trial.data, settings.trial.data_sha256, self.op.root)
+        if staged is not None:
+            settings = with_overrides(settings, trial__data=staged.uri)
+        store = self.op.root.child(settings.search.name)
+        writer = SearchStatusWriter(self.kube, self.obj, store.uri)
+        writer.generation = self.applied
+        owner: OwnerRef = {"apiVersion": API_VERSION, "kind": KIND, "name": self.name, "uid": self.uid}
+        launcher = KubernetesLauncher(self.kube, settings.kube, settings.search.name, owner=owner)
+        loop = SearchLoop(settings, store, launcher, publisher=self.op.publisher(settings, store, writer),
+                          wait_seconds=settings.kube.resync_seconds)
+        with self._lock:
+            if self.halted.is_set():
+                launcher.close()
+                return
+            self.writer, self.launcher, self.loop = writer, launcher, loop
+        self._accept()
+        try:
+            loop.run()
+        finally:
+            launcher.close()
+
+    def _settings_of(self, obj: dict[str, Any]) -> Settings:
+        settings = settings_of(obj, self.op.base)
+        kube = dataclasses.replace(settings.kube, namespace=obj["metadata"]["namespace"], job_prefix=self.name,
+                                   instance=self.name, owner_config_map=None, status_config_map=None,
+                                   lease_name=None)
+        return dataclasses.replace(settings, kube=kube)
+
+    def _writer(self) -> SearchStatusWriter:
+        return self.writer or SearchStatusWriter(self.kube, self.obj, self.op.root.child(self.folder).uri)
+
+    def _accept(self) -> None:
+        """SpecAccepted, and the generation now followed (observedGeneration), written at once."""
+        self._writer().condition("SpecAccepted", True, "Accepted", f"generation {self.applied} applied")
+
+    def _refuse(self, reason: str, message: str) -> None:
+        writer = self._writer()
+        writer.condition("SpecAccepted", False, reason, message)
+        writer.event("SpecRefused", message, warning=True)
+
+    def _fail(self, message: str) -> None:
+        writer = self._writer()
+        writer.status({"state": "failed", "reason": message, "counts": {}, "finished": 0, "budget_left": 0})
+        writer.event("SearchFailed", message, warning=True)
+
+
+class Operator:
+    """Watches the Searches of one namespace (or of all) and keeps one SearchWorker per Search."""
+
+    def __init__(self, kube: KubeClient, base: Settings, root: Store, publisher: PublisherFactory,
+                 all_namespaces: bool = False):
+        self.kube = kube
+        self.base = base
+        self.root = root
+        self.publisher = publisher
+        self.all_namespaces = all_namespaces
+        self.workers: dict[tuple[str, str], SearchWorker] = {}
+        self._lock = threading.Lock()
+        self.watcher = Watcher("Search", lambda: kube.list_searches(all_namespaces),
+                               lambda version, timeout: kube.watch_searches(all_namespaces, version, timeout),
+                               self._on_event, base.kube.resync_seconds)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("operator: watching Searches in %s", "all namespaces" if self.all_namespaces else self.kube.ns)
+        self.watcher.start()
+        while not stop.wait(5.0):
+            self.watcher.start()  # a watch thread that died is started again
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.watcher.close()
+        with self._lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            w.halt()
+        for w in workers:
+            if w.thread.ident is not None:  # a refused Search's worker never started
+                w.thread.join(timeout=60)
+
+    def _on_event(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", self.kube.ns), meta.get("name", ""))
+        with self._lock:
+            worker = self.workers.get(key)
+            if kind == "DELETED" or (worker is not None and worker.uid != meta.get("uid")):
+                if worker is not None:
+                    log.info("Search %s/%s deleted: its trials stop with their Jobs; its records stay", *key)
+                    worker.halt()
+                    del self.workers[key]
+                if kind == "DELETED":
+                    return
+                worker = None
+            if worker is not None:
+                worker.update(obj)
+                return
+            worker = SearchWorker(self, obj)
+            clash = next((w for w in self.workers.values()
+                          if w.kube.ns == worker.kube.ns and w.folder == worker.folder), None)
+            self.workers[key] = worker
+        if clash is not None:
+            message = (f"spec.search.name: folder {worker.folder!r} holds the records of Search {clash.name}; "
+                       "give this Search another name or spec.search.name")
+            worker._refuse("FolderInUse", message)
+            worker._fail(message)
+            return
+        log.info("Search %s/%s: starting its search", *key)
+        worker.start()

@@ -1,0 +1,199 @@
+"""The Search custom resource and the operator, on the real control plane: the API server validates Searches
+against the generated CRD, the operator runs several at once (killed -9 meanwhile), follows spec edits, and a
+deleted Search's Jobs are garbage-collected while its records stay."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from clusterkit import _finished
+from conftest import ROOT, record_figure
+from realkube import JobRecorder, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CRD = ROOT / "charts" / "crds" / "searches.cifar-hpo.io.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd(kube):
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.kubectl("wait", "--for=condition=Established", "crd/searches.cifar-hpo.io", "--timeout=120s")
+    return kube
+
+
+@pytest.fixture
+def work():
+    # Not under /tmp: the process kubelet maps a pod's /tmp volume over such paths.
+    folder = Path.home() / ".cache" / "cifar-hpo" / "operator-tests" / uuid.uuid4().hex[:10]
+    folder.mkdir(parents=True)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _search(name: str, max_trials: int, parallelism: int = 2, work: Path | None = None, gate: bool = False,
+            **spec) -> dict:
+    env = ["env", "FAKE_TRIAL_SLEEP=0.2"]
+    if work is not None:
+        env.append(f"FAKE_TRIAL_RUNLOG={work / f'{name}.runlog'}")
+        if gate:
+            (work / f"gate-{name}").mkdir(exist_ok=True)
+            env.append(f"FAKE_TRIAL_GATE={work / f'gate-{name}'}")
+    return {"apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": name},
+            "spec": {"search": {"maxTrials": max_trials, "parallelism": parallelism, "seed": 1, "maxFailedTrials": 3},
+                     "tpe": {"nStartupJobs": 3, "nEICandidates": 4},
+                     "trial": {"command": [*env, "python", "tests/objective.py"], "epochs": 2}, **spec}}
+
+
+def _apply(kube, ns: str, doc: dict, path: Path, check: bool = True):
+    path.write_text(yaml.safe_dump(doc))
+    return kube.run(str(ROOT / ".tools" / "bin" / "kubectl"), "apply", "-n", ns, "-f", str(path), check=check)
+
+
+def _status(kube, ns: str, name: str) -> dict:
+    out = kube.kubectl("-n", ns, "get", "search", name, "-o", "json", check=False)
+    return (json.loads(out).get("status") or {}) if out.strip() else {}
+
+
+def _operator_config(release, **kube_settings):
+    return release.config_file(kube={"resyncSeconds": 5, **kube_settings}, controller={"reportSeconds": 3600})
+
+
+def test_an_invalid_search_is_refused_by_the_api_server_naming_the_field(crd, kube_ns, tmp_path):
+    bad = _search("bad", max_trials=0)
+    p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
+    assert p.returncode != 0 and "spec.search.maxTrials" in p.stderr, p.stderr
+    bad = _search("bad", 3, tpe={"gamma": 1.5})
+    p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
+    assert p.returncode != 0 and "spec.tpe.gamma" in p.stderr, p.stderr
+    bad = _search("bad", 3)
+    bad["spec"]["trial"].update(data="synthetic:300", dataSha256="a" * 64)  # a CEL rule: no checksum for generated data
+    p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
+    assert p.returncode != 0 and "dataSha256" in p.stderr and "synthetic" in p.stderr, p.stderr
+    bad = _search("bad", 3)
+    bad["spec"]["search"]["maxTrails"] = 5  # a typo: unknown fields are refused, not dropped
+    p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
+    assert p.returncode != 0 and "maxTrails" in p.stderr, p.stderr
+    assert not json.loads(crd.kubectl("-n", kube_ns, "get", "searches", "-o", "json"))["items"]
+    record_figure("invalid Search refused by the API server", {"message": p.stderr.strip()[:300]})
+
+
+def test_three_searches_on_one_operator_killed_at_random_moments(crd, release, kube_ns, tmp_path, work):
+    budgets = {"alpha": 4, "beta": 5, "gamma": 6}
+    cfg = _operator_config(release)
+    log = tmp_path / "operator.log"
+    rng = random.Random(7)
+    kills = 0
+    with JobRecorder(crd, kube_ns) as jobs:
+        for name, n in budgets.items():
+            _apply(crd, kube_ns, _search(name, n, work=work), tmp_path / f"{name}.yaml")
+        op = release.operator(cfg, log=log)
+        total = sum(budgets.values())
+        done = lambda: sum(len([t for t in release.trials(name) if t["state"] == "ok"]) for name in budgets)
+        for k in range(5):  # each kill after more trials have ended: progress, not time, decides when
+            target = (k + 1) * total // 7
+            wait_for(f"{target} trials done before kill {k}", lambda t=target: done() >= t, proc=op)
+            if k == 2:
+                during = crd.kubectl("-n", kube_ns, "get", "searches")
+            time.sleep(rng.uniform(0.0, 1.0))  # a random moment past that progress: mid-step, mid-launch, mid-write
+            op.kill()
+            op.wait()
+            kills += 1
+            op = release.operator(cfg, log=log)
+        for name in budgets:
+            wait_for(f"Search {name} to succeed", lambda name=name: _status(crd, kube_ns, name).get("state")
+                     == "Succeeded", proc=op)
+        get = crd.kubectl("-n", kube_ns, "get", "searches")
+        op.terminate()
+        assert op.wait(60) == 0
+    per_search = {}
+    for name, n in budgets.items():
+        trials = release.trials(name)
+        status = _status(crd, kube_ns, name)
+        assert [t["tid"] for t in trials] == list(range(n)) and {t["state"] for t in trials} == {"ok"}, trials
+        assert status["counts"]["ok"] == n and status["budgetLeft"] == 0 and status["best"]["objective"] > 0
+        assert status["records"] == f"{release.store}/{name}" and status["bestModel"].endswith("model.keras")
+        ran = sorted(int(t) for t in (work / f"{name}.runlog").read_text().split())
+        assert ran == list(range(n)), (name, ran)  # each trial ran once
+        per_search[name] = {"budget": n, "ok": status["counts"]["ok"], "ran": len(ran)}
+    assert sorted(jobs.created) == sorted(f"{name}-t{i}" for name, n in budgets.items() for i in range(n))
+    assert jobs.twice() == []
+    assert all(name in get and "Succeeded" in get for name in budgets), get
+    record_figure("three Searches, one operator killed -9 five times", {
+        "kills": kills, "searches": per_search, "jobs_created_twice": jobs.twice(),
+        "kubectl get searches (during)": during, "kubectl get searches (after)": get})
+
+
+def test_deleting_a_search_stops_its_jobs_keeps_its_records_and_spares_the_others(crd, release, kube_ns, tmp_path,
+                                                                                   work):
+    op = release.operator(_operator_config(release), log=tmp_path / "operator.log")
+    try:
+        _apply(crd, kube_ns, _search("doomed", 6, parallelism=2, work=work, gate=True), tmp_path / "d.yaml")
+        _apply(crd, kube_ns, _search("other", 3, work=work), tmp_path / "o.yaml")
+        (work / "gate-doomed" / "0").touch()  # trial 0 may end; the others wait at their gate
+        wait_for("doomed's trial 0 recorded and two Jobs running", lambda: [t["state"] for t in release.trials(
+            "doomed")][:1] == ["ok"] and len(crd.jobs(kube_ns, "cifar-hpo.io/search=doomed")) >= 2, proc=op)
+        owners = {r["kind"] for j in crd.jobs(kube_ns, "cifar-hpo.io/search=doomed")
+                  for r in j["metadata"]["ownerReferences"]}
+        assert owners == {"Search"}
+        crd.kubectl("-n", kube_ns, "delete", "search", "doomed", "--wait=false")
+        wait_for("the garbage collector to delete doomed's Jobs",
+                 lambda: not crd.jobs(kube_ns, "cifar-hpo.io/search=doomed"), proc=op)
+        wait_for("the other search to succeed", lambda: _status(crd, kube_ns, "other").get("state") == "Succeeded",
+                 proc=op)
+        kept = release.trials("doomed")
+        assert kept[0]["tid"] == 0 and kept[0]["state"] == "ok"  # its records stay in the bucket
+        assert [t["state"] for t in release.trials("other")] == ["ok"] * 3
+    finally:
+        op.terminate()
+        op.wait(60)
+
+
+def test_budget_edits_on_a_running_search_are_followed(crd, release, kube_ns, tmp_path, work):
+    store = release.store
+    op = release.operator(_operator_config(release), log=tmp_path / "operator.log")
+    gate = work / "gate-edited"
+    try:
+        _apply(crd, kube_ns, _search("edited", 6, parallelism=3, work=work, gate=True), tmp_path / "e.yaml")
+        wait_for("three trials in flight", lambda: len(crd.jobs(kube_ns, "cifar-hpo.io/search=edited")) == 3, proc=op)
+        crd.kubectl("-n", kube_ns, "patch", "search", "edited", "--type", "merge", "-p",
+                    '{"spec": {"search": {"parallelism": 1}}}')
+        wait_for("the operator to observe the edit", lambda: _status(crd, kube_ns, "edited").get(
+            "observedGeneration") == 2, proc=op)
+        for tid in range(3):
+            (gate / str(tid)).touch()
+        # A batch's proposals are all written before its first Job: with parallelism 3 the next batch would be
+        # trials 3, 4 and 5; with 1 it is trial 3 alone.
+        wait_for("trial 3's Job", lambda: any(j["metadata"]["name"] == "edited-t3"
+                                              for j in crd.jobs(kube_ns, "cifar-hpo.io/search=edited")), proc=op)
+        keys = [t["tid"] for t in _finished(store, "edited")["trials"]]
+        assert max(keys) == 3, keys
+        (gate / "all").touch()
+        wait_for("the search to succeed with 6", lambda: _status(crd, kube_ns, "edited").get("state") == "Succeeded"
+                 and _status(crd, kube_ns, "edited")["counts"]["ok"] == 6, proc=op)
+        crd.kubectl("-n", kube_ns, "patch", "search", "edited", "--type", "merge", "-p",
+                    '{"spec": {"search": {"maxTrials": 8}}}')
+        wait_for("the extended search to succeed with 8", lambda: _status(crd, kube_ns, "edited").get("counts", {})
+                 .get("ok") == 8 and _status(crd, kube_ns, "edited").get("state") == "Succeeded", proc=op)
+        crd.kubectl("-n", kube_ns, "patch", "search", "edited", "--type", "merge", "-p",
+                    '{"spec": {"search": {"seed": 99}}}')
+        wait_for("the seed change to be refused", lambda: any(
+            c["type"] == "SpecAccepted" and c["status"] == "False" and "spec.search.seed" in c["message"]
+            for c in _status(crd, kube_ns, "edited").get("conditions", [])), proc=op)
+        events = crd.kubectl("-n", kube_ns, "get", "events", "--field-selector", "involvedObject.name=edited")
+        assert "SpecRefused" in events
+        described = crd.kubectl("-n", kube_ns, "describe", "search", "edited")
+        assert "Succeeded" in described and "SpecAccepted" in described
+        ran = sorted(int(t) for t in (work / "edited.runlog").read_text().split())
+        assert ran == list(range(8))
+    finally:
+        op.terminate()
+        op.wait(60)
+    record_figure("kubectl describe search after edits", {"describe": described[-1500:]})
