@@ -155,6 +155,8 @@ class SearchLoop:
                  len(self.records), self.finished_count(), self.open_count())
         self._reconcile([t for t, r in self.records.items() if not r.finished])
         self._check_stop()
+        # What a restarted controller found is shown at once, not at the next trial's end.
+        self.backoff.retrying("publishing the status", lambda: self.publisher.status(self.status()))
 
     def _step(self) -> bool:
         """Fill free slots, heal lost trials, wait for ends and record them; False once nothing runs."""

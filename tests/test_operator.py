@@ -70,6 +70,7 @@ def test_an_invalid_search_is_refused_by_the_api_server_naming_the_field(crd, ku
     bad = _search("bad", max_trials=0)
     p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
     assert p.returncode != 0 and "spec.search.maxTrials" in p.stderr, p.stderr
+    refused = p.stderr.strip()
     bad = _search("bad", 3, tpe={"gamma": 1.5})
     p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
     assert p.returncode != 0 and "spec.tpe.gamma" in p.stderr, p.stderr
@@ -82,7 +83,7 @@ def test_an_invalid_search_is_refused_by_the_api_server_naming_the_field(crd, ku
     p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
     assert p.returncode != 0 and "maxTrails" in p.stderr, p.stderr
     assert not json.loads(crd.kubectl("-n", kube_ns, "get", "searches", "-o", "json"))["items"]
-    record_figure("invalid Search refused by the API server", {"message": p.stderr.strip()[:300]})
+    record_figure("invalid Search refused by the API server", {"message": refused.split("bad.yaml\": ")[-1][:300]})
 
 
 def test_three_searches_on_one_operator_killed_at_random_moments(crd, release, kube_ns, tmp_path, work):
@@ -151,6 +152,28 @@ def test_deleting_a_search_stops_its_jobs_keeps_its_records_and_spares_the_other
         kept = release.trials("doomed")
         assert kept[0]["tid"] == 0 and kept[0]["state"] == "ok"  # its records stay in the bucket
         assert [t["state"] for t in release.trials("other")] == ["ok"] * 3
+    finally:
+        op.terminate()
+        op.wait(60)
+
+
+def test_a_failing_search_stalls_no_other(crd, release, kube_ns, tmp_path, work):
+    """One Search whose dataset cannot be read (its staging retries, then fails) beside one that runs: the second
+    finishes, the first says why it failed, on its own status and in a Warning Event."""
+    op = release.operator(_operator_config(release), log=tmp_path / "operator.log")
+    try:
+        broken = _search("broken", 3, work=work)
+        broken["spec"]["trial"]["data"] = "http://127.0.0.1:9/cifar-100-python.tar.gz"  # nothing listens there
+        _apply(crd, kube_ns, broken, tmp_path / "b.yaml")
+        _apply(crd, kube_ns, _search("healthy", 4, work=work), tmp_path / "h.yaml")
+        wait_for("the healthy search to succeed", lambda: _status(crd, kube_ns, "healthy").get("state")
+                 == "Succeeded", proc=op)
+        wait_for("the broken search to fail", lambda: _status(crd, kube_ns, "broken").get("state") == "Failed",
+                 proc=op)
+        assert "cannot be read" in _status(crd, kube_ns, "broken")["reason"]
+        events = crd.kubectl("-n", kube_ns, "get", "events", "--field-selector", "involvedObject.name=broken")
+        assert "SearchFailed" in events
+        assert not crd.jobs(kube_ns, "cifar-hpo.io/search=broken")  # nothing launched for it
     finally:
         op.terminate()
         op.wait(60)
