@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clusterkit import _finished
+from clusterkit import CREDS, _finished
 from conftest import ROOT, record_figure
 from realkube import JobRecorder, wait_for
 
@@ -177,6 +177,42 @@ def test_a_failing_search_stalls_no_other(crd, release, kube_ns, tmp_path, work)
     finally:
         op.terminate()
         op.wait(60)
+
+
+def test_all_namespaces_and_a_folder_belongs_to_one_search(crd, release, kube_ns, tmp_path, work):
+    """--all-namespaces: one operator runs Searches of two namespaces, each Search's Jobs in its own; a Search
+    elsewhere that names a folder already in use is refused (the store root is shared)."""
+    other = crd.namespace()
+    op = None
+    try:
+        # What a trial Job of the chart needs in a namespace: its ServiceAccount and the S3 Secret.
+        crd.core.create_namespaced_service_account(other, {"metadata": {"name": f"{release.full}-trial"},
+                                                           "automountServiceAccountToken": False})
+        crd.secret(other, f"{release.full}-s3", CREDS)
+        # A cluster-wide operator needs a ClusterRole (the chart's Role is namespaced): the admin's kubeconfig here.
+        op = release.operator(_operator_config(release), "--all-namespaces", kubeconfig=crd.kubeconfig,
+                              log=tmp_path / "operator.log")
+        _apply(crd, kube_ns, _search("here", 2, work=work), tmp_path / "here.yaml")
+        _apply(crd, other, _search("there", 2, work=work), tmp_path / "there.yaml")
+        for ns, name in ((kube_ns, "here"), (other, "there")):
+            wait_for(f"{ns}/{name} to succeed", lambda ns=ns, name=name: _status(crd, ns, name).get("state")
+                     == "Succeeded", proc=op)
+        assert {j["metadata"]["name"] for j in crd.jobs(other)} == {"there-t0", "there-t1"}
+        assert {j["metadata"]["name"] for j in crd.jobs(kube_ns)} == {"here-t0", "here-t1"}
+        dup = _search("dup", 2, work=work)
+        dup["spec"]["search"]["name"] = "here"
+        _apply(crd, other, dup, tmp_path / "dup.yaml")
+        wait_for("the second claim on folder 'here' to be refused", lambda: any(
+            c["type"] == "SpecAccepted" and c["reason"] == "FolderInUse" and f"{kube_ns}/here" in c["message"]
+            for c in _status(crd, other, "dup").get("conditions", [])), proc=op)
+        assert _status(crd, other, "dup")["state"] == "Failed" and not crd.jobs(other, "cifar-hpo.io/search=here")
+        assert [t["state"] for t in release.trials("here")] == ["ok", "ok"]  # its records untouched
+        op.terminate()
+        assert op.wait(60) == 0
+    finally:
+        if op is not None and op.poll() is None:
+            op.kill()
+        crd.delete_namespace(other)
 
 
 def test_budget_edits_on_a_running_search_are_followed(crd, release, kube_ns, tmp_path, work):

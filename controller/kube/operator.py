@@ -230,11 +230,12 @@ class Operator:
                 worker.update(obj)
                 return
             worker = SearchWorker(self, obj)
-            clash = next((w for w in self.workers.values()
-                          if w.kube.ns == worker.kube.ns and w.folder == worker.folder), None)
+            # One store root for every namespace watched: a folder is one search's, whichever namespace asks.
+            clash = next((w for w in self.workers.values() if w.folder == worker.folder), None)
             self.workers[key] = worker
         if clash is not None:
-            message = (f"spec.search.name: folder {worker.folder!r} holds the records of Search {clash.name}; "
+            message = (f"spec.search.name: folder {worker.folder!r} holds the records of Search "
+                       f"{clash.kube.ns}/{clash.name}; "
                        "give this Search another name or spec.search.name")
             worker._refuse("FolderInUse", message)
             worker._fail(message)
