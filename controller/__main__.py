@@ -331,7 +331,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        Operator(kube, settings, root, publisher, all_namespaces=args.all_namespaces).run(stop)
+        Operator(kube, settings, root, publisher, all_namespaces=args.all_namespaces, selector=args.selector).run(stop)
     finally:
         if lease:
             lease.release()
@@ -403,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--config", help="YAML config file: the store and the defaults of every Search's trials")
     op.add_argument("--store", help="s3://bucket/prefix: where each Search's folder goes")
     op.add_argument("--all-namespaces", action="store_true", help="watch Searches in every namespace")
+    op.add_argument("--selector", metavar="LABELS", help="only Searches with these labels, e.g. team=vision")
     op.add_argument("--metrics-port", type=int, help="serve Prometheus metrics (all searches) on this port")
     op.set_defaults(func=cmd_operator)
     for name, func, helptext in (("status", cmd_status, "show every trial"),

@@ -52,6 +52,11 @@ def _search(name: str, max_trials: int, parallelism: int = 2, work: Path | None 
                      "trial": {"command": [*env, "python", "tests/objective.py"], "epochs": 2}, **spec}}
 
 
+def _labelled(doc: dict, extra: dict) -> dict:
+    doc["metadata"].setdefault("labels", {}).update(extra["metadata"]["labels"])
+    return doc
+
+
 def _apply(kube, ns: str, doc: dict, path: Path, check: bool = True):
     path.write_text(yaml.safe_dump(doc))
     return kube.run(str(ROOT / ".tools" / "bin" / "kubectl"), "apply", "-n", ns, "-f", str(path), check=check)
@@ -190,16 +195,19 @@ def test_all_namespaces_and_a_folder_belongs_to_one_search(crd, release, kube_ns
                                                            "automountServiceAccountToken": False})
         crd.secret(other, f"{release.full}-s3", CREDS)
         # A cluster-wide operator needs a ClusterRole (the chart's Role is namespaced): the admin's kubeconfig here.
-        op = release.operator(_operator_config(release), "--all-namespaces", kubeconfig=crd.kubeconfig,
-                              log=tmp_path / "operator.log")
-        _apply(crd, kube_ns, _search("here", 2, work=work), tmp_path / "here.yaml")
-        _apply(crd, other, _search("there", 2, work=work), tmp_path / "there.yaml")
+        # Its own label: a cluster-wide operator must not take the Searches of the tests running beside this one.
+        label = f"cifar-hpo.io/test={work.name}"
+        op = release.operator(_operator_config(release), "--all-namespaces", "--selector", label,
+                              kubeconfig=crd.kubeconfig, log=tmp_path / "operator.log")
+        mine = {"metadata": {"labels": {"cifar-hpo.io/test": work.name}}}
+        _apply(crd, kube_ns, _labelled(_search("here", 2, work=work), mine), tmp_path / "here.yaml")
+        _apply(crd, other, _labelled(_search("there", 2, work=work), mine), tmp_path / "there.yaml")
         for ns, name in ((kube_ns, "here"), (other, "there")):
             wait_for(f"{ns}/{name} to succeed", lambda ns=ns, name=name: _status(crd, ns, name).get("state")
                      == "Succeeded", proc=op)
         assert {j["metadata"]["name"] for j in crd.jobs(other)} == {"there-t0", "there-t1"}
         assert {j["metadata"]["name"] for j in crd.jobs(kube_ns)} == {"here-t0", "here-t1"}
-        dup = _search("dup", 2, work=work)
+        dup = _labelled(_search("dup", 2, work=work), mine)
         dup["spec"]["search"]["name"] = "here"
         _apply(crd, other, dup, tmp_path / "dup.yaml")
         wait_for("the second claim on folder 'here' to be refused", lambda: any(

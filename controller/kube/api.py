@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # refuses: every patch here is a merge patch of a small dict.
 MERGE_PATCH = "application/merge-patch+json"
 API_ERRORS = (ApiException, HTTPError)
+# (connect, read) seconds for one call: a call that hangs (a half-open connection) must fail and be retried, not
+# hold the thread that made it (a watch thread, a search's loop) forever.
+CALL_TIMEOUT = (10.0, 60.0)
 
 
 class NotFound(PermanentError):
@@ -69,9 +72,12 @@ class KubeClient:
         self.custom = client.CustomObjectsApi(api_client)
 
     def raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One API call, its HTTP response unread; any error translated."""
+        """One API call, its HTTP response unread; any error translated. A watch's read timeout outlasts the
+        server-side timeoutSeconds it asks for."""
+        watch_seconds = kwargs.get("timeout_seconds") if kwargs.get("watch") else None
+        timeout = (CALL_TIMEOUT[0], watch_seconds + 30.0) if watch_seconds else CALL_TIMEOUT
         try:
-            return fn(*args, _preload_content=False, **kwargs)
+            return fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
         except API_ERRORS as e:
             raise translate(e, what) from e
 
@@ -153,14 +159,17 @@ class KubeClient:
         self.call("create Event", self.core.create_namespaced_event, self.ns, body)
 
     # -- Searches ------------------------------------------------------------------------------------
-    def list_searches(self, all_namespaces: bool = False) -> dict[str, Any]:
+    def list_searches(self, all_namespaces: bool = False, selector: str | None = None) -> dict[str, Any]:
+        kw = {"label_selector": selector} if selector else {}
         if all_namespaces:
-            return self.call("list Searches", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
-        return self.call("list Searches", self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL)
+            return self.call("list Searches", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **kw)
+        return self.call("list Searches", self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL,
+                         **kw)
 
-    def watch_searches(self, all_namespaces: bool, version: str | None, timeout_seconds: int) -> Any:
+    def watch_searches(self, all_namespaces: bool, version: str | None, timeout_seconds: int,
+                       selector: str | None = None) -> Any:
         kw = {"resource_version": version, "watch": True, "allow_watch_bookmarks": False,
-              "timeout_seconds": timeout_seconds}
+              "timeout_seconds": timeout_seconds, **({"label_selector": selector} if selector else {})}
         if all_namespaces:
             return self.raw("watch Searches", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **kw)
         return self.raw("watch Searches", self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL,

@@ -50,7 +50,9 @@ class SearchWorker:
         """The spec generation the running search follows."""
         self.loop: SearchLoop | None = None
         self.launcher: KubernetesLauncher | None = None
-        self.writer: SearchStatusWriter | None = None
+        # One writer for the worker's life: it holds every condition, and a merge patch replaces the whole list,
+        # so a second writer would drop the conditions the first one set.
+        self.writer = SearchStatusWriter(self.kube, obj, op.root.child(self.folder).uri)
         self.halted = threading.Event()
         self.changed = threading.Event()
         self._lock = threading.Lock()
@@ -88,8 +90,7 @@ class SearchWorker:
         with self._lock:
             merged, refused = budget_change(self.settings, wanted)
             self.applied = generation
-            if self.writer:
-                self.writer.generation = generation
+            self.writer.generation = generation
             if refused:
                 self._refuse("FixedFieldChanged", f"{', '.join(refused)} cannot change once a search has records "
                                                   "(they would not fit); it goes on as it was. Create another "
@@ -138,8 +139,8 @@ class SearchWorker:
         if staged is not None:
             settings = with_overrides(settings, trial__data=staged.uri)
         store = self.op.root.child(settings.search.name)
-        writer = SearchStatusWriter(self.kube, self.obj, store.uri)
-        writer.generation = self.applied
+        writer = self.writer
+        writer.records_uri, writer.generation = store.uri, self.applied
         owner: OwnerRef = {"apiVersion": API_VERSION, "kind": KIND, "name": self.name, "uid": self.uid}
         launcher = KubernetesLauncher(self.kube, settings.kube, settings.search.name, owner=owner)
         loop = SearchLoop(settings, store, launcher, publisher=self.op.publisher(settings, store, writer),
@@ -148,7 +149,7 @@ class SearchWorker:
             if self.halted.is_set():
                 launcher.close()
                 return
-            self.writer, self.launcher, self.loop = writer, launcher, loop
+            self.launcher, self.loop = launcher, loop
         self._accept()
         try:
             loop.run()
@@ -162,20 +163,17 @@ class SearchWorker:
                                    lease_name=None)
         return dataclasses.replace(settings, kube=kube)
 
-    def _writer(self) -> SearchStatusWriter:
-        return self.writer or SearchStatusWriter(self.kube, self.obj, self.op.root.child(self.folder).uri)
-
     def _accept(self) -> None:
         """SpecAccepted, and the generation now followed (observedGeneration), written at once."""
-        self._writer().condition("SpecAccepted", True, "Accepted", f"generation {self.applied} applied")
+        self.writer.condition("SpecAccepted", True, "Accepted", f"generation {self.applied} applied")
 
     def _refuse(self, reason: str, message: str) -> None:
-        writer = self._writer()
+        writer = self.writer
         writer.condition("SpecAccepted", False, reason, message)
         writer.event("SpecRefused", message, warning=True)
 
     def _fail(self, message: str) -> None:
-        writer = self._writer()
+        writer = self.writer
         writer.status({"state": "failed", "reason": message, "counts": {}, "finished": 0, "budget_left": 0})
         writer.event("SearchFailed", message, warning=True)
 
@@ -184,7 +182,8 @@ class Operator:
     """Watches the Searches of one namespace (or of all) and keeps one SearchWorker per Search."""
 
     def __init__(self, kube: KubeClient, base: Settings, root: Store, publisher: PublisherFactory,
-                 all_namespaces: bool = False):
+                 all_namespaces: bool = False, selector: str | None = None):
+        """selector: only the Searches with these labels (several operators can share a cluster by label)."""
         self.kube = kube
         self.base = base
         self.root = root
@@ -192,8 +191,8 @@ class Operator:
         self.all_namespaces = all_namespaces
         self.workers: dict[tuple[str, str], SearchWorker] = {}
         self._lock = threading.Lock()
-        self.watcher = Watcher("Search", lambda: kube.list_searches(all_namespaces),
-                               lambda version, timeout: kube.watch_searches(all_namespaces, version, timeout),
+        self.watcher = Watcher("Search", lambda: kube.list_searches(all_namespaces, selector),
+                               lambda version, timeout: kube.watch_searches(all_namespaces, version, timeout, selector),
                                self._on_event, base.kube.resync_seconds)
 
     def run(self, stop: threading.Event) -> None:

@@ -8,6 +8,7 @@ times), its Events are recorded on the Search. Visibility only: a failure here i
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,9 @@ class SearchStatusWriter:
         self.start_time: str = old.get("startTime") or now()
         self.conditions: dict[str, dict[str, Any]] = {c["type"]: c for c in old.get("conditions") or []
                                                       if isinstance(c, dict) and "type" in c}
+        # The search's loop writes the status, the operator's watch the SpecAccepted condition: one at a time, and
+        # every patch carries all conditions (a merge patch replaces the list).
+        self._lock = threading.Lock()
 
     # -- Notifier --------------------------------------------------------------------------------------------
     def event(self, reason: str, message: str, warning: bool = False) -> None:
@@ -55,6 +59,10 @@ class SearchStatusWriter:
             log.warning("could not record Event %s on Search %s: %s", reason, self.name, e)
 
     def status(self, doc: dict[str, Any]) -> None:
+        with self._lock:
+            self._status(doc)
+
+    def _status(self, doc: dict[str, Any]) -> None:
         state = SearchState(doc["state"])
         self._state_conditions(state, doc.get("reason") or "")
         best = doc.get("best")
@@ -73,8 +81,9 @@ class SearchStatusWriter:
     # -- conditions ------------------------------------------------------------------------------------------
     def condition(self, kind: str, true: bool, reason: str, message: str = "") -> None:
         """Set one condition and write the conditions (e.g. SpecAccepted=False when a fixed field changed)."""
-        self._set(kind, true, reason, message)
-        self._patch({})
+        with self._lock:
+            self._set(kind, true, reason, message)
+            self._patch({})
 
     def _state_conditions(self, state: SearchState, message: str) -> None:
         terminal = state is not SearchState.RUNNING
