@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -30,6 +31,9 @@ API_ERRORS = (ApiException, HTTPError)
 # (connect, read) seconds for one call: a call that hangs (a half-open connection) must fail and be retried, not
 # hold the thread that made it (a watch thread, a search's loop) forever.
 CALL_TIMEOUT = (10.0, 60.0)
+# A refusal (401/403) is asked again over this many seconds before it is believed: a kube-apiserver that has just
+# restarted refuses until its authorizer's caches have synced, and that must not end a search.
+REFUSAL_GRACE = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class NotFound(PermanentError):
@@ -76,6 +80,14 @@ class KubeClient:
         server-side timeoutSeconds it asks for."""
         watch_seconds = kwargs.get("timeout_seconds") if kwargs.get("watch") else None
         timeout = (CALL_TIMEOUT[0], watch_seconds + 30.0) if watch_seconds else CALL_TIMEOUT
+        for pause in REFUSAL_GRACE:
+            try:
+                return fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
+            except API_ERRORS as e:
+                if getattr(e, "status", None) not in (401, 403):
+                    raise translate(e, what) from e
+                log.info("%s: refused (%s); asking again in %.1f s", what, getattr(e, "status", None), pause)
+                time.sleep(pause)
         try:
             return fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
         except API_ERRORS as e:
