@@ -75,12 +75,14 @@ class KubeClient:
         self.coord = client.CoordinationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
 
-    def raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def raw(self, what: str, fn: Callable[..., Any], *args: Any, refusal_grace: tuple[float, ...] = REFUSAL_GRACE,
+            **kwargs: Any) -> Any:
         """One API call, its HTTP response unread; any error translated. A watch's read timeout outlasts the
-        server-side timeoutSeconds it asks for."""
+        server-side timeoutSeconds it asks for. refusal_grace=() for a call whose failure is only logged (Events,
+        status): waiting out a lasting refusal there would stall the search for nothing."""
         watch_seconds = kwargs.get("timeout_seconds") if kwargs.get("watch") else None
         timeout = (CALL_TIMEOUT[0], watch_seconds + 30.0) if watch_seconds else CALL_TIMEOUT
-        for pause in REFUSAL_GRACE:
+        for pause in refusal_grace:
             try:
                 return fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
             except API_ERRORS as e:
@@ -161,14 +163,14 @@ class KubeClient:
 
     def patch_config_map_data(self, name: str, data: dict[str, str]) -> None:
         self.call(f"update ConfigMap {name}", self.core.patch_namespaced_config_map, name, self.ns, {"data": data},
-                  _content_type=MERGE_PATCH)
+                  _content_type=MERGE_PATCH, refusal_grace=())
 
     def create_config_map(self, body: dict[str, Any]) -> None:
         self.call(f"create ConfigMap {body['metadata']['name']}", self.core.create_namespaced_config_map, self.ns,
-                  body)
+                  body, refusal_grace=())
 
     def create_event(self, body: dict[str, Any]) -> None:
-        self.call("create Event", self.core.create_namespaced_event, self.ns, body)
+        self.call("create Event", self.core.create_namespaced_event, self.ns, body, refusal_grace=())
 
     # -- Searches ------------------------------------------------------------------------------------
     def list_searches(self, all_namespaces: bool = False, selector: str | None = None) -> dict[str, Any]:
@@ -180,7 +182,7 @@ class KubeClient:
 
     def watch_searches(self, all_namespaces: bool, version: str | None, timeout_seconds: int,
                        selector: str | None = None) -> Any:
-        kw = {"resource_version": version, "watch": True, "allow_watch_bookmarks": False,
+        kw: dict[str, Any] = {"resource_version": version, "watch": True, "allow_watch_bookmarks": False,
               "timeout_seconds": timeout_seconds, **({"label_selector": selector} if selector else {})}
         if all_namespaces:
             return self.raw("watch Searches", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **kw)
@@ -189,7 +191,7 @@ class KubeClient:
 
     def patch_search_status(self, name: str, body: dict[str, Any]) -> None:
         self.call(f"update the status of Search {name}", self.custom.patch_namespaced_custom_object_status, GROUP,
-                  VERSION, self.ns, PLURAL, name, body, _content_type=MERGE_PATCH)
+                  VERSION, self.ns, PLURAL, name, body, _content_type=MERGE_PATCH, refusal_grace=())
 
     # -- Leases --------------------------------------------------------------------------------------
     def read_lease(self, name: str) -> Lease | None:
