@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds the project's images with podman (no daemon) and exports each as an OCI archive, cached by the hash of
+# its inputs: a rebuild happens only when a Dockerfile or what it copies changed. Prints one line per image,
+# `<reference> <archive>`, on stdout (the local cluster imports these into containerd).
+#   controller  Dockerfile.controller, unmodified
+#   trainer     Dockerfile.trainer, unmodified, with TF_PACKAGE=tensorflow-cpu (TRAINER_TF_PACKAGE overrides)
+#   objective   tests/images/Dockerfile.objective: the stand-in trial program on the controller image
+#   pause       tests/images/Dockerfile.pause: the pod sandbox, compiled from Kubernetes' pause.c
+# Where `python:3.11-slim` cannot be pulled (no registry here), a local stand-in is made under that exact name:
+# Debian bookworm (debootstrap) with its Python 3.11. A machine that can pull uses the real one.
+# IMAGES_CACHE overrides the cache folder; IMAGES="controller objective" builds a subset.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cifar-hpo/images}"
+wanted=(${IMAGES:-controller trainer objective pause})
+tf_package="${TRAINER_TF_PACKAGE:-tensorflow-cpu==2.21.0}"
+k8s_version="v1.34.4"
+mkdir -p "$cache/archives"
+log() { echo "build-images: $*" >&2; }
+
+"$root/scripts/install-containers.sh" >&2
+
+# runc (crun refuses this machine's cgroup v1 hybrid layout); rlimits no higher than the hard limits
+# (root here has no CAP_SYS_RESOURCE to raise them).
+cat >"$cache/containers.conf" <<EOF
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+EOF
+export CONTAINERS_CONF="$cache/containers.conf"
+podman=(podman --root "$cache/storage" --runroot "$cache/run" --storage-driver overlay)
+build=("${podman[@]}" build --pull=never --layers)
+# HTTPS from a RUN step: some networks re-sign TLS with a CA only the host trusts. Mounted for the build only,
+# never a layer of the image.
+ca=/etc/ssl/certs/ca-certificates.crt
+[[ -f $ca ]] && build+=(-v "$ca:$ca:ro")
+
+inputs_hash() {  # the content of the given files and folders (caches and bytecode left out)
+  (cd "$root" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | LC_ALL=C sort -z \
+    | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+
+ensure_base() {
+  local ref=docker.io/library/python:3.11-slim
+  "${podman[@]}" image exists "$ref" && return
+  if timeout 120 "${podman[@]}" pull -q "$ref" >/dev/null 2>&1; then log "pulled $ref"; return; fi
+  log "no registry: making a stand-in for $ref (Debian bookworm + its Python 3.11)"
+  local t mirror
+  t="$(mktemp -d "$cache/.base.XXXXXX")"
+  mirror="$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
+  debootstrap --variant=minbase bookworm "$t/rootfs" "${mirror:-http://deb.debian.org/debian}" >"$t/log" 2>&1 \
+    || { tail -20 "$t/log" >&2; exit 1; }
+  unshare -m sh -c "mount -t proc proc '$t/rootfs/proc' && chroot '$t/rootfs' sh -c \
+    'apt-get install -y -q --no-install-recommends python3 python3-pip python-is-python3 >/dev/null'"
+  chroot "$t/rootfs" sh -c 'rm -f /usr/lib/python3.11/EXTERNALLY-MANAGED; apt-get clean; rm -rf /var/lib/apt/lists/*'
+  tar -C "$t/rootfs" -c . | "${podman[@]}" import -q --change 'CMD ["python3"]' - "$ref" >/dev/null
+  rm -rf "$t"
+}
+
+# save REF ARCHIVE: the OCI archive the cluster imports (written whole, then renamed: never half a file)
+save() {
+  "${podman[@]}" save -q --format oci-archive -o "$2.part" "$1" && mv -f "$2.part" "$2"
+}
+
+image() {  # image NAME TAG: prints the reference, building and saving it unless its archive exists
+  local name=$1 tag=$2 ref="localhost/cifar-hpo-$1:$2"
+  local archive="$cache/archives/$name-$tag.tar"
+  if [[ ! -f $archive ]]; then
+    local start=$SECONDS
+    shift 2
+    log "building $ref"
+    "${build[@]}" -q -t "$ref" "$@" >/dev/null
+    save "$ref" "$archive"
+    log "$ref built and saved in $((SECONDS - start)) s"
+  fi
+  echo "$ref $archive"
+}
+
+py_inputs=(pyproject.toml README.md controller trainer .dockerignore)
+controller_tag="$(inputs_hash Dockerfile.controller "${py_inputs[@]}")"
+controller_ref="localhost/cifar-hpo-controller:$controller_tag"
+for name in "${wanted[@]}"; do
+  case $name in
+    controller)
+      ensure_base
+      image controller "$controller_tag" -f "$root/Dockerfile.controller" "$root" ;;
+    trainer)
+      ensure_base
+      tag="$(inputs_hash Dockerfile.trainer "${py_inputs[@]}")-$(echo "$tf_package" | sha256sum | cut -c1-6)"
+      image trainer "$tag" -f "$root/Dockerfile.trainer" --build-arg "TF_PACKAGE=$tf_package" "$root" ;;
+    objective)
+      ensure_base
+      # on the controller image: its archive must exist too, and its tag is part of this one's
+      IMAGES=controller "$0" >/dev/null
+      "${podman[@]}" image exists "$controller_ref" \
+        || "${podman[@]}" load -q -i "$cache/archives/controller-$controller_tag.tar" >/dev/null
+      tag="$(inputs_hash tests/images/Dockerfile.objective tests/objective.py)-$controller_tag"
+      image objective "${tag:0:40}" -f "$root/tests/images/Dockerfile.objective" \
+        --build-arg "CONTROLLER_IMAGE=$controller_ref" "$root" ;;
+    pause)
+      command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+      src="$(cd "$root/scripts/k8s" && GOTOOLCHAIN=local GOWORK=off go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+      tag="$(sha256sum "$src" | cut -c1-16)"
+      archive="$cache/archives/pause-$tag.tar"
+      if [[ ! -f $archive ]]; then
+        t="$(mktemp -d)"
+        gcc -Os -static -o "$t/pause" "$src" -DVERSION="$k8s_version" && strip "$t/pause"
+        "${build[@]}" -q -t "registry.k8s.io/pause:3.10.1" -f "$root/tests/images/Dockerfile.pause" "$t" >/dev/null
+        save registry.k8s.io/pause:3.10.1 "$archive"
+        rm -rf "$t"
+      fi
+      echo "registry.k8s.io/pause:3.10.1 $archive" ;;
+    *) log "unknown image '$name' (controller, trainer, objective, pause)"; exit 2 ;;
+  esac
+done
