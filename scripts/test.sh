@@ -8,9 +8,12 @@ cd "$(dirname "$0")/.."
 lint=0
 ./scripts/lint.sh || lint=$?
 
-# One local control plane for the whole run, shared by the pytest-xdist workers (each test has its namespace).
+# One local cluster for the whole run, shared by the pytest-xdist workers (each test has its namespace).
 state="$(mktemp -d "${TMPDIR:-/tmp}/cifar-hpo-kube.XXXXXX")"
-PYTHONPATH="$PWD/scripts" .venv/bin/python -m localkube up --dir "$state/cluster" >"$state/up.out" 2>"$state/up.log" &
+# The images our Dockerfiles build (cached by their inputs), run by the cluster's real node (tests/test_containers.py).
+./scripts/build-images.sh >"$state/images.txt"
+PYTHONPATH="$PWD/scripts" .venv/bin/python -m localkube up --dir "$state/cluster" --real-node "$state/images.txt" \
+  >"$state/up.out" 2>"$state/up.log" &
 up=$!
 stop_cluster() { kill "$up" 2>/dev/null && wait "$up" 2>/dev/null; rm -rf "$state"; }
 trap stop_cluster EXIT

@@ -144,7 +144,7 @@ def kube(tmp_path_factory):
         yield Kube(Path(shared))
         return
     state = tmp_path_factory.mktemp("localkube") / "cluster"
-    proc = start_cluster(state)
+    proc = start_cluster(state, real_node=True)
     try:
         yield Kube(state)
     finally:

@@ -220,11 +220,18 @@ def wait_for(what: str, predicate: Any, timeout: float = 180.0, proc: subprocess
         time.sleep(0.05)
 
 
-def start_cluster(state_dir: Path, gpus: int = 2) -> subprocess.Popen:
-    """`localkube up` as a child process; returns once it printed `ready`."""
+def start_cluster(state_dir: Path, gpus: int = 2, real_node: bool = False) -> subprocess.Popen:
+    """`localkube up` as a child process; returns once it printed `ready`. real_node: with node real-0 too, running
+    the images scripts/build-images.sh builds."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+    extra: list[str] = []
+    if real_node:
+        images = state_dir.parent / "images.txt"
+        images.write_text(subprocess.run([str(ROOT / "scripts" / "build-images.sh")], check=True, text=True,
+                                         stdout=subprocess.PIPE).stdout)
+        extra = ["--real-node", str(images)]
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), "-m", "localkube", "up", "--dir", str(state_dir),
-                             "--gpus", str(gpus)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             "--gpus", str(gpus), *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=open(state_dir.parent / "localkube.log", "ab"), text=True)
     line = proc.stdout.readline()
     if line.strip() != "ready":

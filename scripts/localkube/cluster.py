@@ -59,6 +59,9 @@ class ControlPlane:
 
     dir: Path
     bin: Path
+    # A real node's address: the apiserver then also listens there and advertises it, so that the `kubernetes`
+    # Service gets an endpoint pods can reach (it refuses a loopback one). Empty: loopback only.
+    node_ip: str = ""
     api_port: int = 0
     admin_token: str = ""
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -89,7 +92,9 @@ class ControlPlane:
             f"--initial-cluster=local=http://127.0.0.1:{peer_port}", "--unsafe-no-fsync", "--log-level=warn",
             "--listen-metrics-urls=", "--quota-backend-bytes=4294967296"])
         self._spawn("kube-apiserver", [
-            f"--etcd-servers=http://127.0.0.1:{etcd_port}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            f"--bind-address={'0.0.0.0' if self.node_ip else '127.0.0.1'}",
+            f"--advertise-address={self.node_ip or '127.0.0.1'}",
             f"--secure-port={self.api_port}", f"--tls-cert-file={pki / 'serving.crt'}",
             f"--tls-private-key-file={pki / 'serving.key'}", f"--client-ca-file={pki / 'ca.crt'}",
             f"--token-auth-file={pki / 'tokens.csv'}", "--authorization-mode=Node,RBAC",

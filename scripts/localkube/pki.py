@@ -33,8 +33,7 @@ def _write(path: Path, data: bytes) -> None:
 def make_pki(d: Path) -> None:
     """Write ca.crt, serving.crt/key, kubelet-client.crt/key, kubelet-serving.crt/key, sa.key/pub into d."""
     d.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
-    later = now + datetime.timedelta(days=365)
+    now, later = _validity()
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("cifar-hpo-local-ca")).issuer_name(_name("cifar-hpo-local-ca"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now)
@@ -47,25 +46,45 @@ def make_pki(d: Path) -> None:
     _write(d / "ca.crt", ca.public_bytes(serialization.Encoding.PEM))
     _write(d / "ca.key", _pem_key(ca_key))
 
-    def leaf(stem: str, cn: str, org: str | None, server: bool) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        b = (x509.CertificateBuilder().subject_name(_name(cn, org)).issuer_name(ca.subject).public_key(key.public_key())
-             .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(later)
-             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                   else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-        if server:
-            b = b.add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
-                x509.DNSName("kubernetes.default.svc"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("10.0.0.1"))]), critical=False)
-        cert = b.sign(ca_key, hashes.SHA256())
-        _write(d / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM))
-        _write(d / f"{stem}.key", _pem_key(key))
-
-    leaf("serving", "kube-apiserver", None, server=True)
-    leaf("kubelet-client", "kube-apiserver-kubelet-client", "system:masters", server=False)
-    leaf("kubelet-serving", "system:node:local", "system:nodes", server=True)
+    _leaf(d / "serving", ca, ca_key, "kube-apiserver", None, server=True)
+    _leaf(d / "kubelet-client", ca, ca_key, "kube-apiserver-kubelet-client", "system:masters", server=False)
+    _leaf(d / "kubelet-serving", ca, ca_key, "system:node:local", "system:nodes", server=True)
     sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write(d / "sa.key", _pem_key(sa))
     _write(d / "sa.pub", sa.public_key().public_bytes(serialization.Encoding.PEM,
                                                        serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def _validity() -> tuple[datetime.datetime, datetime.datetime]:
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    return now, now + datetime.timedelta(days=365)
+
+
+def _leaf(stem: Path, ca: x509.Certificate, ca_key, cn: str, org: str | None, server: bool,
+          names: tuple[str, ...] = (), ips: tuple[str, ...] = ()) -> None:
+    now, later = _validity()
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = (x509.CertificateBuilder().subject_name(_name(cn, org)).issuer_name(ca.subject).public_key(key.public_key())
+         .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(later)
+         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server
+                                               else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if server:
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
+                                                                  "kubernetes.default.svc", *names)]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.0.0.1", *ips)]
+        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = b.sign(ca_key, hashes.SHA256())
+    _write(stem.with_suffix(".crt"), cert.public_bytes(serialization.Encoding.PEM))
+    _write(stem.with_suffix(".key"), _pem_key(key))
+
+
+def make_node_pki(ca_dir: Path, d: Path, node: str, node_ip: str) -> None:
+    """A real node's identities, signed by the control plane's CA in ca_dir: the kubelet's client certificate
+    (system:node:<node>, so the Node authorizer scopes it to its own node), its serving certificate (the
+    apiserver reaches it at node_ip for logs and exec) and kube-proxy's client certificate."""
+    d.mkdir(parents=True, exist_ok=True)
+    ca = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    _leaf(d / "kubelet", ca, ca_key, f"system:node:{node}", "system:nodes", server=False)
+    _leaf(d / "kubelet-serving", ca, ca_key, node, None, server=True, names=(node,), ips=(node_ip,))
+    _leaf(d / "kube-proxy", ca, ca_key, "system:kube-proxy", None, server=False)

@@ -1,0 +1,373 @@
+"""A real node for the local control plane: the kubelet built from the same Kubernetes source, containerd (Debian's,
+with runc) as its CRI, CNI bridge networking, kube-proxy for Services, and a device plugin of ours advertising
+nvidia.com/gpu through the kubelet's device-plugin API. Images come from scripts/build-images.sh and are imported
+into containerd; nothing is pulled.
+
+containerd, the kubelet and the device plugin run in a mount namespace of their own, where the paths they insist
+on (/var/lib/kubelet, /run/containerd, /var/log/pods, /var/log/containers, /run/netns) are bound to folders under
+the node's directory: the host's file system never sees their mounts or files. What cannot be kept in that
+namespace (sysctls the kubelet sets, iptables chains of the kubelet, kube-proxy and CNI, the bridge, the kubepods
+cgroups) is recorded before the start and undone by stop(), which leaves the machine as it found it.
+
+Needs root and Linux; see ../../README.md "A real cluster on one machine".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from localkube.cluster import free_port
+from localkube.pki import make_node_pki
+
+log = logging.getLogger(__name__)
+
+POD_CIDR = "10.77.0.0/24"
+SERVICE_CIDR = "10.0.0.0/24"
+BRIDGE = "khpo0"
+# The kubelet writes these three; stop() puts back what they were.
+SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
+# Paths the kubelet, containerd and CNI use whatever their flags say: bound to the node's folder in its namespace.
+PRIVATE_PATHS = ("/var/lib/kubelet", "/run/containerd", "/var/log/pods", "/var/log/containers", "/run/netns")
+TAINT = {"key": "cifar-hpo.dev/containers", "value": "true", "effect": "NoSchedule"}
+LABEL = ("cifar-hpo.dev/node", "containers")
+
+
+def host_ip() -> str:
+    """The address of the default route's interface: the kubelet refuses a loopback node IP, and pods reach the
+    apiserver and the tests' servers there."""
+    out = subprocess.run(["ip", "-4", "-o", "route", "get", "192.0.2.255"], capture_output=True, text=True).stdout
+    m = re.search(r"\bsrc (\S+)", out)
+    if not m or m.group(1).startswith("127."):
+        raise RuntimeError("the real node needs a non-loopback IPv4 address with a route (none found: `ip route`)")
+    return m.group(1)
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(list(argv), capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}: {p.stderr.strip()[-2000:]}")
+    return p
+
+
+@dataclass
+class RealNode:
+    dir: Path
+    bin: Path  # kubelet, kube-proxy, gpuplugin
+    server: str  # the apiserver, https://127.0.0.1:<port>
+    ca_dir: Path  # the control plane's pki/
+    images: list[tuple[str, Path]]  # (reference, OCI archive) from scripts/build-images.sh
+    name: str = "real-0"
+    gpus: int = 2
+    containerd_root: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                                  / "cifar-hpo" / "containerd")
+    ip: str = ""
+    abort: threading.Event | None = None  # set (SIGTERM to localkube): a start in progress gives up
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _holder: subprocess.Popen | None = None
+    _sysctls: dict[str, str] = field(default_factory=dict)
+    _made_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def sock(self) -> Path:
+        return self.dir / "containerd" / "containerd.sock"
+
+    # -- start ----------------------------------------------------------------------------------------
+    def start(self, ready_timeout: float = 300.0) -> None:
+        self.ip = self.ip or host_ip()
+        for sub in ("logs", "pki", "state", "cni", "private"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self._sysctls = {k: _run("sysctl", "-n", k).stdout.strip() for k in SYSCTLS}
+        (self.dir / "sysctls.json").write_text(json.dumps(self._sysctls))
+        # Packets for a Service address that kube-proxy has not translated (yet) go nowhere, not out of the host.
+        _run("ip", "route", "replace", "blackhole", SERVICE_CIDR)
+        self._namespace()
+        self._containerd()
+        self._import_images()
+        make_node_pki(self.ca_dir, self.dir / "pki", self.name, self.ip)
+        self._kubelet()
+        self._spawn("gpuplugin", [str(self.bin / "gpuplugin"), f"--count={self.gpus}"], private=True)
+        self._kube_proxy()
+        self._wait_ready(ready_timeout)
+
+    def _namespace(self) -> None:
+        self._holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "infinity"],
+                                        start_new_session=True)
+        time.sleep(0.1)
+        for i, path in enumerate(PRIVATE_PATHS):
+            target = Path(path)
+            if not target.exists():
+                target.mkdir(parents=True)
+                self._made_dirs.append(target)
+            src = self.dir / "private" / str(i)
+            src.mkdir(exist_ok=True)
+            self._nsenter("mount", "--bind", str(src), path)
+            # The kubelet's volume mounts must reach the containers that containerd starts: shared below here.
+            self._nsenter("mount", "--make-rshared", path)
+
+    def _nsenter(self, *argv: str) -> None:
+        assert self._holder is not None
+        _run("nsenter", "-t", str(self._holder.pid), "-m", *argv)
+
+    def _spawn(self, name: str, argv: list[str], private: bool) -> None:
+        if private:
+            assert self._holder is not None
+            argv = ["nsenter", "-t", str(self._holder.pid), "-m", *argv]
+        out = open(self.dir / "logs" / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        out.close()
+
+    def _containerd(self) -> None:
+        self.containerd_root.mkdir(parents=True, exist_ok=True)
+        cni = self.dir / "cni"
+        (cni / "10-cifar-hpo.conflist").write_text(json.dumps({
+            "cniVersion": "1.0.0", "name": "cifar-hpo", "plugins": [
+                {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]], "routes": [{"dst": "0.0.0.0/0"}],
+                          "dataDir": str(self.dir / "state" / "ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "loopback"}]}))
+        s = self.dir / "containerd"
+        s.mkdir(exist_ok=True)
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        (self.dir / "containerd.toml").write_text(f"""version = 2
+root = "{self.containerd_root}"
+state = "{s / 'state'}"
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+[debug]
+  address = "{s / 'debug.sock'}"
+[{cri}]
+  restrict_oom_score_adj = true
+  sandbox_image = "registry.k8s.io/pause:3.10.1"
+  [{cri}.cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+""")
+        self._spawn("containerd", ["containerd", "--config", str(self.dir / "containerd.toml")], private=True)
+        self._wait("containerd's socket", lambda: self.sock.exists() and self._ctr("version", check=False) == 0, 60)
+
+    def _ctr(self, *args: str, check: bool = True) -> int:
+        return _run("ctr", "-a", str(self.sock), "-n", "k8s.io", *args, check=check).returncode
+
+    def _import_images(self) -> None:
+        have = set(_run("ctr", "-a", str(self.sock), "-n", "k8s.io", "images", "ls", "-q").stdout.split())
+        for ref, archive in self.images:
+            if ref in have:
+                continue
+            t0 = time.monotonic()
+            self._ctr("images", "import", "--base-name", ref.rsplit(":", 1)[0], str(archive))
+            log.info("imported %s in %.1f s", ref, time.monotonic() - t0)
+
+    def _kubeconfig(self, stem: str) -> Path:
+        pki = self.dir / "pki"
+        path = self.dir / f"{stem}.kubeconfig"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "local",
+            "clusters": [{"name": "local", "cluster": {"server": self.server,
+                                                       "certificate-authority": str(self.ca_dir / "ca.crt")}}],
+            "users": [{"name": stem, "user": {"client-certificate": str(pki / f"{stem}.crt"),
+                                              "client-key": str(pki / f"{stem}.key")}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": stem}}]}))
+        return path
+
+    def _kubelet(self) -> None:
+        pki = self.dir / "pki"
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+            "containerRuntimeEndpoint": f"unix://{self.sock}", "imageServiceEndpoint": f"unix://{self.sock}",
+            "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False, "cgroupsPerQOS": True,
+            "enforceNodeAllocatable": ["pods"],
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                               "x509": {"clientCAFile": str(self.ca_dir / "ca.crt")}},
+            "authorization": {"mode": "Webhook"},
+            "tlsCertFile": str(pki / "kubelet-serving.crt"), "tlsPrivateKeyFile": str(pki / "kubelet-serving.key"),
+            "serverTLSBootstrap": False, "rotateCertificates": False, "port": 10250, "readOnlyPort": 0,
+            "healthzPort": 0, "protectKernelDefaults": False, "serializeImagePulls": False,
+            # Only images imported from the local build: their disk use must never make the kubelet delete them.
+            "imageGCHighThresholdPercent": 100, "evictionHard": {"nodefs.available": "1%", "imagefs.available": "1%"},
+            "registerWithTaints": [TAINT], "nodeStatusReportFrequency": "10s",
+        }
+        (self.dir / "kubelet.yaml").write_text(yaml.safe_dump(config))
+        self._spawn("kubelet", [
+            str(self.bin / "kubelet"), f"--config={self.dir / 'kubelet.yaml'}",
+            f"--kubeconfig={self._kubeconfig('kubelet')}", "--root-dir=/var/lib/kubelet",
+            f"--hostname-override={self.name}", f"--node-ip={self.ip}",
+            f"--node-labels={LABEL[0]}={LABEL[1]},nvidia.com/gpu.present=true", "--v=1"], private=True)
+
+    def _kube_proxy(self) -> None:
+        self._spawn("kube-proxy", [
+            str(self.bin / "kube-proxy"), f"--kubeconfig={self._kubeconfig('kube-proxy')}",
+            f"--hostname-override={self.name}", "--proxy-mode=iptables", f"--cluster-cidr={POD_CIDR}",
+            # Zeros: kube-proxy leaves the host's conntrack sysctls alone.
+            "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
+            "--conntrack-tcp-timeout-close-wait=0", "--iptables-localhost-nodeports=false",
+            f"--metrics-bind-address=127.0.0.1:{free_port()}", f"--healthz-bind-address=127.0.0.1:{free_port()}",
+            "--v=1"], private=False)
+
+    def _wait_ready(self, timeout: float) -> None:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(str(self._kubeconfig("kube-proxy")))
+        admin = client.CoreV1Api(config.new_client_from_config(str(self.ca_dir.parent / "kubeconfig")))
+
+        def ready() -> bool:
+            try:
+                node = admin.read_node(self.name)
+            except client.ApiException:
+                return False
+            conds = {c.type: c.status for c in node.status.conditions or []}
+            gpus = (node.status.allocatable or {}).get("nvidia.com/gpu")
+            if conds.get("Ready") != "True" or gpus != str(self.gpus):
+                return False
+            # TaintNodesByCondition puts node.kubernetes.io/not-ready on a new Node; without the node-lifecycle
+            # controller (it would also judge the process kubelet's node) nothing lifts it.
+            taints = [t for t in node.spec.taints or [] if t.key != "node.kubernetes.io/not-ready"]
+            if len(taints) != len(node.spec.taints or []):
+                admin.patch_node(self.name, {"spec": {"taints": [
+                    {"key": t.key, "value": t.value, "effect": t.effect} for t in taints] or None}})
+                return False
+            return True
+
+        del api
+        self._wait(f"node {self.name} Ready with {self.gpus} nvidia.com/gpu", ready, timeout)
+
+    def _wait(self, what: str, predicate: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.abort is not None and self.abort.is_set():
+                raise RuntimeError(f"stopped while waiting for {what}")
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    tail = (self.dir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {what} after {timeout:.0f} s (see {self.dir / 'logs'})")
+            time.sleep(0.3)
+
+    # -- stop -----------------------------------------------------------------------------------------
+    def stop(self, admin: Any = None, drain_timeout: float = 90.0) -> None:
+        """Pods first (the kubelet tears down their sandboxes, so CNI removes veths, IPs and chains), then the
+        daemons, then whatever the kubelet, kube-proxy and CNI left on the host."""
+        if admin is not None and self.procs.get("kubelet") and self.procs["kubelet"].poll() is None:
+            self._drain(admin, drain_timeout)
+        for name in ("kube-proxy", "gpuplugin", "kubelet", "containerd"):
+            self._stop_proc(name)
+        self._kill_shims()
+        if self._holder is not None:
+            self._holder.kill()
+            self._holder.wait()
+            self._holder = None
+        _run(str(self.bin / "kube-proxy"), "--cleanup", check=False)
+        self._clean_host()
+
+    def _drain(self, admin: Any, timeout: float) -> None:
+        from kubernetes import client
+
+        core = client.CoreV1Api(admin)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.name}").items
+            running = _run("ctr", "-a", str(self.sock), "-n", "k8s.io", "tasks", "ls", "-q", check=False).stdout.split()
+            if not pods and not running:
+                return
+            for p in pods:
+                if p.metadata.deletion_timestamp is None:
+                    try:
+                        core.delete_namespaced_pod(p.metadata.name, p.metadata.namespace, grace_period_seconds=5)
+                    except client.ApiException:
+                        pass
+            time.sleep(0.5)
+        log.warning("pods on %s still running after %.0f s; stopping anyway", self.name, timeout)
+
+    def _stop_proc(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _kill_shims(self) -> None:
+        """A container still running when containerd stopped keeps its shim: ours are the ones that name our socket."""
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmd = (Path("/proc") / pid / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"containerd-shim-runc-v2") and str(self.sock).encode() in cmd:
+                os.kill(int(pid), signal.SIGKILL)
+
+    def _clean_host(self) -> None:
+        for ipt in ("iptables", "ip6tables"):
+            for builtin in ("INPUT", "OUTPUT"):
+                while _run(ipt, "-D", builtin, "-j", "KUBE-FIREWALL", check=False).returncode == 0:
+                    pass
+            for table, chain in (("filter", "KUBE-FIREWALL"), ("mangle", "KUBE-KUBELET-CANARY"),
+                                 ("filter", "KUBE-KUBELET-CANARY"), ("nat", "KUBE-KUBELET-CANARY"),
+                                 ("mangle", "KUBE-IPTABLES-HINT")):
+                _run(ipt, "-t", table, "-F", chain, check=False)
+                _run(ipt, "-t", table, "-X", chain, check=False)
+        self._clean_cni_chains()
+        _run("ip", "link", "del", BRIDGE, check=False)
+        _run("ip", "route", "del", "blackhole", SERVICE_CIDR, check=False)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            tree = hierarchy / "kubepods"
+            if tree.is_dir():
+                # Empty once the pods are gone; deepest first, since rmdir takes only an empty cgroup.
+                for d in sorted((p for p in tree.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [tree]:
+                    try:
+                        d.rmdir()
+                    except OSError as e:
+                        log.warning("cgroup %s left: %s", d, e)
+        for k, v in self._sysctls.items():
+            _run("sysctl", "-w", f"{k}={v}", check=False)
+        for d in reversed(self._made_dirs):
+            shutil.rmtree(d, ignore_errors=True)
+        self._made_dirs.clear()
+
+    @staticmethod
+    def _clean_cni_chains() -> None:
+        """CNI's masquerade chains of pods whose DEL never ran (a node stopped with pods still on it): the rules that
+        name our network, then the per-pod chains they jumped to."""
+        for table in ("nat", "filter"):
+            chains = set()
+            for rule in _run("iptables", "-t", table, "-S", check=False).stdout.splitlines():
+                args = shlex.split(rule)
+                if args[:1] != ["-A"] or "cifar-hpo" not in rule:
+                    continue
+                _run("iptables", "-t", table, "-D", *args[1:], check=False)
+                target = args[args.index("-j") + 1] if "-j" in args else ""
+                if target.startswith("CNI-") and not target.startswith("CNI-HOSTPORT"):
+                    chains.add(target)
+            for chain in chains:
+                _run("iptables", "-t", table, "-F", chain, check=False)
+                _run("iptables", "-t", table, "-X", chain, check=False)
