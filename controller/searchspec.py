@@ -34,7 +34,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 TRIAL_FIELDS = ("command", "data", "data_sha256", "epochs", "extra_args")
 JOB_FIELDS = ("image", "image_pull_policy", "gpu_resource", "gpu_count", "requests", "limits", "node_selector",
               "tolerations", "affinity", "priority_class_name", "backoff_limit", "active_deadline_seconds",
-              "ttl_seconds_after_finished", "termination_grace_seconds")
+              "ttl_seconds_after_finished", "termination_grace_seconds", "start_timeout_seconds")
 SPEC_SECTIONS = {"search": SearchSection, "tpe": SuggestSettings, "earlyStopping": StoppingSettings}
 # Budgets: a change to these takes effect on a running search; anything else that names the search's history
 # (its space, seed, folder) is refused, since the records would no longer fit it.

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
+import socket
 import sys
 import threading
 import time
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s: no proposal.json; is --trial the trial's folder?", store.uri)
         return EXIT_BAD_INPUT
     tid = proposal.get("tid")
+    # Who runs it, where: on a cluster the first thing to check when a file cannot be written or a device is unseen.
+    log.info("trial %s: uid %d gid %d, host %s, NVIDIA_VISIBLE_DEVICES=%s", tid, os.getuid(), os.getgid(),
+             socket.gethostname(), os.environ.get("NVIDIA_VISIBLE_DEVICES", "(unset)"))
     reporter = Reporter(store, tid)
     try:
         return _run(args, proposal, reporter, stop)

@@ -98,6 +98,7 @@ kube:
   activeDeadlineSeconds: {{ .Values.trainer.activeDeadlineSeconds }}
   ttlSecondsAfterFinished: {{ .Values.trainer.ttlSecondsAfterFinished }}
   terminationGraceSeconds: {{ .Values.trainer.terminationGraceSeconds }}
+  startTimeoutSeconds: {{ .Values.trainer.startTimeoutSeconds }}
   cacheSizeLimit: {{ .Values.trainer.cacheSizeLimit | quote }}
   dataCacheClaim: {{ .Values.trainer.dataCache.existingClaim | default nil | toJson }}
   dataCacheHostPath: {{ .Values.trainer.dataCache.hostPath | default nil | toJson }}

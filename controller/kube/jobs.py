@@ -162,6 +162,29 @@ def pod_exit(pod: Pod) -> tuple[int | None, str | None]:
     return code, reason or (pod.get("status") or {}).get("reason")
 
 
+# A container waiting for one of these will not start by itself: the image cannot be had, or the pod names a
+# Secret or ConfigMap that does not exist. The kubelet retries them with back-off, for ever.
+START_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
+                            "RegistryUnavailable", "CreateContainerConfigError", "CreateContainerError",
+                            "RunContainerError"})
+
+
+def start_failure(pod: Pod) -> str | None:
+    """'<kubelet reason>: <message>' while the pod's container cannot start, else None."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in START_FAILURES:
+            return f"{waiting['reason']}: {waiting.get('message') or ''}".strip(": ")
+    return None
+
+
+def started(pod: Pod) -> bool:
+    """The pod's container ran (or runs): it got past image pull and container creation."""
+    return any((cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")
+               or (cs.get("lastState") or {}).get("terminated")
+               for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
 def scheduling_wait(pod: Pod) -> str | None:
     """Why a Pending pod has no node yet (e.g. 'Insufficient nvidia.com/gpu'), or None."""
     status = pod.get("status") or {}

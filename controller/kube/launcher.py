@@ -28,6 +28,8 @@ from controller.kube.jobs import (
     pod_exit,
     scheduling_wait,
     selector,
+    start_failure,
+    started,
     tid_of,
 )
 from controller.kube.objects import Job, OwnerRef
@@ -36,6 +38,10 @@ from controller.kube.watch import Watcher
 from controller.launcher import TrialExit, TrialLaunch
 
 log = logging.getLogger(__name__)
+
+# While a launched trial has not started, wait() returns this often so that the loop reads its pod: an image that
+# cannot be pulled is reported within seconds, not after a quiet spell of resyncSeconds.
+START_POLL_SECONDS = 2.0
 
 
 class KubernetesLauncher:
@@ -50,6 +56,9 @@ class KubernetesLauncher:
         self._tracked: set[int] = set()
         self._reported: set[int] = set()
         self._cancelled: set[int] = set()
+        self._started: set[int] = set()
+        self._stuck_since: dict[int, float] = {}
+        self._start_failed: dict[int, str] = {}
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.watch = Watcher("Job", lambda: kube.list_jobs(self.selector),
                              lambda version, timeout: kube.watch_jobs(self.selector, version, timeout),
@@ -97,12 +106,29 @@ class KubernetesLauncher:
         return set(self._tracked)
 
     def waiting(self) -> dict[int, str]:
-        """Trials whose pod the scheduler could not place yet: they wait, they have not failed."""
+        """Trials whose pod has not started: no node for it yet (they wait), or a container that cannot start
+        (image, Secret), which fails the trial once it has lasted start_timeout_seconds."""
         out = {}
+        stuck = {}
         for pod in self.kube.list_pods(self.selector):
-            tid, why = tid_of(pod), scheduling_wait(pod)
-            if tid in self._tracked and why and tid is not None:
+            tid = tid_of(pod)
+            if tid is None or tid not in self._tracked:
+                continue
+            if started(pod):
+                self._started.add(tid)
+            why = scheduling_wait(pod) or start_failure(pod)
+            if why and tid not in self._start_failed:
                 out[tid] = why
+                if start_failure(pod):
+                    stuck[tid] = why
+        now = time.monotonic()
+        self._stuck_since = {t: self._stuck_since.get(t, now) for t in stuck}
+        for tid, since in self._stuck_since.items():
+            if now - since >= self.s.start_timeout_seconds and tid not in self._start_failed:
+                self._start_failed[tid] = (f"did not start within startTimeoutSeconds "
+                                           f"({self.s.start_timeout_seconds} s): {stuck[tid]}")
+                log.warning("trial %d: %s; deleting its Job", tid, self._start_failed[tid])
+                self.kube.delete_job(job_name(self.prefix, tid))
         return out
 
     def release(self, tid: int) -> None:
@@ -115,6 +141,8 @@ class KubernetesLauncher:
     def wait(self, timeout: float) -> list[TrialExit]:
         self._ensure_watch()
         ended: list[TrialExit] = []
+        if self._tracked - self._started:
+            timeout = min(timeout, START_POLL_SECONDS)
         deadline = time.monotonic() + timeout
         while not ended:
             remaining = deadline - time.monotonic()
@@ -145,6 +173,8 @@ class KubernetesLauncher:
         name = job["metadata"]["name"]
         if kind == "DELETED":
             code, reason, tail = self._last_pod(name)
+            if tid in self._start_failed:
+                return [self._report(tid, None, self._start_failed[tid], tail)]
             why = "stopped by the controller" if tid in self._cancelled else "its Job was deleted"
             return [self._report(tid, code, reason or why, tail)]
         state = finished(job)
@@ -167,6 +197,8 @@ class KubernetesLauncher:
     def _report(self, tid: int, code: int | None, reason: str | None, tail: str) -> TrialExit:
         self._reported.add(tid)
         self._tracked.discard(tid)
+        self._started.discard(tid)
+        self._stuck_since.pop(tid, None)
         return TrialExit(tid, code, reason, tail, tail.encode() if tail else None)
 
     def _ensure_watch(self) -> None:

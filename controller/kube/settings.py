@@ -42,6 +42,10 @@ class KubeSettings:
     ttl_seconds_after_finished: int = field(default=86400, metadata=limit(minimum=0))
     termination_grace_seconds: int = field(default=60, metadata=limit(minimum=1))
     """Time the trainer gets after SIGTERM to write its 'stopped' result."""
+    start_timeout_seconds: int = field(default=600, metadata=limit(minimum=1))
+    """A trial whose container cannot start (its image cannot be pulled, a Secret it names is missing) fails
+    after this long, with the kubelet's reason, instead of holding its slot until activeDeadlineSeconds. Waiting
+    for a node (no GPU free) does not count."""
     cache_size_limit: str = "20Gi"
     data_cache_claim: str | None = None
     """An existing PVC mounted as the trials' dataset cache (shared by the trials of a node or of all nodes)."""
