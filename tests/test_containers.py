@@ -1,0 +1,247 @@
+"""What only a real node decides, on the local cluster's node real-0: the real kubelet (built from the pinned source)
+with containerd and runc running the images scripts/build-images.sh builds from our Dockerfiles. The user, the
+read-only root, memory limits, exit codes, image pulls, Secrets and device allocation are the runtime's verdicts
+here, not ours.
+
+All of this file's tests run in one xdist worker (--dist loadfile), one after another: the node's two GPUs are
+theirs alone (nothing else tolerates the node's taint)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from clusterkit import Release, _finished
+from realkube import wait_for
+
+pytestmark = pytest.mark.e2e
+
+RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+@pytest.fixture(scope="module")
+def node(kube) -> dict[str, Any]:
+    info = kube.info.get("real_node")
+    assert info, "the local cluster runs no real node: scripts/test.sh starts one (localkube up --real-node)"
+    return info
+
+
+@pytest.fixture(scope="module")
+def pod_s3(node, s3_endpoint) -> str:
+    """moto's S3 at the node's address, where pods reach it (the loopback one is the host's own). Servers of one
+    process share moto's state: the same buckets either way."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=node["ip"], port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def image(node: dict[str, Any], name: str) -> str:
+    return next(ref for ref in node["images"] if ref.startswith(f"localhost/cifar-hpo-{name}:"))
+
+
+def placement(node: dict[str, Any]) -> dict[str, Any]:
+    taint = node["taint"]
+    return {"nodeSelector": {"kubernetes.io/hostname": node["name"]},
+            "tolerations": [{"key": taint["key"], "operator": "Equal", "value": taint["value"],
+                             "effect": taint["effect"]}]}
+
+
+def run_pod(kube, ns: str, node: dict[str, Any], img: str, code: str, limits: dict[str, str] | None = None,
+            gpus: int = 0, name: str = "probe", shell: bool = False) -> dict[str, Any]:
+    """A pod that runs `python -c code` (shell: `sh -c code`) on the real node as UID 10002 under the restricted
+    profile."""
+    resources = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi", **(limits or {})}}
+    if gpus:
+        resources["limits"]["nvidia.com/gpu"] = str(gpus)
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+        **placement(node), "restartPolicy": "Never", "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10002, "runAsGroup": 10002,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "main", "image": img, "imagePullPolicy": "Never", "command": ["sh" if shell else "python", "-c", code],
+                        "resources": resources, "securityContext": RESTRICTED,
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
+        "volumes": [{"name": "tmp", "emptyDir": {}}]}}
+    kube.core.create_namespaced_pod(ns, body)
+    return body
+
+
+def pod_json(kube, ns: str, name: str) -> dict[str, Any]:
+    return json.loads(kube.core.read_namespaced_pod(name, ns, _preload_content=False).data)
+
+
+def terminated(kube, ns: str, name: str) -> dict[str, Any]:
+    def done() -> bool:
+        cs = (pod_json(kube, ns, name)["status"].get("containerStatuses") or [{}])[0]
+        return bool((cs.get("state") or {}).get("terminated"))
+
+    wait_for(f"pod {name} to end", done, timeout=180)
+    return pod_json(kube, ns, name)["status"]["containerStatuses"][0]["state"]["terminated"]
+
+
+def test_the_node_is_the_real_kubelet_on_containerd(kube, node):
+    wide = kube.kubectl("get", "nodes", "-o", "wide")
+    row = next(line.split() for line in wide.splitlines() if line.startswith(node["name"] + " "))
+    assert row[1] == "Ready" and "v1.34.4" in row and any(c.startswith("containerd://") for c in row), wide
+    info = kube.core.read_node(node["name"])
+    assert info.status.node_info.kubelet_version == "v1.34.4"
+    assert info.status.node_info.container_runtime_version.startswith("containerd://")
+    # The device plugin's devices, as the kubelet counts them (our Node never has its capacity patched).
+    assert info.status.allocatable["nvidia.com/gpu"] == str(node["gpus"])
+    assert kube.kubectl("version", "--client", "-o", "json").count('"gitVersion": "v1.34.4"') == 1
+
+
+def test_uid_read_only_root_and_exit_code_are_the_runtimes(kube, kube_ns, node):
+    code = ("import os, sys\nprint('uid', os.getuid(), 'gid', os.getgid())\n"
+            "open('/tmp/ok', 'w').write('x'); print('tmp writable')\n"
+            "try:\n    open('/etc/probe', 'w')\nexcept OSError as e:\n    print('root:', e.strerror)\nsys.exit(7)")
+    run_pod(kube, kube_ns, node, image(node, "objective"), code)
+    term = terminated(kube, kube_ns, "probe")
+    assert (term["exitCode"], term["reason"]) == (7, "Error")
+    log = kube.kubectl("logs", "-n", kube_ns, "probe")
+    assert "uid 10002 gid 10002" in log and "tmp writable" in log and "root: Read-only file system" in log, log
+
+
+def test_a_memory_limit_exceeded_is_oomkilled_by_the_runtime(kube, kube_ns, node):
+    run_pod(kube, kube_ns, node, image(node, "objective"), "b = b'x' * (400 * 2**20)\nprint(len(b))",
+            limits={"memory": "96Mi"})
+    term = terminated(kube, kube_ns, "probe")
+    assert (term["exitCode"], term["reason"]) == (137, "OOMKilled"), term
+
+
+def test_a_self_inflicted_sigkill_is_error_137_not_oomkilled(kube, kube_ns, node):
+    # PID 1 of a container cannot be killed by a signal from inside it (the kernel drops it): the program killed
+    # is a child, and the shell that is PID 1 exits with its status, as a wrapper script would.
+    run_pod(kube, kube_ns, node, image(node, "objective"),
+            "python -c 'import os, signal; os.kill(os.getpid(), signal.SIGKILL)'; exit $?", shell=True)
+    term = terminated(kube, kube_ns, "probe")
+    assert (term["exitCode"], term["reason"]) == (137, "Error"), term
+
+
+def _release(kube, ns, bucket, pod_s3, tmp_path, node, img: str, gpus: int = 0, **kube_overrides) -> Release:
+    rel = Release(kube, ns, bucket, pod_s3, tmp_path)
+    rel.kube_section = {"image": img, "imagePullPolicy": "IfNotPresent", "gpuCount": gpus,
+                        "requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"},
+                        **placement(node), **kube_overrides}
+    return rel
+
+
+def _config(rel: Release, trial: dict[str, Any], **sections: dict[str, Any]) -> Path:
+    path = rel.config_file(**sections)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["trial"].update(trial)
+    cfg["kube"].update(rel.kube_section)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _objective(sleep: float, **env: str) -> dict[str, Any]:
+    assignments = [f"{k}={v}" for k, v in {"FAKE_TRIAL_SLEEP": str(sleep), **env}.items()]
+    return {"command": ["env", *assignments, "python", "/opt/objective/objective.py"], "epochs": 2,
+            "data": "synthetic:200"}
+
+
+def _status(kube, ns: str, release: str = "hpo-cifar-hpo") -> dict[str, Any]:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        data = kube.core.read_namespaced_config_map(f"{release}-status", ns).data or {}
+    except ApiException:
+        return {}
+    return json.loads(data.get("status.json", "{}"))
+
+
+def test_gpus_are_the_device_plugins_two_and_a_third_trial_waits(kube, kube_ns, node, bucket, pod_s3, tmp_path):
+    rel = _release(kube, kube_ns, bucket, pod_s3, tmp_path, node, image(node, "objective"), gpus=1)
+    cfg = _config(rel, _objective(600), search={"maxTrials": 3, "parallelism": 3})
+    proc = rel.controller(cfg, log=tmp_path / "controller.log")
+    try:
+        def two_running_one_waiting() -> bool:
+            pods = kube.pods(kube_ns, "app.kubernetes.io/component=trial")
+            phases = sorted(p["status"].get("phase", "") for p in pods)
+            waiting = _status(kube, kube_ns).get("waiting") or {}
+            return phases == ["Pending", "Running", "Running"] and any(
+                "Insufficient nvidia.com/gpu" in why for why in waiting.values())
+
+        wait_for("two trials on the two GPUs and the third waiting for one", two_running_one_waiting, proc=proc)
+        checkpoint = json.loads((Path(kube.info["real_node"]["logs"]).parent / "private" / "0" / "device-plugins"
+                                 / "kubelet_internal_checkpoint").read_text())
+        allocated = {e["PodUID"]: sorted(d for ids in e["DeviceIDs"].values() for d in ids)
+                     for e in checkpoint["Data"]["PodDeviceEntries"]}
+        seen = []
+        for p in kube.pods(kube_ns, "app.kubernetes.io/component=trial"):
+            if p["status"].get("phase") != "Running":
+                continue
+            env = kube.kubectl("exec", "-n", kube_ns, p["metadata"]["name"], "--", "python", "-c",
+                               "import os; print(os.environ['NVIDIA_VISIBLE_DEVICES'])").strip()
+            assert [env] == allocated[p["metadata"]["uid"]], (env, allocated)
+            seen.append(env)
+        assert sorted(seen) == ["GPU-local-0", "GPU-local-1"]
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+@pytest.mark.parametrize("fault", ["absent image", "missing secret"])
+def test_a_trial_that_cannot_start_is_reported_then_failed(kube, kube_ns, node, bucket, pod_s3, tmp_path, fault):
+    if fault == "absent image":
+        rel = _release(kube, kube_ns, bucket, pod_s3, tmp_path, node, "localhost/cifar-hpo-absent:1",
+                       startTimeoutSeconds=20)
+        expected = ("ErrImagePull", "ImagePullBackOff")
+    else:
+        rel = _release(kube, kube_ns, bucket, pod_s3, tmp_path, node, image(node, "objective"),
+                       s3SecretName="no-such-secret", startTimeoutSeconds=20)
+        expected = ("CreateContainerConfigError",)
+    cfg = _config(rel, _objective(0.1), search={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1})
+    proc = rel.controller(cfg, log=tmp_path / "controller.log")
+    try:
+        t0 = time.monotonic()
+        wait_for("the kubelet's reason in the search's status",
+                 lambda: any(r in why for why in (_status(kube, kube_ns).get("waiting") or {}).values()
+                             for r in expected), proc=proc)
+        reported_after = time.monotonic() - t0
+        events = [e["message"] for e in kube.events(kube_ns) if e.get("reason") == "TrialWaiting"]
+        assert any(r in m for m in events for r in expected), events
+        assert proc.wait(300) != 0  # maxFailedTrials 1: the search fails
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (trial,) = _finished(rel.store, "cifar100")["trials"]
+    assert trial["state"] == "failed"
+    assert "did not start within startTimeoutSeconds (20 s)" in trial["reason"], trial
+    assert any(r in trial["reason"] for r in expected), trial
+    assert not kube.jobs(kube_ns), "the trial's Job is deleted: it no longer holds a slot"
+    print(f"{fault}: reason in status {reported_after:.1f} s after the controller started")
+
+
+def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, pod_s3, tmp_path):
+    """The trainer image (Dockerfile.trainer, TensorFlow CPU build) as the trials: UID 10002, read-only root with
+    only the Job's emptyDirs writable, training on generated data and saving its model into the bucket."""
+    rel = _release(kube, kube_ns, bucket, pod_s3, tmp_path, node, image(node, "trainer"),
+                   requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "4Gi"}, ttlSecondsAfterFinished=600)
+    cfg = _config(rel, {"command": [], "epochs": 1, "data": "synthetic:256", "extraArgs": ["--no-xla"]},
+                  search={"maxTrials": 2, "parallelism": 2, "maxFailedTrials": 0})
+    proc = rel.controller(cfg, log=tmp_path / "controller.log")
+    rc = proc.wait(900)
+    assert rc == 0, (tmp_path / "controller.log").read_text()[-3000:]
+    trials = _finished(rel.store, "cifar100")["trials"]
+    assert [t["state"] for t in trials] == ["ok", "ok"], trials
+    import boto3
+
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {f"searches/cifar100/trials/{t}/model.keras" for t in (0, 1)} <= keys, sorted(keys)
+    for p in kube.pods(kube_ns, "app.kubernetes.io/component=trial"):
+        (cs,) = p["status"]["containerStatuses"]
+        assert cs["imageID"] and cs["image"].startswith("localhost/cifar-hpo-trainer:"), cs
+        log = kube.kubectl("logs", "-n", kube_ns, p["metadata"]["name"])
+        assert "uid 10002 gid 10002" in log, log[-2000:]
+        described = kube.kubectl("describe", "pod", "-n", kube_ns, p["metadata"]["name"])
+        assert "Image ID:" in described and node["name"] in described
