@@ -73,6 +73,10 @@ image() {  # image NAME TAG: prints the reference, building and saving it unless
     "${build[@]}" -q -t "$ref" "$@" >/dev/null
     save "$ref" "$archive"
     log "$ref built and saved in $((SECONDS - start)) s"
+    # Older builds of this image: their archives and tags go (their layers stay while the new one shares them).
+    find "$cache/archives" -name "$name-*.tar" ! -name "$name-$tag.tar" -delete
+    "${podman[@]}" images --format '{{.Repository}}:{{.Tag}}' "localhost/cifar-hpo-$name" | grep -vx "$ref" \
+      | xargs -r "${podman[@]}" rmi -f >/dev/null 2>&1 || true
   fi
   echo "$ref $archive"
 }

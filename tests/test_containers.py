@@ -66,7 +66,8 @@ def run_pod(kube, ns: str, node: dict[str, Any], img: str, code: str, limits: di
         **placement(node), "restartPolicy": "Never", "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10002, "runAsGroup": 10002,
                             "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{"name": "main", "image": img, "imagePullPolicy": "Never", "command": ["sh" if shell else "python", "-c", code],
+        "containers": [{"name": "main", "image": img, "imagePullPolicy": "Never",
+                        "command": ["sh" if shell else "python", "-c", code],
                         "resources": resources, "securityContext": RESTRICTED,
                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
         "volumes": [{"name": "tmp", "emptyDir": {}}]}}
@@ -227,8 +228,8 @@ def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, p
     only the Job's emptyDirs writable, training on generated data and saving its model into the bucket."""
     rel = _release(kube, kube_ns, bucket, pod_s3, tmp_path, node, image(node, "trainer"),
                    requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "4Gi"}, ttlSecondsAfterFinished=600)
-    cfg = _config(rel, {"command": [], "epochs": 1, "data": "synthetic:256", "extraArgs": ["--no-xla"]},
-                  search={"maxTrials": 2, "parallelism": 2, "maxFailedTrials": 0})
+    cfg = _config(rel, {"command": ["python", "-m", "trainer"], "epochs": 1, "data": "synthetic:256",
+                        "extraArgs": ["--no-xla"]}, search={"maxTrials": 2, "parallelism": 2, "maxFailedTrials": 1})
     proc = rel.controller(cfg, log=tmp_path / "controller.log")
     rc = proc.wait(900)
     assert rc == 0, (tmp_path / "controller.log").read_text()[-3000:]
@@ -237,7 +238,10 @@ def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, p
     import boto3
 
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
-    assert {f"searches/cifar100/trials/{t}/model.keras" for t in (0, 1)} <= keys, sorted(keys)
+    logs = {p["metadata"]["name"]: kube.kubectl("logs", "-n", kube_ns, p["metadata"]["name"])[-1500:]
+            for p in kube.pods(kube_ns, "app.kubernetes.io/component=trial")}
+    assert {f"searches/cifar100/trials/{t['tid']:06d}/model.keras" for t in trials} <= keys, (
+        sorted(k for k in keys if "/trials/" in k), logs)
     for p in kube.pods(kube_ns, "app.kubernetes.io/component=trial"):
         (cs,) = p["status"]["containerStatuses"]
         assert cs["imageID"] and cs["image"].startswith("localhost/cifar-hpo-trainer:"), cs

@@ -175,6 +175,11 @@ state = "{s / 'state'}"
 
     def _import_images(self) -> None:
         have = set(_run("ctr", "-a", str(self.sock), "-n", "k8s.io", "images", "ls", "-q").stdout.split())
+        wanted = {ref for ref, _ in self.images}
+        # containerd's root is a cache kept across runs: earlier builds of our images go (content is collected).
+        stale = [ref for ref in have if ref.startswith("localhost/cifar-hpo-") and ref not in wanted]
+        if stale:
+            self._ctr("images", "rm", *stale, check=False)
         for ref, archive in self.images:
             if ref in have:
                 continue
