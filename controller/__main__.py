@@ -224,12 +224,14 @@ def _kube_api() -> Any:
     cfg = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=cfg)
+        log.info("Kubernetes API at %s as this pod's service account (in-cluster)", cfg.host)
     except config.ConfigException:
         try:
             config.load_kube_config(client_configuration=cfg)
         except (config.ConfigException, OSError) as e:
             raise ConfigError(f"no in-cluster service account and no usable kubeconfig ({e}); "
                               "use --local to run without a cluster") from e
+        log.info("Kubernetes API at %s from the kubeconfig", cfg.host)
     # TCP_NODELAY: small API requests otherwise wait on Nagle + delayed ACK (~40 ms each).
     cfg.socket_options = urllib3.connection.HTTPConnection.default_socket_options + tcp_keepalive_socket_options()
     # Retries with backoff on 5xx/429 and dropped connections, for every verb: all our writes are

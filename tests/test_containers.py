@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from clusterkit import Release, _finished
+from clusterkit import Release, _finished, _values
 from realkube import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -146,7 +146,7 @@ def _config(rel: Release, trial: dict[str, Any], **sections: dict[str, Any]) -> 
 
 def _objective(sleep: float, **env: str) -> dict[str, Any]:
     assignments = [f"{k}={v}" for k, v in {"FAKE_TRIAL_SLEEP": str(sleep), **env}.items()]
-    return {"command": ["env", *assignments, "python", "/opt/objective/objective.py"], "epochs": 2,
+    return {"command": ["env", *assignments, "python", "tests/objective.py"], "epochs": 2,
             "data": "synthetic:200"}
 
 
@@ -249,3 +249,92 @@ def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, p
         assert "uid 10002 gid 10002" in log, log[-2000:]
         described = kube.kubectl("describe", "pod", "-n", kube_ns, p["metadata"]["name"])
         assert "Image ID:" in described and node["name"] in described
+
+
+def _chart_values(tmp_path: Path, bucket: str, pod_s3: str, node: dict[str, Any]) -> Path:
+    """The chart on the real node: the controller image runs the operator, the test image runs the trials."""
+    ctrl_repo, ctrl_tag = image(node, "controller").rsplit(":", 1)
+    trial_repo, trial_tag = image(node, "objective").rsplit(":", 1)
+    where = placement(node)
+    return _values(tmp_path, bucket, pod_s3, controller={
+        "image": {"repository": ctrl_repo, "tag": ctrl_tag, "pullPolicy": "IfNotPresent"}, **where,
+        "resyncSeconds": 5, "leaseSeconds": 5}, trainer={
+        "image": {"repository": trial_repo, "tag": trial_tag, "pullPolicy": "IfNotPresent"}, **where,
+        "command": ["env", "FAKE_TRIAL_SLEEP=0.2", "python", "tests/objective.py"], "epochs": 2,
+        "data": "synthetic:300", "gpu": {"count": 0},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}})
+
+
+def _search_state(kube, ns: str) -> str | None:
+    out = kube.kubectl("-n", ns, "get", "search", "cifar100", "-o", "json", check=False)
+    return ((json.loads(out).get("status") or {}).get("state")) if out.strip() else None
+
+
+def test_the_chart_runs_the_operator_image_in_cluster_and_its_trials_as_containers(kube, kube_ns, node, bucket,
+                                                                                   pod_s3, tmp_path):
+    kube.helm("install", "cifar-hpo", "charts/", "-n", kube_ns, "-f", str(_chart_values(tmp_path, bucket, pod_s3,
+                                                                                          node)))
+    wait_for("the Search to succeed", lambda: _search_state(kube, kube_ns) == "Succeeded", timeout=300)
+    (operator,) = kube.pods(kube_ns, "app.kubernetes.io/component=controller")
+    assert operator["spec"]["nodeName"] == node["name"]
+    assert operator["status"]["containerStatuses"][0]["image"] == image(node, "controller")
+    log = kube.kubectl("-n", kube_ns, "logs", operator["metadata"]["name"])
+    # No kubeconfig in the pod: the mounted token and KUBERNETES_SERVICE_HOST, through kube-proxy to the apiserver.
+    assert "Kubernetes API at https://10.0.0.1:443 as this pod's service account (in-cluster)" in log, log[-2000:]
+    trials = _finished(f"s3://{bucket}/searches", "cifar100")["trials"]
+    assert [t["state"] for t in trials] == ["ok"] * 3
+    for p in kube.pods(kube_ns, "app.kubernetes.io/component=trial"):
+        assert p["spec"]["nodeName"] == node["name"]
+        assert p["status"]["containerStatuses"][0]["image"] == image(node, "objective")
+    print(kube.kubectl("-n", kube_ns, "get", "searches"))
+
+
+def test_a_sigterm_to_the_operators_pid_1_is_honoured_at_every_moment_of_its_start(kube, kube_ns, node, bucket,
+                                                                                    pod_s3, tmp_path):
+    """Three moments, each tied to what the operator has done: its container just started (interpreter and
+    imports), it waits for a Lease another holds, it runs a Search. Each time the container must end by itself,
+    exit 0 or 143; a SIGTERM ignored (PID 1 without a handler) would leave it running until the test gives up."""
+    from kubernetes.client.exceptions import ApiException
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    lease = tmp_path / "lease.yaml"
+    lease.write_text(yaml.safe_dump({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                     "metadata": {"name": "cifar-hpo-controller", "namespace": kube_ns},
+                                     "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600,
+                                              "acquireTime": now, "renewTime": now}}))
+    kube.kubectl("apply", "-f", str(lease))
+    kube.helm("install", "cifar-hpo", "charts/", "-n", kube_ns, "-f", str(_chart_values(tmp_path, bucket, pod_s3,
+                                                                                          node)))
+
+    def container() -> tuple[str, dict[str, Any]]:
+        pods = kube.pods(kube_ns, "app.kubernetes.io/component=controller")
+        return (pods[0]["metadata"]["name"], (pods[0]["status"].get("containerStatuses") or [{}])[0]) if pods \
+            else ("", {})
+
+    def sigterm_then_restart(restarts: int) -> dict[str, Any]:
+        name, _ = container()
+        kube.kubectl("-n", kube_ns, "exec", name, "--", "python", "-c", "import os, signal; os.kill(1, signal.SIGTERM)")
+        wait_for(f"restart {restarts + 1} after the SIGTERM",
+                 lambda: container()[1].get("restartCount") == restarts + 1, timeout=120)
+        return container()[1]["lastState"]["terminated"]
+
+    def log_has(text: str) -> bool:
+        name, cs = container()
+        if not (cs.get("state") or {}).get("running"):
+            return False
+        return text in kube.kubectl("-n", kube_ns, "logs", name, check=False)
+
+    ended = {}
+    wait_for("the operator container to run", lambda: (container()[1].get("state") or {}).get("running"))
+    ended["just started"] = sigterm_then_restart(0)
+    wait_for("the operator waiting for the Lease", lambda: log_has("another controller holds Lease"))
+    ended["waiting for the Lease"] = sigterm_then_restart(1)
+    try:
+        kube.coord.delete_namespaced_lease("cifar-hpo-controller", kube_ns)
+    except ApiException:
+        pass
+    wait_for("the operator running the Search", lambda: log_has("starting its search"), timeout=180)
+    ended["running a Search"] = sigterm_then_restart(2)
+    for moment, term in ended.items():
+        assert term["exitCode"] in (0, 143), (moment, term)
+    print({m: (t["exitCode"], t["reason"]) for m, t in ended.items()})

@@ -467,6 +467,8 @@ class ProcessKubelet:
             if kind is None:
                 raise LookupError(f"image {image!r}: no command and no Dockerfile entrypoint known for it")
             command = list(self.entrypoints[kind])
+            if command[:2] == ["tini", "--"]:  # the image's init; a process here is no PID 1
+                command = command[2:]
         argv = [rewrite(a) for a in command + list(container.get("args") or [])]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = self.python
