@@ -10,9 +10,9 @@ lint=0
 
 # One local cluster for the whole run, shared by the pytest-xdist workers (each test has its namespace).
 state="$(mktemp -d "${TMPDIR:-/tmp}/cifar-hpo-kube.XXXXXX")"
-# The images our Dockerfiles build (cached by their inputs), run by the cluster's real node (tests/test_containers.py).
+# The images our Dockerfiles build (cached by their inputs): the cluster's node runs them.
 ./scripts/build-images.sh >"$state/images.txt"
-PYTHONPATH="$PWD/scripts" .venv/bin/python -m localkube up --dir "$state/cluster" --real-node "$state/images.txt" \
+PYTHONPATH="$PWD/scripts" .venv/bin/python -m localkube up --dir "$state/cluster" --images "$state/images.txt" \
   >"$state/up.out" 2>"$state/up.log" &
 up=$!
 stop_cluster() { kill "$up" 2>/dev/null && wait "$up" 2>/dev/null; rm -rf "$state"; }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,26 +13,44 @@ import yaml
 from conftest import PY, ROOT, run_cli
 
 CREDS = {key: os.environ[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-TRIAL = ["python", "tests/objective.py"]
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TRIAL = ["python", "tests/objective.py"]  # the test image's working directory is laid out like the checkout
+CACHE = "/cache"  # where a trial pod mounts its cache claim (controller/kube/jobs.py)
+TRIAL_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
 
 
-def _values(tmp_path: Path, bucket: str, s3: str, trial_env: dict[str, str] | None = None, **sections) -> Path:
-    """A values file: moto's S3, quick stand-in trials (tests/objective.py) run by the process kubelet."""
-    env = [f"{k}={v}" for k, v in {"FAKE_TRIAL_SLEEP": "0.2", **(trial_env or {})}.items()]
+def image(kube, name: str) -> tuple[str, str]:
+    """(repository, tag) of one of our images on the cluster's node (scripts/build-images.sh)."""
+    ref = next(r for r in kube.info["images"] if r.startswith(f"localhost/cifar-hpo-{name}:"))
+    repo, tag = ref.rsplit(":", 1)
+    return repo, tag
+
+
+def trial_env(env: dict[str, str], shared: Path | None) -> list[str]:
+    """`env` assignments for the trial command; paths under the host's shared folder become the pod's."""
+    def pod_path(v: str) -> str:
+        return v.replace(str(shared), CACHE) if shared is not None else v
+
+    return [f"{k}={pod_path(v)}" for k, v in {"FAKE_TRIAL_SLEEP": "0.2", **env}.items()]
+
+
+def _values(kube, ns: str, tmp_path: Path, bucket: str, s3: str, env: dict[str, str] | None = None,
+            shared: Path | None = None, **sections) -> Path:
+    """A values file: moto's S3, quick stand-in trials (the test image) on the cluster's node, the controller
+    image as the operator. shared: a host folder the trials mount at /cache (Kube.shared_dir)."""
+    ctrl, trial = image(kube, "controller"), image(kube, "objective")
     values = {
         "store": {"bucket": bucket, "endpoint": s3, "accessKeyId": CREDS["AWS_ACCESS_KEY_ID"],
                   "secretAccessKey": CREDS["AWS_SECRET_ACCESS_KEY"]},
         "search": {"maxTrials": 3, "parallelism": 2},
-        "trainer": {"command": ["env", *env, *TRIAL], "epochs": 2, "data": "synthetic:300",
-                    "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}},
-        # Pods of the process kubelet share the host's network: each release's metrics on a port of its own.
-        "controller": {"resyncSeconds": 5, "leaseSeconds": 5, "metricsPort": _free_port()},
+        "trainer": {"command": ["env", *trial_env(env or {}, shared), *TRIAL], "epochs": 2, "data": "synthetic:300",
+                    "image": {"repository": trial[0], "tag": trial[1]}, "gpu": {"count": 0},
+                    "resources": TRIAL_RESOURCES},
+        "controller": {"resyncSeconds": 5, "leaseSeconds": 5,
+                       "image": {"repository": ctrl[0], "tag": ctrl[1]},
+                       "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}},
     }
+    if shared is not None:
+        values["trainer"]["dataCache"] = {"existingClaim": kube.shared_dir(ns, shared)}
     for section, overrides in sections.items():
         values.setdefault(section, {}).update(overrides)
     path = tmp_path / f"values-{len(list(tmp_path.glob('values-*')))}.yaml"
@@ -67,6 +84,10 @@ class Release:
 
     def __init__(self, kube, ns, bucket, s3, tmp_path, name="hpo"):
         self.kube, self.ns, self.tmp, self.name = kube, ns, tmp_path, name
+        # What the test and its trials exchange (gates, start logs, planted faults): on the host here, at /cache in
+        # each trial pod.
+        self.shared = tmp_path / "shared"
+        self._claim: str | None = None
         self.full = f"{name}-cifar-hpo"
         self.store = f"s3://{bucket}/searches"
         self.config = kube.install_rbac(ns, name, [
@@ -76,14 +97,22 @@ class Release:
         kube.secret(ns, f"{self.full}-s3", CREDS)
         self.kubeconfig = kube.sa_kubeconfig(ns, f"{self.full}-controller", tmp_path / f"{name}.kubeconfig")
 
-    def config_file(self, trial_env: dict[str, str] | None = None, **sections) -> Path:
+    def share(self) -> Path:
+        """The shared folder, its claim made: trials see it at /cache."""
+        if self._claim is None:
+            self._claim = self.kube.shared_dir(self.ns, self.shared)
+        return self.shared
+
+    def config_file(self, env: dict[str, str] | None = None, **sections) -> Path:
         cfg = json.loads(json.dumps(self.config))
-        env = [f"{k}={v}" for k, v in {"FAKE_TRIAL_SLEEP": "0.2", **(trial_env or {})}.items()]
-        cfg["trial"].update(command=["env", *env, *TRIAL], epochs=3, data="synthetic:300")
+        cfg["trial"].update(command=["env", *trial_env(env or {}, self.shared), *TRIAL], epochs=3,
+                            data="synthetic:300")
         cfg["search"].update(maxFailedTrials=20)
         cfg["controller"].update(metricsPort=0)  # several controllers share this host
+        self.share()
+        repo, tag = image(self.kube, "objective")
         cfg["kube"].update(leaseSeconds=5, resyncSeconds=5, backoffLimit=0, terminationGraceSeconds=5,
-                           requests={"cpu": "100m", "memory": "128Mi"}, limits={"memory": "1Gi"})
+                           image=f"{repo}:{tag}", dataCacheClaim=self._claim, **TRIAL_RESOURCES)
         for section, values in sections.items():
             cfg.setdefault(section, {}).update(values)
         path = self.tmp / f"controller-{len(list(self.tmp.glob('controller-*')))}.yaml"

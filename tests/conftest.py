@@ -1,10 +1,12 @@
-"""Shared fixtures: a real HTTP S3 (moto's server on 127.0.0.1) and stores on both backends."""
+"""Shared fixtures: a real HTTP S3 (moto's server on this machine's address, where pods reach it too) and stores on
+both backends."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -67,11 +69,19 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
 
+def host_ip() -> str:
+    """This machine's own address on its default route (the local cluster's node address): pods reach servers of
+    the tests there, not on loopback. 127.0.0.1 where there is none."""
+    out = subprocess.run(["ip", "-4", "-o", "route", "get", "192.0.2.255"], capture_output=True, text=True).stdout
+    m = re.search(r"\bsrc (\S+)", out)
+    return m.group(1) if m else "127.0.0.1"
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address=host_ip(), port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
@@ -134,9 +144,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True,
 
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory):
-    """The local control plane (real etcd, kube-apiserver, kube-controller-manager, kube-scheduler; our process
-    kubelet). scripts/test.sh starts one for the whole run (CIFAR_HPO_KUBE_DIR), shared by the xdist workers;
-    without it, a worker that needs one starts its own."""
+    """The local cluster (real etcd, kube-apiserver, kube-controller-manager, kube-scheduler; a node run by the
+    real kubelet with containerd). scripts/test.sh starts one for the whole run (CIFAR_HPO_KUBE_DIR), shared by the
+    xdist workers; without it, a worker that needs one starts its own."""
     from realkube import Kube, start_cluster
 
     shared = os.environ.get("CIFAR_HPO_KUBE_DIR")
@@ -144,7 +154,7 @@ def kube(tmp_path_factory):
         yield Kube(Path(shared))
         return
     state = tmp_path_factory.mktemp("localkube") / "cluster"
-    proc = start_cluster(state, real_node=True)
+    proc = start_cluster(state)
     try:
         yield Kube(state)
     finally:

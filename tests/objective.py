@@ -2,7 +2,8 @@
 
 It reads the trial's proposal.json like the trainer does, "trains" for a few short epochs on a smooth
 synthetic function of the seed space's parameters, writes progress.json each epoch and result.json at
-the end — or misbehaves on purpose when FAKE_TRIAL_FAULTS names a JSON file {tid: fault}.
+the end — or misbehaves on purpose when FAKE_TRIAL_FAULTS names a JSON file {tid: fault}. In a container (the test
+image) it runs from /app, laid out like the checkout; the tests' files reach it through a shared claim at /cache.
 """
 
 from __future__ import annotations
@@ -98,8 +99,11 @@ def main() -> int:
     if fault == "exit1":
         print("failing on purpose", file=sys.stderr)
         return 1
-    if fault == "kill9":
+    if fault == "kill9":  # a process: SIGKILL ends it; PID 1 of a container ignores its own SIGKILL
         os.kill(os.getpid(), signal.SIGKILL)
+    if fault == "oom":  # over any test pod's memory limit: the runtime OOM-kills it
+        hog = b"x" * (2 << 30)
+        print(len(hog))
     if fault == "no_result":
         return 0
     if stopped["flag"] and not store.exists("stop.json"):

@@ -75,10 +75,12 @@ class Kube:
     def delete_namespace(self, ns: str) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        try:
-            self.core.delete_namespace(ns)
-        except ApiException:
-            pass
+        for delete in (lambda: self.core.delete_namespace(ns),
+                       lambda: self.core.delete_persistent_volume(f"shared-{ns}")):  # shared_dir's, if any
+            try:
+                delete()
+            except ApiException:
+                pass
 
     def sa_kubeconfig(self, ns: str, sa: str, path: Path) -> Path:
         """A kubeconfig that authenticates as ServiceAccount ns/sa (a TokenRequest token): RBAC applies."""
@@ -128,16 +130,64 @@ class Kube:
         return json.loads(self.core.list_namespaced_event(ns, _preload_content=False).data)["items"]
 
     def container_pid(self, ns: str, pod_prefix: str) -> int | None:
-        """The pid of the running container of the newest pod named pod_prefix* (from the kubelet's files)."""
-        base = Path(self.info["kubelet_dir"]) / "pods" / ns
-        for pid_file in sorted(base.glob(f"{pod_prefix}*/*.pid"), key=lambda p: p.stat().st_mtime, reverse=True):
-            pid = int(pid_file.read_text())
-            try:
-                os.kill(pid, 0)
-                return pid
-            except ProcessLookupError:
-                continue
+        """The host pid of the running container (its PID 1) of the newest running pod named pod_prefix*, as
+        containerd reports it."""
+        pods = [pod for pod in self.pods(ns) if pod["metadata"]["name"].startswith(pod_prefix)
+                and (pod["status"].get("containerStatuses") or [{}])[0].get("state", {}).get("running")]
+        if not pods:
+            return None
+        pod = max(pods, key=lambda pod: pod["metadata"]["creationTimestamp"])
+        cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[-1]
+        tasks = subprocess.run(["ctr", "-a", self.info["containerd"], "-n", "k8s.io", "tasks", "ls"],
+                               capture_output=True, text=True).stdout
+        for line in tasks.splitlines()[1:]:
+            task, pid, status = line.split()[:3]
+            if task == cid and status == "RUNNING":
+                return int(pid)
         return None
+
+    def container_logs(self, ns: str, pod_prefix: str, container: str) -> str:
+        """Every log line the kubelet kept of a container, across its restarts and its pods named pod_prefix*
+        (the CRI log files: `<time> <stream> <tag> <line>`)."""
+        lines = []
+        for f in sorted(Path(self.info["pod_logs"]).glob(f"{ns}_{pod_prefix}*/{container}/*.log*")):
+            lines += [line.split(" ", 3)[-1] for line in f.read_text(errors="replace").splitlines()]
+        return "\n".join(lines)
+
+    def shared_dir(self, ns: str, path: Path) -> str:
+        """A host folder that the namespace's pods mount as the PersistentVolumeClaim `shared`: what tests and
+        stand-in trials exchange (gates, start logs, planted faults) goes through it. Returns the claim's name."""
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o777)  # trials run as UID 10002
+        pv = f"shared-{ns}"
+        self.core.create_persistent_volume({"metadata": {"name": pv}, "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path), "type": "Directory"},
+            "claimRef": {"namespace": ns, "name": "shared"}}})
+        self.core.create_namespaced_persistent_volume_claim(ns, {"metadata": {"name": "shared"}, "spec": {
+            "accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
+            "resources": {"requests": {"storage": "1Gi"}}}})
+        wait_for("the shared claim to bind", lambda: self.core.read_namespaced_persistent_volume_claim(
+            "shared", ns).status.phase == "Bound", timeout=60)
+        return "shared"
+
+    def free_gpus(self, ns: str) -> None:
+        """Delete the namespace's Jobs and wait for their pods to be gone, before gpus() is left."""
+        self.kubectl("-n", ns, "delete", "jobs", "--all", "--cascade=foreground", "--wait=true", timeout=180)
+        wait_for("the trial pods to be gone", lambda: not self.pods(ns), timeout=180)
+
+    def gpus(self) -> Any:
+        """Held by a test that needs the node's GPUs to itself: one such test at a time across the xdist workers."""
+        import fcntl
+        from contextlib import contextmanager
+
+        @contextmanager
+        def held() -> Any:
+            with open(self.dir / "gpus.lock", "w") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                yield
+
+        return held()
 
     def restart_apiserver(self) -> None:
         """SIGUSR1 to `localkube up`: kube-apiserver is stopped (SIGTERM, SIGKILL after 5 s) and started again.
@@ -220,16 +270,14 @@ def wait_for(what: str, predicate: Any, timeout: float = 180.0, proc: subprocess
         time.sleep(0.05)
 
 
-def start_cluster(state_dir: Path, gpus: int = 2, real_node: bool = False) -> subprocess.Popen:
-    """`localkube up` as a child process; returns once it printed `ready`. real_node: with node real-0 too, running
-    the images scripts/build-images.sh builds."""
+def start_cluster(state_dir: Path, gpus: int = 2, index: int = 0) -> subprocess.Popen:
+    """`localkube up` as a child process, its node running the images scripts/build-images.sh builds; returns once
+    it printed `ready`. index 1: a second cluster beside the session's."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
-    extra: list[str] = []
-    if real_node:
-        images = state_dir.parent / "images.txt"
-        images.write_text(subprocess.run([str(ROOT / "scripts" / "build-images.sh")], check=True, text=True,
-                                         stdout=subprocess.PIPE).stdout)
-        extra = ["--real-node", str(images)]
+    images = state_dir.parent / "images.txt"
+    images.write_text(subprocess.run([str(ROOT / "scripts" / "build-images.sh")], check=True, text=True,
+                                     stdout=subprocess.PIPE).stdout)
+    extra = ["--images", str(images), "--index", str(index)]
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), "-m", "localkube", "up", "--dir", str(state_dir),
                              "--gpus", str(gpus), *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=open(state_dir.parent / "localkube.log", "ab"), text=True)

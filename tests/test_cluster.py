@@ -1,6 +1,7 @@
 """The chart and the controller on real Kubernetes components (scripts/localkube): the API server decides RBAC and
 Pod Security admission, the real Job controller decides retries and failures, the real scheduler binds by GPU
-count, the real garbage collector removes what an uninstall leaves. Only the kubelet is ours."""
+count, the real garbage collector removes what an uninstall leaves, and the real kubelet with containerd runs our
+images (the operator's, and the test image as the trials)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
     """helm install: the CRD, the operator and one Search from the values; helm upgrade edits that Search (the
     operator follows it live) or replaces it (another name: another search); helm uninstall collects the Jobs."""
     ns, store = kube_ns, f"s3://{bucket}/searches"
-    runlog = tmp_path / "runlog"
-    values = _values(tmp_path, bucket, s3_endpoint, {"FAKE_TRIAL_RUNLOG": str(runlog)})
+    shared = tmp_path / "shared"
+    runlog = shared / "runlog"
+    values = _values(kube, ns, tmp_path, bucket, s3_endpoint, {"FAKE_TRIAL_RUNLOG": str(runlog)}, shared=shared)
     with JobRecorder(kube, ns) as jobs:
         kube.helm("install", "cifar-hpo", "charts/", "-n", ns, "-f", str(values))
         wait_for("the first search to succeed", lambda: _search_status(kube, ns, "cifar100").get("state")
@@ -104,11 +106,13 @@ def test_the_controller_has_only_its_roles_rights(kube, kube_ns, bucket, s3_endp
 
 
 def test_the_real_job_controller_decides_retries_deadlines_and_failure_policy(release, tmp_path):
-    """exit 1 is retried up to backoffLimit; a SIGKILLed container (137) reads as OOMKilled; activeDeadlineSeconds
-    fails a hung trial; the trainer's bad-input exit 3 fails the Job at once (podFailurePolicy FailJob)."""
+    """exit 1 is retried up to backoffLimit; a trial over its memory limit is OOMKilled by the runtime;
+    activeDeadlineSeconds fails a hung trial; the trainer's bad-input exit 3 fails the Job at once (podFailurePolicy
+    FailJob)."""
     kube, ns = release.kube, release.ns
-    faults = tmp_path / "faults.json"
-    faults.write_text(json.dumps({"0": "exit1", "1": "kill9", "2": "hang", "3": "bad_params"}))
+    release.shared.mkdir(exist_ok=True)
+    faults = release.shared / "faults.json"
+    faults.write_text(json.dumps({"0": "exit1", "1": "oom", "2": "hang", "3": "bad_params"}))
     cfg = release.config_file({"FAKE_TRIAL_FAULTS": str(faults)}, kube={"activeDeadlineSeconds": 20, "backoffLimit": 1})
     proc = release.controller(cfg, "--max-trials", "5", "--parallelism", "5")
     out, err = proc.communicate(timeout=300)
@@ -131,10 +135,10 @@ def test_an_evicted_trial_is_retried_without_burning_a_retry(release, tmp_path):
     """Eviction (node drain) puts a DisruptionTarget condition on the pod; the Job's podFailurePolicy ignores
     it, so even with backoffLimit 0 the Job controller starts a new pod, and the trial ends ok once."""
     kube, ns = release.kube, release.ns
-    gate, runlog = tmp_path / "gate", tmp_path / "runlog"
-    gate.mkdir()
+    gate, runlog = release.shared / "gate", release.shared / "runlog"
     cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)},
                               kube={"backoffLimit": 0})
+    gate.mkdir()
     proc = release.controller(cfg, "--max-trials", "1")
     job = f"{release.full}-cifar100-t0"
     running = lambda: [p for p in kube.pods(ns, f"job-name={job}")
@@ -156,12 +160,18 @@ def test_an_evicted_trial_is_retried_without_burning_a_retry(release, tmp_path):
 def test_a_trial_without_a_free_gpu_waits_pending_and_is_not_failed(release, tmp_path):
     """The Node has 2 nvidia.com/gpu; with parallelism 3 the scheduler leaves the third pod Pending. The search
     neither fails it nor launches more, and `status` says why it waits."""
-    kube, ns = release.kube, release.ns
+    kube = release.kube
     assert kube.info["gpus"] == 2
-    gate = tmp_path / "gate"
-    gate.mkdir()
+    gate = release.shared / "gate"
     cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate)}, kube={"gpuCount": 1})
-    proc = release.controller(cfg, "--max-trials", "3", "--parallelism", "3")
+    gate.mkdir()
+    with kube.gpus():  # the node's two GPUs, to this test alone
+        _third_trial_waits_for_a_gpu(release, gate, release.controller(cfg, "--max-trials", "3", "--parallelism", "3"))
+        kube.free_gpus(release.ns)
+
+
+def _third_trial_waits_for_a_gpu(release, gate, proc):
+    kube, ns = release.kube, release.ns
     trial_pods = lambda: kube.pods(ns, "app.kubernetes.io/component=trial")
 
     def one_unschedulable():
@@ -193,10 +203,10 @@ def test_a_job_deleted_by_its_ttl_before_collection_is_still_one_recorded_trial(
     before any controller saw it end. The restarted controller records it once, from its result, and runs
     nothing again."""
     kube, ns = release.kube, release.ns
-    gate, runlog = tmp_path / "gate", tmp_path / "runlog"
-    gate.mkdir()
+    gate, runlog = release.shared / "gate", release.shared / "runlog"
     cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)},
                               kube={"ttlSecondsAfterFinished": 0})
+    gate.mkdir()
     with JobRecorder(kube, ns) as jobs:
         first = release.controller(cfg, "--max-trials", "1")
         wait_for("the trial to start", runlog.exists, proc=first)
@@ -251,9 +261,9 @@ def test_a_search_runs_as_jobs_watch_driven_with_bodies_the_api_server_accepts(r
 
 
 def test_two_controllers_only_the_lease_holder_launches(release, tmp_path):
-    gate = tmp_path / "gate"
-    gate.mkdir()
+    gate = release.shared / "gate"
     cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate)})
+    gate.mkdir()
     a = release.controller(cfg, "--max-trials", "4", "--parallelism", "2", pod_name="ctl-a", log=tmp_path / "a.log")
     wait_for("a to hold the Lease", lambda: (release.kube.lease(release.ns, f"{release.full}-controller") or {})
              .get("spec", {}).get("holderIdentity") == "ctl-a", proc=a)
@@ -274,9 +284,9 @@ def test_sigterm_hands_the_lease_back_and_an_ended_search_idles(release, tmp_pat
     """A rollout's SIGTERM mid-search: exit 143, Lease handed back, Jobs left running for the next controller.
     With --idle-when-done (the chart's Deployment) an ended search keeps the process up until SIGTERM."""
     kube, ns = release.kube, release.ns
-    gate = tmp_path / "gate"
-    gate.mkdir()
+    gate = release.shared / "gate"
     cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate)})
+    gate.mkdir()
     args = ("--max-trials", "4", "--parallelism", "2", "--idle-when-done")
     holder = lambda: kube.lease(ns, f"{release.full}-controller")["spec"]["holderIdentity"]
     first = release.controller(cfg, *args, pod_name="ctl-1")
@@ -302,11 +312,12 @@ def test_sigterm_hands_the_lease_back_and_an_ended_search_idles(release, tmp_pat
 
 def test_credentials_never_reach_configmaps_logs_records_or_events(release, tmp_path, bucket):
     kube, ns = release.kube, release.ns
-    faults = tmp_path / "faults.json"
+    faults = release.shared / "faults.json"
+    cfg = release.config_file({"FAKE_TRIAL_FAULTS": str(faults)})
     faults.write_text(json.dumps({"1": "exit1"}))
-    p = subprocess.run([PY, "-m", "controller", "-v", "run", "--config", str(release.config_file(
-        {"FAKE_TRIAL_FAULTS": str(faults)})), "--max-trials", "3"], cwd=ROOT, capture_output=True, text=True,
-        timeout=300, env={**os.environ, "KUBECONFIG": str(release.kubeconfig)})
+    p = subprocess.run([PY, "-m", "controller", "-v", "run", "--config", str(cfg), "--max-trials", "3"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "KUBECONFIG": str(release.kubeconfig)})
     assert p.returncode == 0, p.stderr[-2000:]
     places = {"controller output": p.stdout + p.stderr}
     for name, items in (("configmaps", kube.core.list_namespaced_config_map(ns, _preload_content=False)),
@@ -315,8 +326,8 @@ def test_credentials_never_reach_configmaps_logs_records_or_events(release, tmp_
                         ("pods", kube.core.list_namespaced_pod(ns, _preload_content=False)),
                         ("leases", kube.coord.list_namespaced_lease(ns, _preload_content=False))):
         places[name] = items.data.decode()
-    for pod_log in (Path(kube.info["kubelet_dir"]) / "pods" / ns).glob("*/*.log"):
-        places[f"log of {pod_log.parent.name}"] = pod_log.read_text(errors="replace")
+    for pod_log in Path(kube.info["pod_logs"]).glob(f"{ns}_*/*/*.log"):  # the kubelet's own files
+        places[f"log of {pod_log.parent.parent.name}"] = pod_log.read_text(errors="replace")
     s3 = boto3.client("s3")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for o in page.get("Contents", []):

@@ -1,7 +1,8 @@
-"""Faults on real Kubernetes components (scripts/localkube): the controller pod killed -9, the controller killed at
-named points, the leader killed with a standby waiting, a kube-apiserver restart, and API errors and dropped
-watches through a fault-injecting proxy. Same promise as RELIABILITY.md: nothing lost, nothing run twice, the
-budget exact. Helpers: tests/clusterkit.py and tests/realkube.py."""
+"""Faults on real Kubernetes components (scripts/localkube, its node the real kubelet with containerd): the
+controller pod killed -9, the controller killed at named points, the leader killed with a standby waiting, a
+kube-apiserver restart, and API errors and dropped watches through a fault-injecting proxy. Same promise as
+RELIABILITY.md: nothing lost, nothing run twice, the budget exact. Helpers: tests/clusterkit.py and
+tests/realkube.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
@@ -35,18 +35,25 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
     kill (a gate per trial), so neither a fast nor a slow machine changes where the kills land; within that, each
     kill comes at a random moment after the restarted controller loaded its ledger."""
     ns, n, kills = kube_ns, 24, 20
-    gate, runlog, faults = tmp_path / "gate", tmp_path / "runlog", tmp_path / "faults.json"
+    shared = tmp_path / "shared"
+    gate, runlog, faults = shared / "gate", shared / "runlog", shared / "faults.json"
+    values = _values(kube, ns, tmp_path, bucket, s3_endpoint,
+                     {"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog), "FAKE_TRIAL_FAULTS": str(faults),
+                      "FAKE_TRIAL_SLEEP": "0.05"}, shared=shared,
+                     search={"maxTrials": n, "parallelism": 3, "maxFailedTrials": 50}, trainer={"backoffLimit": 0})
     gate.mkdir()
     faults.write_text(json.dumps({"2": "exit1", "9": "exit1"}))  # failures too, so that 'outcome' is written
-    values = _values(tmp_path, bucket, s3_endpoint, {"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog),
-                                                     "FAKE_TRIAL_FAULTS": str(faults), "FAKE_TRIAL_SLEEP": "0.05"},
-                     search={"maxTrials": n, "parallelism": 3, "maxFailedTrials": 50}, trainer={"backoffLimit": 0})
     rng = random.Random(12)
     store = f"s3://{bucket}/searches"
     finished = lambda: _finished(store, "cifar100")["trials"]
     done = lambda: sum(t["state"] in ("ok", "failed") for t in finished())
-    log_of = lambda: "".join(p.read_text(errors="replace") for p in (
-        Path(kube.info["kubelet_dir"]) / "pods" / ns).glob("cifar-hpo-controller-*/controller.log"))
+    def loaded(restarts: int) -> bool:
+        """The container's start number `restarts` (0: the first) has loaded its ledger."""
+        pods = kube.pods(ns, "app.kubernetes.io/component=controller")
+        if not pods or (pods[0]["status"].get("containerStatuses") or [{}])[0].get("restartCount") != restarts:
+            return False
+        return "trials on record" in kube.kubectl("-n", ns, "logs", pods[0]["metadata"]["name"], check=False)
+
     done_at_kill = []
     with JobRecorder(kube, ns) as jobs:
         kube.helm("install", "cifar-hpo", "charts/", "-n", ns, "-f", str(values))
@@ -54,9 +61,8 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
             opened = (k * (n - 3)) // kills  # trials below this may end before kill k; never all of them
             for tid in range(opened):
                 (gate / str(tid)).touch()
-            starts, ended = k + 1, max(0, opened - 3)
-            wait_for(f"the controller's start {starts} to load its ledger",
-                     lambda starts=starts: log_of().count("trials on record") >= starts)
+            ended = max(0, opened - 3)
+            wait_for(f"the controller's start {k + 1} to load its ledger", lambda k=k: loaded(k))
             wait_for(f"{ended} trials ended before kill {k}", lambda ended=ended: done() >= ended)
             time.sleep(rng.uniform(0.0, 0.5))
             pid = kube.container_pid(ns, "cifar-hpo-controller-")
@@ -89,13 +95,13 @@ def test_an_apiserver_restart_mid_search_loses_and_doubles_nothing(tmp_path, buc
     from realkube import Kube, start_cluster
 
     (tmp_path / "own").mkdir()
-    up = start_cluster(tmp_path / "own" / "cluster")
+    up = start_cluster(tmp_path / "own" / "cluster", index=1)  # a second node beside the session's
     try:
         kube = Kube(tmp_path / "own" / "cluster")
         rel = Release(kube, kube.namespace(), bucket, s3_endpoint, tmp_path)
-        gate, runlog, n = tmp_path / "gate", tmp_path / "runlog", 8
-        gate.mkdir()
+        gate, runlog, n = rel.shared / "gate", rel.shared / "runlog", 8
         cfg = rel.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)})
+        gate.mkdir()
         with JobRecorder(kube, rel.ns) as jobs:
             proc = rel.controller(cfg, "--max-trials", str(n), "--parallelism", "2")
             for tid in range(3):
@@ -160,9 +166,9 @@ def test_api_faults_through_a_proxy_are_counted_where_they_land(release, tmp_pat
 
 def test_lease_holder_dies_and_the_standby_takes_over_the_running_jobs(release, tmp_path):
     kube, ns = release.kube, release.ns
-    gate, runlog, n = tmp_path / "gate", tmp_path / "runlog", 6
-    gate.mkdir()
+    gate, runlog, n = release.shared / "gate", release.shared / "runlog", 6
     cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)})
+    gate.mkdir()
     holder = lambda: kube.lease(ns, f"{release.full}-controller")["spec"]["holderIdentity"]
     leader = release.controller(cfg, "--max-trials", str(n), "--parallelism", "2", pod_name="ctl-a")
     wait_for("two running Jobs", lambda: len([j for j in kube.jobs(ns) if j["status"].get("active")]) == 2,
@@ -199,9 +205,9 @@ def test_the_controller_killed_at_each_named_point_on_the_real_cluster(release, 
     """SIGKILL right after a proposal is written, right after an outcome is written, just before a Job is
     created, and just before a finished trial is collected; then a clean run finishes the search exactly."""
     kube, ns = release.kube, release.ns
-    runlog, faults, n = tmp_path / "runlog", tmp_path / "faults.json", 8
-    faults.write_text(json.dumps({"1": "exit1"}))  # a failure, so that `outcome` is reached
+    runlog, faults, n = release.shared / "runlog", release.shared / "faults.json", 8
     cfg = release.config_file({"FAKE_TRIAL_RUNLOG": str(runlog), "FAKE_TRIAL_FAULTS": str(faults)})
+    faults.write_text(json.dumps({"1": "exit1"}))  # a failure, so that `outcome` is reached
     env = {**os.environ, "KUBECONFIG": str(release.kubeconfig), "POD_NAME": "ctl-0"}
     args = ["run", "--config", str(cfg), "--max-trials", str(n), "--parallelism", "2"]
     with JobRecorder(kube, ns) as jobs:

@@ -1,10 +1,7 @@
-"""What only a real node decides, on the local cluster's node real-0: the real kubelet (built from the pinned source)
-with containerd and runc running the images scripts/build-images.sh builds from our Dockerfiles. The user, the
-read-only root, memory limits, exit codes, image pulls, Secrets and device allocation are the runtime's verdicts
-here, not ours.
-
-All of this file's tests run in one xdist worker (--dist loadfile), one after another: the node's two GPUs are
-theirs alone (nothing else tolerates the node's taint)."""
+"""What only a real node decides, on the local cluster's node: the real kubelet (built from the pinned source) with
+containerd and runc running the images scripts/build-images.sh builds from our Dockerfiles. The user, the read-only
+root, memory limits, exit codes, image pulls, Secrets and device allocation are the runtime's verdicts here, not
+ours."""
 
 from __future__ import annotations
 
@@ -26,33 +23,11 @@ RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
 
 @pytest.fixture(scope="module")
 def node(kube) -> dict[str, Any]:
-    info = kube.info.get("real_node")
-    assert info, "the local cluster runs no real node: scripts/test.sh starts one (localkube up --real-node)"
-    return info
-
-
-@pytest.fixture(scope="module")
-def pod_s3(node, s3_endpoint) -> str:
-    """moto's S3 at the node's address, where pods reach it (the loopback one is the host's own). Servers of one
-    process share moto's state: the same buckets either way."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address=node["ip"], port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    return {"name": kube.info["node"], "ip": kube.info["ip"], "gpus": kube.info["gpus"], "images": kube.info["images"]}
 
 
 def image(node: dict[str, Any], name: str) -> str:
     return next(ref for ref in node["images"] if ref.startswith(f"localhost/cifar-hpo-{name}:"))
-
-
-def placement(node: dict[str, Any]) -> dict[str, Any]:
-    taint = node["taint"]
-    return {"nodeSelector": {"kubernetes.io/hostname": node["name"]},
-            "tolerations": [{"key": taint["key"], "operator": "Equal", "value": taint["value"],
-                             "effect": taint["effect"]}]}
 
 
 def run_pod(kube, ns: str, node: dict[str, Any], img: str, code: str, limits: dict[str, str] | None = None,
@@ -63,7 +38,7 @@ def run_pod(kube, ns: str, node: dict[str, Any], img: str, code: str, limits: di
     if gpus:
         resources["limits"]["nvidia.com/gpu"] = str(gpus)
     body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
-        **placement(node), "restartPolicy": "Never", "automountServiceAccountToken": False,
+        "restartPolicy": "Never", "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10002, "runAsGroup": 10002,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [{"name": "main", "image": img, "imagePullPolicy": "Never",
@@ -127,11 +102,11 @@ def test_a_self_inflicted_sigkill_is_error_137_not_oomkilled(kube, kube_ns, node
     assert (term["exitCode"], term["reason"]) == (137, "Error"), term
 
 
-def _release(kube, ns, bucket, pod_s3, tmp_path, node, img: str, gpus: int = 0, **kube_overrides) -> Release:
-    rel = Release(kube, ns, bucket, pod_s3, tmp_path)
+def _release(kube, ns, bucket, s3_endpoint, tmp_path, node, img: str, gpus: int = 0, **kube_overrides) -> Release:
+    rel = Release(kube, ns, bucket, s3_endpoint, tmp_path)
     rel.kube_section = {"image": img, "imagePullPolicy": "IfNotPresent", "gpuCount": gpus,
                         "requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"},
-                        **placement(node), **kube_overrides}
+                        **kube_overrides}
     return rel
 
 
@@ -160,10 +135,15 @@ def _status(kube, ns: str, release: str = "hpo-cifar-hpo") -> dict[str, Any]:
     return json.loads(data.get("status.json", "{}"))
 
 
-def test_gpus_are_the_device_plugins_two_and_a_third_trial_waits(kube, kube_ns, node, bucket, pod_s3, tmp_path):
-    rel = _release(kube, kube_ns, bucket, pod_s3, tmp_path, node, image(node, "objective"), gpus=1)
+def test_gpus_are_the_device_plugins_two_and_a_third_trial_waits(kube, kube_ns, node, bucket, s3_endpoint, tmp_path):
+    rel = _release(kube, kube_ns, bucket, s3_endpoint, tmp_path, node, image(node, "objective"), gpus=1)
     cfg = _config(rel, _objective(600), search={"maxTrials": 3, "parallelism": 3})
-    proc = rel.controller(cfg, log=tmp_path / "controller.log")
+    with kube.gpus():
+        _two_on_gpus_one_waiting(kube, kube_ns, rel.controller(cfg, log=tmp_path / "controller.log"))
+        kube.free_gpus(kube_ns)
+
+
+def _two_on_gpus_one_waiting(kube, kube_ns, proc) -> None:
     try:
         def two_running_one_waiting() -> bool:
             pods = kube.pods(kube_ns, "app.kubernetes.io/component=trial")
@@ -173,8 +153,7 @@ def test_gpus_are_the_device_plugins_two_and_a_third_trial_waits(kube, kube_ns, 
                 "Insufficient nvidia.com/gpu" in why for why in waiting.values())
 
         wait_for("two trials on the two GPUs and the third waiting for one", two_running_one_waiting, proc=proc)
-        checkpoint = json.loads((Path(kube.info["real_node"]["logs"]).parent / "private" / "0" / "device-plugins"
-                                 / "kubelet_internal_checkpoint").read_text())
+        checkpoint = json.loads((Path(kube.info["device_plugins"]) / "kubelet_internal_checkpoint").read_text())
         allocated = {e["PodUID"]: sorted(d for ids in e["DeviceIDs"].values() for d in ids)
                      for e in checkpoint["Data"]["PodDeviceEntries"]}
         seen = []
@@ -192,13 +171,13 @@ def test_gpus_are_the_device_plugins_two_and_a_third_trial_waits(kube, kube_ns, 
 
 
 @pytest.mark.parametrize("fault", ["absent image", "missing secret"])
-def test_a_trial_that_cannot_start_is_reported_then_failed(kube, kube_ns, node, bucket, pod_s3, tmp_path, fault):
+def test_a_trial_that_cannot_start_is_reported_then_failed(kube, kube_ns, node, bucket, s3_endpoint, tmp_path, fault):
     if fault == "absent image":
-        rel = _release(kube, kube_ns, bucket, pod_s3, tmp_path, node, "localhost/cifar-hpo-absent:1",
+        rel = _release(kube, kube_ns, bucket, s3_endpoint, tmp_path, node, "localhost/cifar-hpo-absent:1",
                        startTimeoutSeconds=20)
         expected = ("ErrImagePull", "ImagePullBackOff")
     else:
-        rel = _release(kube, kube_ns, bucket, pod_s3, tmp_path, node, image(node, "objective"),
+        rel = _release(kube, kube_ns, bucket, s3_endpoint, tmp_path, node, image(node, "objective"),
                        s3SecretName="no-such-secret", startTimeoutSeconds=20)
         expected = ("CreateContainerConfigError",)
     cfg = _config(rel, _objective(0.1), search={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1})
@@ -223,10 +202,10 @@ def test_a_trial_that_cannot_start_is_reported_then_failed(kube, kube_ns, node, 
     print(f"{fault}: reason in status {reported_after:.1f} s after the controller started")
 
 
-def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, pod_s3, tmp_path):
+def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, s3_endpoint, tmp_path):
     """The trainer image (Dockerfile.trainer, TensorFlow CPU build) as the trials: UID 10002, read-only root with
     only the Job's emptyDirs writable, training on generated data and saving its model into the bucket."""
-    rel = _release(kube, kube_ns, bucket, pod_s3, tmp_path, node, image(node, "trainer"),
+    rel = _release(kube, kube_ns, bucket, s3_endpoint, tmp_path, node, image(node, "trainer"),
                    requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "4Gi"}, ttlSecondsAfterFinished=600)
     cfg = _config(rel, {"command": ["python", "-m", "trainer"], "epochs": 1, "data": "synthetic:256",
                         "extraArgs": ["--no-xla"]}, search={"maxTrials": 2, "parallelism": 2, "maxFailedTrials": 1})
@@ -251,18 +230,8 @@ def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, p
         assert "Image ID:" in described and node["name"] in described
 
 
-def _chart_values(tmp_path: Path, bucket: str, pod_s3: str, node: dict[str, Any]) -> Path:
-    """The chart on the real node: the controller image runs the operator, the test image runs the trials."""
-    ctrl_repo, ctrl_tag = image(node, "controller").rsplit(":", 1)
-    trial_repo, trial_tag = image(node, "objective").rsplit(":", 1)
-    where = placement(node)
-    return _values(tmp_path, bucket, pod_s3, controller={
-        "image": {"repository": ctrl_repo, "tag": ctrl_tag, "pullPolicy": "IfNotPresent"}, **where,
-        "resyncSeconds": 5, "leaseSeconds": 5}, trainer={
-        "image": {"repository": trial_repo, "tag": trial_tag, "pullPolicy": "IfNotPresent"}, **where,
-        "command": ["env", "FAKE_TRIAL_SLEEP=0.2", "python", "tests/objective.py"], "epochs": 2,
-        "data": "synthetic:300", "gpu": {"count": 0},
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}})
+def _chart_values(kube, ns: str, tmp_path: Path, bucket: str, s3_endpoint: str) -> Path:
+    return _values(kube, ns, tmp_path, bucket, s3_endpoint)
 
 
 def _search_state(kube, ns: str) -> str | None:
@@ -271,9 +240,9 @@ def _search_state(kube, ns: str) -> str | None:
 
 
 def test_the_chart_runs_the_operator_image_in_cluster_and_its_trials_as_containers(kube, kube_ns, node, bucket,
-                                                                                   pod_s3, tmp_path):
-    kube.helm("install", "cifar-hpo", "charts/", "-n", kube_ns, "-f", str(_chart_values(tmp_path, bucket, pod_s3,
-                                                                                          node)))
+                                                                                   s3_endpoint, tmp_path):
+    kube.helm("install", "cifar-hpo", "charts/", "-n", kube_ns, "-f", str(_chart_values(kube, kube_ns, tmp_path,
+                                                                                          bucket, s3_endpoint)))
     wait_for("the Search to succeed", lambda: _search_state(kube, kube_ns) == "Succeeded", timeout=300)
     (operator,) = kube.pods(kube_ns, "app.kubernetes.io/component=controller")
     assert operator["spec"]["nodeName"] == node["name"]
@@ -290,7 +259,7 @@ def test_the_chart_runs_the_operator_image_in_cluster_and_its_trials_as_containe
 
 
 def test_a_sigterm_to_the_operators_pid_1_is_honoured_at_every_moment_of_its_start(kube, kube_ns, node, bucket,
-                                                                                    pod_s3, tmp_path):
+                                                                                    s3_endpoint, tmp_path):
     """Three moments, each tied to what the operator has done: its container just started (interpreter and
     imports), it waits for a Lease another holds, it runs a Search. Each time the container must end by itself,
     exit 0 or 143; a SIGTERM ignored (PID 1 without a handler) would leave it running until the test gives up."""
@@ -303,8 +272,8 @@ def test_a_sigterm_to_the_operators_pid_1_is_honoured_at_every_moment_of_its_sta
                                      "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600,
                                               "acquireTime": now, "renewTime": now}}))
     kube.kubectl("apply", "-f", str(lease))
-    kube.helm("install", "cifar-hpo", "charts/", "-n", kube_ns, "-f", str(_chart_values(tmp_path, bucket, pod_s3,
-                                                                                          node)))
+    kube.helm("install", "cifar-hpo", "charts/", "-n", kube_ns, "-f", str(_chart_values(kube, kube_ns, tmp_path,
+                                                                                          bucket, s3_endpoint)))
 
     def container() -> tuple[str, dict[str, Any]]:
         pods = kube.pods(kube_ns, "app.kubernetes.io/component=controller")

@@ -35,6 +35,7 @@ class Harness:
 
     def __init__(self, kind: str, folder: Path, kube: Any = None, ns: str | None = None):
         self.kind, self.folder, self.kube, self.ns = kind, folder, kube, ns
+        self.claim = kube.shared_dir(ns, folder) if kube is not None and ns is not None else None
         self.root = MemoryStore()
         self.scripted: ScriptedLauncher | None = None
         self.codes: dict[int, int] = {}
@@ -54,9 +55,11 @@ class Harness:
             from controller.kube.settings import KubeSettings
 
             api = config.new_client_from_config(str(self.kube.kubeconfig))
+            # The test image (it has python), the folder at /cache through a claim.
             settings = KubeSettings(namespace=self.ns, release="c", gpu_count=0, backoff_limit=0,
-                                    requests={"cpu": "10m", "memory": "32Mi"}, limits={},
-                                    termination_grace_seconds=5, resync_seconds=5)
+                                    image=next(r for r in self.kube.info["images"] if "cifar-hpo-objective:" in r),
+                                    data_cache_claim=self.claim, requests={"cpu": "10m", "memory": "32Mi"},
+                                    limits={}, termination_grace_seconds=5, resync_seconds=5)
             made = KubernetesLauncher(KubeClient(api, self.ns), settings, "contract")
         else:
             # The scripted launcher's state is the platform's: a restarted controller finds the same one.
@@ -70,7 +73,9 @@ class Harness:
     def trial(self, tid: int, code: int = 0) -> TrialLaunch:
         self.codes[tid] = code
         (self.folder / "runs").mkdir(exist_ok=True)
-        argv = ["python", "-c", TRIAL, str(self.folder / f"gate-{tid}"), str(self.folder / "runs" / str(tid)),
+        (self.folder / "runs").chmod(0o777)  # a pod's trial runs as UID 10002
+        where = "/cache" if self.claim else str(self.folder)  # the folder as the trial sees it
+        argv = ["python", "-c", TRIAL, f"{where}/gate-{tid}", f"{where}/runs/{tid}",
                 str(code), "--trial", f"memory://trials/{tid:06d}"]
         return TrialLaunch(tid, argv, {"PYTHONUNBUFFERED": "1"}, {"x": tid})
 
@@ -91,7 +96,6 @@ class Harness:
 
 @pytest.fixture(params=["scripted", "process", "kubernetes"])
 def harness(request):
-    # Not under /tmp: the process kubelet maps a pod's /tmp volume over such paths.
     folder = Path.home() / ".cache" / "cifar-hpo" / "contract" / uuid.uuid4().hex[:10]
     folder.mkdir(parents=True)
     kube = ns = None

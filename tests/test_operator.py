@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from clusterkit import CREDS, _finished
+from clusterkit import CREDS, _finished, trial_env
 from conftest import ROOT, record_figure
 from realkube import JobRecorder, wait_for
 
@@ -30,22 +28,20 @@ def crd(kube):
 
 
 @pytest.fixture
-def work():
-    # Not under /tmp: the process kubelet maps a pod's /tmp volume over such paths.
-    folder = Path.home() / ".cache" / "cifar-hpo" / "operator-tests" / uuid.uuid4().hex[:10]
-    folder.mkdir(parents=True)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+def work(release):
+    """The release's shared folder: the trial pods of its namespace see it at /cache."""
+    return release.share()
 
 
 def _search(name: str, max_trials: int, parallelism: int = 2, work: Path | None = None, gate: bool = False,
             **spec) -> dict:
-    env = ["env", "FAKE_TRIAL_SLEEP=0.2"]
+    files = {}
     if work is not None:
-        env.append(f"FAKE_TRIAL_RUNLOG={work / f'{name}.runlog'}")
+        files["FAKE_TRIAL_RUNLOG"] = str(work / f"{name}.runlog")
         if gate:
             (work / f"gate-{name}").mkdir(exist_ok=True)
-            env.append(f"FAKE_TRIAL_GATE={work / f'gate-{name}'}")
+            files["FAKE_TRIAL_GATE"] = str(work / f"gate-{name}")
+    env = ["env", *trial_env(files, work)]
     return {"apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": name},
             "spec": {"search": {"maxTrials": max_trials, "parallelism": parallelism, "seed": 1, "maxFailedTrials": 3},
                      "tpe": {"nStartupJobs": 3, "nEICandidates": 4},
@@ -194,12 +190,13 @@ def test_all_namespaces_and_a_folder_belongs_to_one_search(crd, release, kube_ns
         crd.core.create_namespaced_service_account(other, {"metadata": {"name": f"{release.full}-trial"},
                                                            "automountServiceAccountToken": False})
         crd.secret(other, f"{release.full}-s3", CREDS)
+        crd.shared_dir(other, work)  # the trials' /cache claim, to the same folder
         # A cluster-wide operator needs a ClusterRole (the chart's Role is namespaced): the admin's kubeconfig here.
         # Its own label: a cluster-wide operator must not take the Searches of the tests running beside this one.
-        label = f"cifar-hpo.io/test={work.name}"
+        label = f"cifar-hpo.io/test={kube_ns}"
         op = release.operator(_operator_config(release), "--all-namespaces", "--selector", label,
                               kubeconfig=crd.kubeconfig, log=tmp_path / "operator.log")
-        mine = {"metadata": {"labels": {"cifar-hpo.io/test": work.name}}}
+        mine = {"metadata": {"labels": {"cifar-hpo.io/test": kube_ns}}}
         _apply(crd, kube_ns, _labelled(_search("here", 2, work=work), mine), tmp_path / "here.yaml")
         _apply(crd, other, _labelled(_search("there", 2, work=work), mine), tmp_path / "there.yaml")
         for ns, name in ((kube_ns, "here"), (other, "there")):

@@ -1,11 +1,10 @@
-"""Start etcd, kube-apiserver, kube-controller-manager and kube-scheduler on loopback ports, register a GPU
-Node and write an admin kubeconfig. Every component is the real binary; flags follow envtest's defaults plus
-what a Job-running cluster needs (RBAC, Pod Security admission, ServiceAccount tokens)."""
+"""Start etcd, kube-apiserver, kube-controller-manager and kube-scheduler (the apiserver also on the node's
+address, which it advertises) and write an admin kubeconfig. Every component is the real binary; flags follow
+envtest's defaults plus what a Job-running cluster needs (RBAC, Pod Security admission, ServiceAccount tokens)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import shutil
 import signal
@@ -29,6 +28,7 @@ CONTROLLERS = ",".join([
     "job-controller", "deployment-controller", "replicaset-controller", "garbage-collector-controller",
     "ttl-after-finished-controller", "serviceaccount-controller", "serviceaccount-token-controller",
     "namespace-controller", "root-ca-certificate-publisher-controller", "pod-garbage-collector-controller",
+    "persistentvolume-binder-controller",
 ])
 
 
@@ -42,15 +42,6 @@ def binaries() -> Path:
     """The pinned binaries, built from source the first time (scripts/build-kube.sh)."""
     out = subprocess.run([str(ROOT / "scripts" / "build-kube.sh")], check=True, stdout=subprocess.PIPE, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-@dataclass
-class NodeSpec:
-    name: str = "local-gpu-0"
-    gpus: int = 2
-    cpu: str = "64"
-    memory: str = "256Gi"
-    pods: int = 250
 
 
 @dataclass
@@ -179,37 +170,3 @@ class ControlPlane:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def register_node(api: Any, node: NodeSpec, kubelet_port: int) -> None:
-    """Create the Node with its capacity and a Ready condition, then lift the not-ready taint that the
-    TaintNodesByCondition admission plugin puts on every new Node (no node-lifecycle controller runs here)."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(api)
-    resources = {"cpu": node.cpu, "memory": node.memory, "pods": str(node.pods), "nvidia.com/gpu": str(node.gpus),
-                 "ephemeral-storage": "500Gi"}
-    body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": {
-        "kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-        "nvidia.com/gpu.present": "true"}}}
-    core.create_node(body)
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    status = {"status": {
-        "capacity": resources, "allocatable": resources,
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "process kubelet",
-                        "lastHeartbeatTime": now, "lastTransitionTime": now}],
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node.name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
-        "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.34.4-process",
-                     "kubeProxyVersion": "", "containerRuntimeVersion": "process://local",
-                     "kernelVersion": os.uname().release,
-                     "osImage": "local processes", "machineID": "local", "systemUUID": "local", "bootID": "local"}}}
-    core.patch_node_status(node.name, status)
-    for _ in range(50):
-        current = core.read_node(node.name)
-        taints = [t for t in (current.spec.taints or []) if t.key != "node.kubernetes.io/not-ready"]
-        if taints == (current.spec.taints or []):
-            return
-        core.patch_node(node.name, {"spec": {"taints": [{"key": t.key, "value": t.value, "effect": t.effect}
-                                                        for t in taints] or None}})
-        time.sleep(0.1)

@@ -1,4 +1,4 @@
-"""A real node for the local control plane: the kubelet built from the same Kubernetes source, containerd (Debian's,
+"""The local control plane's node: the kubelet built from the same Kubernetes source, containerd (Debian's,
 with runc) as its CRI, CNI bridge networking, kube-proxy for Services, and a device plugin of ours advertising
 nvidia.com/gpu through the kubelet's device-plugin API. Images come from scripts/build-images.sh and are imported
 into containerd; nothing is pulled.
@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import threading
@@ -35,15 +34,11 @@ from localkube.pki import make_node_pki
 
 log = logging.getLogger(__name__)
 
-POD_CIDR = "10.77.0.0/24"
 SERVICE_CIDR = "10.0.0.0/24"
-BRIDGE = "khpo0"
 # The kubelet writes these three; stop() puts back what they were.
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
 # Paths the kubelet, containerd and CNI use whatever their flags say: bound to the node's folder in its namespace.
 PRIVATE_PATHS = ("/var/lib/kubelet", "/run/containerd", "/var/log/pods", "/var/log/containers", "/run/netns")
-TAINT = {"key": "cifar-hpo.dev/containers", "value": "true", "effect": "NoSchedule"}
-LABEL = ("cifar-hpo.dev/node", "containers")
 
 
 def host_ip() -> str:
@@ -70,20 +65,51 @@ class RealNode:
     server: str  # the apiserver, https://127.0.0.1:<port>
     ca_dir: Path  # the control plane's pki/
     images: list[tuple[str, Path]]  # (reference, OCI archive) from scripts/build-images.sh
-    name: str = "real-0"
+    # A second cluster's node beside a first (index 1): its own name, kubelet port, bridge, pod range, cgroup root
+    # and containerd; kube-proxy only at index 0 (its iptables chains are host-wide).
+    index: int = 0
     gpus: int = 2
-    containerd_root: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                                  / "cifar-hpo" / "containerd")
     ip: str = ""
     abort: threading.Event | None = None  # set (SIGTERM to localkube): a start in progress gives up
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     _holder: subprocess.Popen | None = None
     _sysctls: dict[str, str] = field(default_factory=dict)
     _made_dirs: list[Path] = field(default_factory=list)
+    _added_route: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"real-{self.index}"
 
     @property
     def sock(self) -> Path:
         return self.dir / "containerd" / "containerd.sock"
+
+    @property
+    def bridge(self) -> str:
+        return f"khpo{self.index}"
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"10.77.{self.index}.0/24"
+
+    @property
+    def network(self) -> str:
+        return f"cifar-hpo-{self.index}"
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"cifar-hpo-{self.name}"
+
+    @property
+    def containerd_root(self) -> Path:
+        """Kept across runs: images are imported once per build, not once per cluster."""
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return cache / "cifar-hpo" / f"containerd-{self.index}"
+
+    def private(self, path: str) -> Path:
+        """Where one of PRIVATE_PATHS lives on the host."""
+        return self.dir / "private" / str(PRIVATE_PATHS.index(path))
 
     # -- start ----------------------------------------------------------------------------------------
     def start(self, ready_timeout: float = 300.0) -> None:
@@ -93,15 +119,31 @@ class RealNode:
         self._sysctls = {k: _run("sysctl", "-n", k).stdout.strip() for k in SYSCTLS}
         (self.dir / "sysctls.json").write_text(json.dumps(self._sysctls))
         # Packets for a Service address that kube-proxy has not translated (yet) go nowhere, not out of the host.
-        _run("ip", "route", "replace", "blackhole", SERVICE_CIDR)
+        if SERVICE_CIDR not in _run("ip", "route", "show", "type", "blackhole").stdout:
+            _run("ip", "route", "add", "blackhole", SERVICE_CIDR)
+            self._added_route = True
+        self._cgroups()
         self._namespace()
         self._containerd()
         self._import_images()
         make_node_pki(self.ca_dir, self.dir / "pki", self.name, self.ip)
         self._kubelet()
         self._spawn("gpuplugin", [str(self.bin / "gpuplugin"), f"--count={self.gpus}"], private=True)
-        self._kube_proxy()
+        if self.index == 0:
+            self._kube_proxy()
         self._wait_ready(ready_timeout)
+
+    def _cgroups(self) -> None:
+        """The kubelet's cgroup root, in every v1 hierarchy: pods of two nodes on one host never share a parent
+        (a kubelet removes pod cgroups it does not know under its own)."""
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            if not (hierarchy / "cgroup.procs").exists():
+                continue
+            root = hierarchy / self.cgroup_root
+            root.mkdir(exist_ok=True)
+            for knob in ("cpuset.cpus", "cpuset.mems"):  # an empty cpuset admits no task
+                if (root / knob).exists() and not (root / knob).read_text().strip():
+                    (root / knob).write_text((hierarchy / knob).read_text())
 
     def _namespace(self) -> None:
         self._holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "infinity"],
@@ -135,9 +177,10 @@ class RealNode:
         self.containerd_root.mkdir(parents=True, exist_ok=True)
         cni = self.dir / "cni"
         (cni / "10-cifar-hpo.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0", "name": "cifar-hpo", "plugins": [
-                {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]], "routes": [{"dst": "0.0.0.0/0"}],
+            "cniVersion": "1.0.0", "name": self.network, "plugins": [
+                {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": self.pod_cidr}]],
+                          "routes": [{"dst": "0.0.0.0/0"}],
                           "dataDir": str(self.dir / "state" / "ipam")}},
                 {"type": "portmap", "capabilities": {"portMappings": True}},
                 {"type": "loopback"}]}))
@@ -210,23 +253,28 @@ state = "{s / 'state'}"
                                "x509": {"clientCAFile": str(self.ca_dir / "ca.crt")}},
             "authorization": {"mode": "Webhook"},
             "tlsCertFile": str(pki / "kubelet-serving.crt"), "tlsPrivateKeyFile": str(pki / "kubelet-serving.key"),
-            "serverTLSBootstrap": False, "rotateCertificates": False, "port": 10250, "readOnlyPort": 0,
+            "serverTLSBootstrap": False, "rotateCertificates": False, "port": 10250 + self.index, "readOnlyPort": 0,
+            "cgroupRoot": f"/{self.cgroup_root}",
             "healthzPort": 0, "protectKernelDefaults": False, "serializeImagePulls": False,
             # Only images imported from the local build: their disk use must never make the kubelet delete them.
             "imageGCHighThresholdPercent": 100, "evictionHard": {"nodefs.available": "1%", "imagefs.available": "1%"},
-            "registerWithTaints": [TAINT], "nodeStatusReportFrequency": "10s",
+            "nodeStatusReportFrequency": "10s",
+            # A crashed container comes back within 2 s, not after 10 s doubling to 5 min: tests kill containers
+            # on purpose, many times (the kubelet's own setting, alpha since 1.32).
+            "featureGates": {"KubeletCrashLoopBackOffMax": True},
+            "crashLoopBackOff": {"maxContainerRestartPeriod": "2s"},
         }
         (self.dir / "kubelet.yaml").write_text(yaml.safe_dump(config))
         self._spawn("kubelet", [
             str(self.bin / "kubelet"), f"--config={self.dir / 'kubelet.yaml'}",
             f"--kubeconfig={self._kubeconfig('kubelet')}", "--root-dir=/var/lib/kubelet",
             f"--hostname-override={self.name}", f"--node-ip={self.ip}",
-            f"--node-labels={LABEL[0]}={LABEL[1]},nvidia.com/gpu.present=true", "--v=1"], private=True)
+            "--node-labels=nvidia.com/gpu.present=true", "--v=1"], private=True)
 
     def _kube_proxy(self) -> None:
         self._spawn("kube-proxy", [
             str(self.bin / "kube-proxy"), f"--kubeconfig={self._kubeconfig('kube-proxy')}",
-            f"--hostname-override={self.name}", "--proxy-mode=iptables", f"--cluster-cidr={POD_CIDR}",
+            f"--hostname-override={self.name}", "--proxy-mode=iptables", f"--cluster-cidr={self.pod_cidr}",
             # Zeros: kube-proxy leaves the host's conntrack sysctls alone.
             "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
             "--conntrack-tcp-timeout-close-wait=0", "--iptables-localhost-nodeports=false",
@@ -236,7 +284,6 @@ state = "{s / 'state'}"
     def _wait_ready(self, timeout: float) -> None:
         from kubernetes import client, config
 
-        api = config.new_client_from_config(str(self._kubeconfig("kube-proxy")))
         admin = client.CoreV1Api(config.new_client_from_config(str(self.ca_dir.parent / "kubeconfig")))
 
         def ready() -> bool:
@@ -248,8 +295,8 @@ state = "{s / 'state'}"
             gpus = (node.status.allocatable or {}).get("nvidia.com/gpu")
             if conds.get("Ready") != "True" or gpus != str(self.gpus):
                 return False
-            # TaintNodesByCondition puts node.kubernetes.io/not-ready on a new Node; without the node-lifecycle
-            # controller (it would also judge the process kubelet's node) nothing lifts it.
+            # TaintNodesByCondition puts node.kubernetes.io/not-ready on a new Node, and the node-lifecycle controller
+            # that would lift it is not run: it would taint and evict on any heartbeat a loaded machine delays.
             taints = [t for t in node.spec.taints or [] if t.key != "node.kubernetes.io/not-ready"]
             if len(taints) != len(node.spec.taints or []):
                 admin.patch_node(self.name, {"spec": {"taints": [
@@ -257,7 +304,6 @@ state = "{s / 'state'}"
                 return False
             return True
 
-        del api
         self._wait(f"node {self.name} Ready with {self.gpus} nvidia.com/gpu", ready, timeout)
 
     def _wait(self, what: str, predicate: Any, timeout: float) -> None:
@@ -279,6 +325,7 @@ state = "{s / 'state'}"
         daemons, then whatever the kubelet, kube-proxy and CNI left on the host."""
         if admin is not None and self.procs.get("kubelet") and self.procs["kubelet"].poll() is None:
             self._drain(admin, drain_timeout)
+        proxied = "kube-proxy" in self.procs
         for name in ("kube-proxy", "gpuplugin", "kubelet", "containerd"):
             self._stop_proc(name)
         self._kill_shims()
@@ -286,7 +333,8 @@ state = "{s / 'state'}"
             self._holder.kill()
             self._holder.wait()
             self._holder = None
-        _run(str(self.bin / "kube-proxy"), "--cleanup", check=False)
+        if proxied:
+            _run(str(self.bin / "kube-proxy"), "--cleanup", check=False)
         self._clean_host()
 
     def _drain(self, admin: Any, timeout: float) -> None:
@@ -342,10 +390,11 @@ state = "{s / 'state'}"
                 _run(ipt, "-t", table, "-F", chain, check=False)
                 _run(ipt, "-t", table, "-X", chain, check=False)
         self._clean_cni_chains()
-        _run("ip", "link", "del", BRIDGE, check=False)
-        _run("ip", "route", "del", "blackhole", SERVICE_CIDR, check=False)
+        _run("ip", "link", "del", self.bridge, check=False)
+        if self._added_route:
+            _run("ip", "route", "del", "blackhole", SERVICE_CIDR, check=False)
         for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            tree = hierarchy / "kubepods"
+            tree = hierarchy / self.cgroup_root
             if tree.is_dir():
                 # Empty once the pods are gone; deepest first, since rmdir takes only an empty cgroup.
                 for d in sorted((p for p in tree.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [tree]:
@@ -355,19 +404,22 @@ state = "{s / 'state'}"
                         log.warning("cgroup %s left: %s", d, e)
         for k, v in self._sysctls.items():
             _run("sysctl", "-w", f"{k}={v}", check=False)
-        for d in reversed(self._made_dirs):
-            shutil.rmtree(d, ignore_errors=True)
+        for d in reversed(self._made_dirs):  # empty on the host: the files were in the namespace's binds
+            try:
+                d.rmdir()
+            except OSError as e:
+                log.warning("%s left: %s", d, e)
         self._made_dirs.clear()
 
-    @staticmethod
-    def _clean_cni_chains() -> None:
+    def _clean_cni_chains(self) -> None:
         """CNI's masquerade chains of pods whose DEL never ran (a node stopped with pods still on it): the rules that
         name our network, then the per-pod chains they jumped to."""
         for table in ("nat", "filter"):
             chains = set()
             for rule in _run("iptables", "-t", table, "-S", check=False).stdout.splitlines():
                 args = shlex.split(rule)
-                if args[:1] != ["-A"] or "cifar-hpo" not in rule:
+                # CNI's comment names the network: name: "cifar-hpo-0" id: "…"
+                if args[:1] != ["-A"] or not re.search(rf'"{re.escape(self.network)}\\?"', rule):
                     continue
                 _run("iptables", "-t", table, "-D", *args[1:], check=False)
                 target = args[args.index("-j") + 1] if "-j" in args else ""
