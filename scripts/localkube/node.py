@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -83,7 +84,8 @@ class RealNode:
 
     @property
     def sock(self) -> Path:
-        return self.dir / "containerd" / "containerd.sock"
+        # Unix socket paths are limited to 108 bytes: under /run, not under a deep state folder.
+        return Path(f"/run/cifar-hpo-node-{self.index}") / "containerd.sock"
 
     @property
     def bridge(self) -> str:
@@ -186,6 +188,7 @@ class RealNode:
                 {"type": "loopback"}]}))
         s = self.dir / "containerd"
         s.mkdir(exist_ok=True)
+        self.sock.parent.mkdir(mode=0o700, exist_ok=True)
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         (self.dir / "containerd.toml").write_text(f"""version = 2
 root = "{self.containerd_root}"
@@ -195,7 +198,7 @@ state = "{s / 'state'}"
 [ttrpc]
   address = "{self.sock}.ttrpc"
 [debug]
-  address = "{s / 'debug.sock'}"
+  address = "{self.sock.parent / 'debug.sock'}"
 [{cri}]
   restrict_oom_score_adj = true
   sandbox_image = "registry.k8s.io/pause:3.10.1"
@@ -404,6 +407,7 @@ state = "{s / 'state'}"
                         log.warning("cgroup %s left: %s", d, e)
         for k, v in self._sysctls.items():
             _run("sysctl", "-w", f"{k}={v}", check=False)
+        shutil.rmtree(self.sock.parent, ignore_errors=True)
         for d in reversed(self._made_dirs):  # empty on the host: the files were in the namespace's binds
             try:
                 d.rmdir()
