@@ -55,19 +55,27 @@ def random_history(n: int, seed: int = 0):
 
 
 class MotoServer:
-    """moto's S3 server as its own process (so it does not share the client's GIL)."""
+    """moto's S3 server as its own process (so it does not share the client's GIL). host: "node" for this machine's
+    own address, where the local cluster's pods reach it."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        if host == "node":
+            from conftest import host_ip
+
+            host = host_ip()
+        self.host = host
 
     def __enter__(self) -> str:
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
+        s.bind((self.host, 0))
         port = s.getsockname()[1]
         s.close()
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{self.host}:{port}"
         for _ in range(100):
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                socket.create_connection((self.host, port), timeout=0.2).close()
                 break
             except OSError:
                 time.sleep(0.1)

@@ -1,7 +1,8 @@
 """P3: time from a trial's result landing (result.json written) to the next trial's Job being created, over a
-50-trial run on the local control plane (real kube-apiserver, Job controller and scheduler; the process kubelet
-runs the stand-in trial tests/objective.py), moto's S3 server as the store, parallelism 1 so each Job answers
-one result. The Job's creation time is the controller's own log line (ms); TPE's proposal time is shown apart."""
+50-trial run on the local cluster (real kube-apiserver, Job controller and scheduler; the real kubelet with
+containerd runs the stand-in trial tests/objective.py from the test image), moto's S3 server as the store,
+parallelism 1 so each Job answers one result. The Job's creation time is the controller's own log line (ms);
+TPE's proposal time is shown apart."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ N = 50
 
 def main() -> None:
     print(f"P3 result → next Job, {N} trials, local control plane + moto S3 — {machine()}")
-    with MotoServer() as s3url, tempfile.TemporaryDirectory() as tmp:
+    with MotoServer("node") as s3url, tempfile.TemporaryDirectory() as tmp:
         os.environ["AWS_ENDPOINT_URL_S3"] = s3url
         boto3.client("s3").create_bucket(Bucket="p3-bench")
         up = start_cluster(Path(tmp) / "cluster")
@@ -40,7 +41,8 @@ def main() -> None:
             config["search"].update(maxTrials=N, parallelism=1)
             config["trial"].update(command=["env", "FAKE_TRIAL_SLEEP=0.05", "python", "tests/objective.py"], epochs=1,
                                    data="synthetic:200")
-            config["kube"].update(gpuCount=0, resyncSeconds=30, requests={"cpu": "100m"}, limits={})
+            image = next(ref for ref in kube.info["images"] if "cifar-hpo-objective:" in ref)
+            config["kube"].update(gpuCount=0, resyncSeconds=30, requests={"cpu": "100m"}, limits={}, image=image)
             cfg = Path(tmp) / "c.yaml"
             cfg.write_text(yaml.safe_dump(config))
             kc = kube.sa_kubeconfig(ns, "p3-cifar-hpo-controller", Path(tmp) / "kc")

@@ -116,9 +116,10 @@ Pod bound to its Node as local processes.
 
 - Local mode: trials collected at each kill {local['collected_at_each_kill']}; every trial ended ok:
   {local['ended_ok']} of {local['budget']}.
-- Real cluster: the chart's controller pod, kill -9 of its process; the process kubelet restarted the container
-  in its pod {pod['container_restarts']} times. Trials done at each kill: {pod['trials_done_at_each_kill']}; failed
-  as planted: {pod['failed']}; {pod['jobs_created']} Jobs for {pod['budget']} trials.
+- Real cluster: the chart's controller pod, kill -9 of its process; the real kubelet (containerd) restarted the
+  container in its pod {pod['container_restarts']} times. Trials done at each kill:
+  {pod['trials_done_at_each_kill']}; failed as planted: {pod['failed']}; {pod['jobs_created']} Jobs for
+  {pod['budget']} trials.
 - Named points (`tests/crashy_controller.py` SIGKILLs the real CLI the n-th time it reaches a point):
   {', '.join(f'`{p}`' for p in named['points'])}; failed as planted: {named['failed']}.
 - In both kill tests the test decides how far the search may get before each kill (a gate per trial), so a faster
