@@ -83,7 +83,6 @@ image() {  # image NAME TAG: prints the reference, building and saving it unless
 
 py_inputs=(pyproject.toml README.md controller trainer .dockerignore)
 controller_tag="$(inputs_hash Dockerfile.controller "${py_inputs[@]}")"
-controller_ref="localhost/cifar-hpo-controller:$controller_tag"
 for name in "${wanted[@]}"; do
   case $name in
     controller)
@@ -95,13 +94,12 @@ for name in "${wanted[@]}"; do
       image trainer "$tag" -f "$root/Dockerfile.trainer" --build-arg "TF_PACKAGE=$tf_package" "$root" ;;
     objective)
       ensure_base
-      # on the controller image: its archive must exist too, and its tag is part of this one's
-      IMAGES=controller "$0" >/dev/null
-      "${podman[@]}" image exists "$controller_ref" \
-        || "${podman[@]}" load -q -i "$cache/archives/controller-$controller_tag.tar" >/dev/null
-      tag="$(inputs_hash tests/images/Dockerfile.objective tests/objective.py)-$controller_tag"
+      # on the controller image, whose build this names (its archive, and its tag in this one's)
+      read -r ctrl_ref ctrl_archive < <(IMAGES=controller "$0")
+      "${podman[@]}" image exists "$ctrl_ref" || "${podman[@]}" load -q -i "$ctrl_archive" >/dev/null
+      tag="$(inputs_hash tests/images/Dockerfile.objective tests/objective.py)-${ctrl_ref##*:}"
       image objective "${tag:0:40}" -f "$root/tests/images/Dockerfile.objective" \
-        --build-arg "CONTROLLER_IMAGE=$controller_ref" "$root" ;;
+        --build-arg "CONTROLLER_IMAGE=$ctrl_ref" "$root" ;;
     pause)
       command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
       src="$(cd "$root/scripts/k8s" && GOTOOLCHAIN=local GOWORK=off go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
