@@ -26,7 +26,7 @@ export CIFAR_HPO_KUBE_DIR="$state/cluster"
 # Two workers, a test file each at a time: most tests wait on subprocesses and timers, not the CPU, and a
 # file's tests share their servers. TEST_WORKERS=0 runs them in this one process.
 set +e
-.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --durations=12 "$@"
 rc=$?
 set -e
 [ $lint -ne 0 ] && echo "scripts/lint.sh failed (see above)" >&2

@@ -47,7 +47,10 @@ class Faults:
 class FaultProxy:
     def __init__(self, upstream: str):
         self.upstream = urlparse(upstream)
-        assert self.upstream.hostname in ("127.0.0.1", "localhost"), "the proxy only fronts a local server"
+        from conftest import host_ip
+
+        local = ("127.0.0.1", "localhost", host_ip())  # this machine's own addresses
+        assert self.upstream.hostname in local, "the proxy only fronts a local server"
         self.faults = Faults()
         proxy = self
 

@@ -262,10 +262,10 @@ state = "{s / 'state'}"
             # Only images imported from the local build: their disk use must never make the kubelet delete them.
             "imageGCHighThresholdPercent": 100, "evictionHard": {"nodefs.available": "1%", "imagefs.available": "1%"},
             "nodeStatusReportFrequency": "10s",
-            # A crashed container comes back within 2 s, not after 10 s doubling to 5 min: tests kill containers
+            # A crashed container comes back within 1 s, not after 10 s doubling to 5 min: tests kill containers
             # on purpose, many times (the kubelet's own setting, alpha since 1.32).
             "featureGates": {"KubeletCrashLoopBackOffMax": True},
-            "crashLoopBackOff": {"maxContainerRestartPeriod": "2s"},
+            "crashLoopBackOff": {"maxContainerRestartPeriod": "1s"},
         }
         (self.dir / "kubelet.yaml").write_text(yaml.safe_dump(config))
         self._spawn("kubelet", [
