@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 plane.restart_apiserver()
                 print("apiserver restarted", flush=True)
     finally:
+        # No controller may replace the pods the node's stop deletes (a Deployment's would come back).
+        plane.stop(("kube-scheduler", "kube-controller-manager"))
         if node is not None:
             node.stop(api)
         plane.stop()

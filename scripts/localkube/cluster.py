@@ -38,6 +38,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def terminate(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; nothing if it has already ended."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def binaries() -> Path:
     """The pinned binaries, built from source the first time (scripts/build-kube.sh)."""
     out = subprocess.run([str(ROOT / "scripts" / "build-kube.sh")], check=True, stdout=subprocess.PIPE, text=True)
@@ -142,17 +154,10 @@ class ControlPlane:
             time.sleep(0.5)
 
     # -- stop -----------------------------------------------------------------------------------------
-    def stop(self) -> None:
-        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
-            proc = self.procs.pop(name, None)
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    def stop(self, names: tuple[str, ...] = ("kube-scheduler", "kube-controller-manager", "kube-apiserver",
+                                             "etcd")) -> None:
+        for name in names:
+            terminate(self.procs.pop(name, None), 15)
 
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver and start it again with the same flags (a fault the tests inject)."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from localkube.cluster import free_port
+from localkube.cluster import free_port, terminate
 from localkube.pki import make_node_pki
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,7 @@ state = "{s / 'state'}"
             self._drain(admin, drain_timeout)
         proxied = "kube-proxy" in self.procs
         for name in ("kube-proxy", "gpuplugin", "kubelet", "containerd"):
-            self._stop_proc(name)
+            terminate(self.procs.pop(name, None), 20)
         self._kill_shims()
         if self._holder is not None:
             self._holder.kill()
@@ -348,7 +348,9 @@ state = "{s / 'state'}"
         while time.monotonic() < deadline:
             pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.name}").items
             running = _run("ctr", "-a", str(self.sock), "-n", "k8s.io", "tasks", "ls", "-q", check=False).stdout.split()
-            if not pods and not running:
+            # Done once every pod is being deleted and no container or sandbox runs: a Job's pod object may stay,
+            # held by its finalizer for the (stopped) Job controller; the node has torn it down all the same.
+            if not running and all(p.metadata.deletion_timestamp is not None for p in pods):
                 return
             for p in pods:
                 if p.metadata.deletion_timestamp is None:
@@ -359,16 +361,6 @@ state = "{s / 'state'}"
             time.sleep(0.5)
         log.warning("pods on %s still running after %.0f s; stopping anyway", self.name, timeout)
 
-    def _stop_proc(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
     def _kill_shims(self) -> None:
         """A container still running when containerd stopped keeps its shim: ours are the ones that name our socket."""
@@ -396,6 +388,7 @@ state = "{s / 'state'}"
         _run("ip", "link", "del", self.bridge, check=False)
         if self._added_route:
             _run("ip", "route", "del", "blackhole", SERVICE_CIDR, check=False)
+        self._kill_leftovers()
         for hierarchy in Path("/sys/fs/cgroup").iterdir():
             tree = hierarchy / self.cgroup_root
             if tree.is_dir():
@@ -414,6 +407,29 @@ state = "{s / 'state'}"
             except OSError as e:
                 log.warning("%s left: %s", d, e)
         self._made_dirs.clear()
+
+    def _kill_leftovers(self) -> None:
+        """Processes still in the node's cgroups once its daemons are gone (a container whose shim was killed):
+        SIGKILL, and wait until the cgroups are empty, so that they can be removed."""
+        procs = list(Path("/sys/fs/cgroup/pids", self.cgroup_root).rglob("cgroup.procs"))
+
+        def pids() -> set[int]:
+            out = set()
+            for f in procs:
+                try:
+                    out |= {int(x) for x in f.read_text().split()}
+                except OSError:
+                    continue
+            return out
+
+        deadline = time.monotonic() + 10
+        while (left := pids()) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
 
     def _clean_cni_chains(self) -> None:
         """CNI's masquerade chains of pods whose DEL never ran (a node stopped with pods still on it): the rules that
