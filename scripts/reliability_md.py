@@ -105,8 +105,9 @@ finished, trial ids not exact, a trial whose program started twice (`ran twice`,
 when it starts) or never, a Job created twice (a name with two uids, from a watch of the namespace).
 
 The Kubernetes figures come from real components built from source (etcd 3.6.4, kube-apiserver,
-kube-controller-manager and kube-scheduler 1.34.4; `scripts/localkube`); only the kubelet is ours: it runs each
-Pod bound to its Node as local processes.
+kube-controller-manager, kube-scheduler, kubelet and kube-proxy 1.34.4; `scripts/localkube`), the node's containers
+run by containerd and runc from the images our Dockerfiles build (the chart's operator from the controller image,
+trials from the test image).
 
 ## Controller killed and restarted
 

@@ -270,6 +270,21 @@ def wait_for(what: str, predicate: Any, timeout: float = 180.0, proc: subprocess
         time.sleep(0.05)
 
 
+def node_leftovers(index: int) -> list[str]:
+    """What a stopped local node (localkube --index) would have left on this host: its bridge, cgroups, sockets
+    folder, CNI rules, processes naming its containerd."""
+    left = [f"link {line.split()[1]}" for line in subprocess.run(["ip", "-o", "link"], capture_output=True,
+                                                                  text=True).stdout.splitlines()
+            if line.split()[1].rstrip(":").split("@")[0] == f"khpo{index}"]
+    left += [f"cgroup {d}" for d in Path("/sys/fs/cgroup").glob(f"*/cifar-hpo-real-{index}")]
+    left += [f"folder {d}" for d in Path("/run").glob(f"cifar-hpo-node-{index}")]
+    for table in ("nat", "filter"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
+        left += [f"iptables {table} {r}" for r in rules.splitlines() if f"cifar-hpo-{index}\\\"" in r]
+    procs = subprocess.run(["pgrep", "-af", f"/run/cifar-hpo-node-{index}/"], capture_output=True, text=True).stdout
+    return left + [f"process {line}" for line in procs.splitlines()]
+
+
 def start_cluster(state_dir: Path, gpus: int = 2, index: int = 0) -> subprocess.Popen:
     """`localkube up` as a child process, its node running the images scripts/build-images.sh builds; returns once
     it printed `ready`. index 1: a second cluster beside the session's."""

@@ -92,7 +92,7 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
 def test_an_apiserver_restart_mid_search_loses_and_doubles_nothing(tmp_path, bucket, s3_endpoint):
     """kube-apiserver stopped and started again while trials run (its own cluster: the restart must not disturb
     the tests sharing the session's). Watches break, calls fail for a while; the search ends exact."""
-    from realkube import Kube, start_cluster
+    from realkube import Kube, node_leftovers, start_cluster
 
     (tmp_path / "own").mkdir()
     up = start_cluster(tmp_path / "own" / "cluster", index=1)  # a second node beside the session's
@@ -123,7 +123,8 @@ def test_an_apiserver_restart_mid_search_loses_and_doubles_nothing(tmp_path, buc
         record_figure("kube-apiserver restarted mid-search", fig)
     finally:
         up.terminate()
-        up.wait(120)
+        up.wait(180)
+    assert node_leftovers(1) == []  # the second node undid what it did to the host
 
 
 def test_api_faults_through_a_proxy_are_counted_where_they_land(release, tmp_path):
