@@ -195,6 +195,8 @@ STATUS_SCHEMA: dict[str, Any] = {"type": "object", "properties": {
     "records": {"type": "string", "description": "Where the search's records are (its folder in the store)."},
     "bestModel": {"type": "string", "description": "The best trial's model (model.keras)."},
     "waiting": {"type": "object", "additionalProperties": {"type": "string"}},
+    "waitingFor": {"type": "string", "description": "Trials launched but not started, with the short reason "
+                   "(ImagePullBackOff, CreateContainerConfigError, waiting for a node)."},
     "conditions": {"type": "array", "items": {"type": "object", "required": ["type", "status"], "properties": {
         "type": {"type": "string"}, "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
         "reason": {"type": "string"}, "message": {"type": "string"},
@@ -213,6 +215,7 @@ PRINTER_COLUMNS = [
     {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed"},
     {"name": "Budget", "type": "integer", "jsonPath": ".status.budgetLeft", "description": "trials left"},
     {"name": "Best", "type": "number", "jsonPath": ".status.best.objective"},
+    {"name": "Waiting", "type": "string", "jsonPath": ".status.waitingFor"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

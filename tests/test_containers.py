@@ -307,3 +307,27 @@ def test_a_sigterm_to_the_operators_pid_1_is_honoured_at_every_moment_of_its_sta
     for moment, term in ended.items():
         assert term["exitCode"] in (0, 143), (moment, term)
     print({m: (t["exitCode"], t["reason"]) for m, t in ended.items()})
+
+
+def test_a_search_whose_trial_image_is_absent_says_so_in_kubectl_get_searches(kube, kube_ns, bucket, s3_endpoint,
+                                                                               tmp_path):
+    """The chart's operator (in its pod) on a trial image that does not exist: `kubectl get searches` shows the
+    kubelet's reason in WAITING, then the Search fails with it after startTimeoutSeconds."""
+    values = _values(kube, kube_ns, tmp_path, bucket, s3_endpoint, search={"maxTrials": 1, "parallelism": 1,
+                                                                           "maxFailedTrials": 1})
+    doc = yaml.safe_load(values.read_text())
+    doc["trainer"].update(image={"repository": "localhost/cifar-hpo-absent", "tag": "1"}, startTimeoutSeconds=20)
+    values.write_text(yaml.safe_dump(doc))
+    kube.helm("install", "cifar-hpo", "charts/", "-n", kube_ns, "-f", str(values))
+    seen = []
+
+    def shown() -> bool:
+        seen.append(kube.kubectl("-n", kube_ns, "get", "searches"))
+        return "1 trial: ErrImagePull" in seen[-1] or "1 trial: ImagePullBackOff" in seen[-1]
+
+    wait_for("the pull failure in kubectl get searches", shown, timeout=120)
+    wait_for("the Search to fail", lambda: _search_state(kube, kube_ns) == "Failed", timeout=180)
+    (trial,) = _finished(f"s3://{bucket}/searches", "cifar100")["trials"]
+    assert trial["state"] == "failed" and "did not start within startTimeoutSeconds (20 s)" in trial["reason"], trial
+    assert "ImagePull" in trial["reason"] or "ErrImagePull" in trial["reason"], trial
+    print(seen[-1])

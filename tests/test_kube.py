@@ -50,3 +50,12 @@ def test_the_dataset_cache_can_be_a_claim_or_a_node_folder():
         assert {k: v for k, v in volume.items() if k != "name"} == want
         env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["CIFAR_HPO_DATA_CACHE"] == "/cache/datasets"
+
+
+def test_the_waiting_column_counts_trials_and_names_short_reasons():
+    from controller.kube.search_status import waiting_summary
+
+    assert waiting_summary({}) == ""
+    assert waiting_summary({3: "ImagePullBackOff: Back-off pulling image \"x\""}) == "1 trial: ImagePullBackOff"
+    assert waiting_summary({1: "ErrImagePull: not found", 2: "waiting for a node: 0/1 nodes are available",
+                            4: "ErrImagePull: not found"}) == "3 trials: ErrImagePull, waiting for a node"

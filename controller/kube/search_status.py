@@ -70,6 +70,7 @@ class SearchStatusWriter:
             "state": STATES[state], "reason": doc.get("reason") or "", "counts": doc["counts"],
             "finished": doc["finished"], "budgetLeft": doc["budget_left"], "records": self.records_uri,
             "waiting": {str(k): v for k, v in (doc.get("waiting") or {}).items()},
+            "waitingFor": waiting_summary(doc.get("waiting") or {}),
             "startTime": self.start_time, "completionTime": None if state is SearchState.RUNNING else now(),
         }
         if best:
@@ -108,3 +109,12 @@ class SearchStatusWriter:
             self.kube.patch_search_status(self.name, body)
         except (PermanentError, TemporaryError) as e:
             log.warning("could not update the status of Search %s: %s", self.name, e)
+
+
+def waiting_summary(waiting: dict[Any, str]) -> str:
+    """`kubectl get searches`' WAITING column: how many trials wait and the kubelet's or scheduler's short
+    reasons ('1 trial: ImagePullBackOff'); empty when none waits."""
+    if not waiting:
+        return ""
+    reasons = sorted({why.split(":", 1)[0] for why in waiting.values()})
+    return f"{len(waiting)} trial{'s' if len(waiting) > 1 else ''}: {', '.join(reasons)}"
