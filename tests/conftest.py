@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_RESULTS = ROOT / "examples" / "seed-results"
+sys.path.insert(0, str(ROOT / "scripts"))  # localkube: the local cluster's own helpers
 PY = sys.executable
 FIGURES_DIR = ROOT / ".reliability" / "runs"
 # One id per test run, set by the first process (pytest-xdist's workers inherit it): figures of one run stay
@@ -72,9 +72,9 @@ os.environ.pop("AWS_PROFILE", None)
 def host_ip() -> str:
     """This machine's own address on its default route (the local cluster's node address): pods reach servers of
     the tests there, not on loopback. 127.0.0.1 where there is none."""
-    out = subprocess.run(["ip", "-4", "-o", "route", "get", "192.0.2.255"], capture_output=True, text=True).stdout
-    m = re.search(r"\bsrc (\S+)", out)
-    return m.group(1) if m else "127.0.0.1"
+    from localkube.node import host_ip as node_ip
+
+    return node_ip(fallback="127.0.0.1")
 
 
 @pytest.fixture(scope="session")

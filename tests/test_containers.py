@@ -102,29 +102,6 @@ def test_a_self_inflicted_sigkill_is_error_137_not_oomkilled(kube, kube_ns, node
     assert (term["exitCode"], term["reason"]) == (137, "Error"), term
 
 
-def _release(kube, ns, bucket, s3_endpoint, tmp_path, node, img: str, gpus: int = 0, **kube_overrides) -> Release:
-    rel = Release(kube, ns, bucket, s3_endpoint, tmp_path)
-    rel.kube_section = {"image": img, "imagePullPolicy": "IfNotPresent", "gpuCount": gpus,
-                        "requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"},
-                        **kube_overrides}
-    return rel
-
-
-def _config(rel: Release, trial: dict[str, Any], **sections: dict[str, Any]) -> Path:
-    path = rel.config_file(**sections)
-    cfg = yaml.safe_load(path.read_text())
-    cfg["trial"].update(trial)
-    cfg["kube"].update(rel.kube_section)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _objective(sleep: float, **env: str) -> dict[str, Any]:
-    assignments = [f"{k}={v}" for k, v in {"FAKE_TRIAL_SLEEP": str(sleep), **env}.items()]
-    return {"command": ["env", *assignments, "python", "tests/objective.py"], "epochs": 2,
-            "data": "synthetic:200"}
-
-
 def _status(kube, ns: str, release: str = "hpo-cifar-hpo") -> dict[str, Any]:
     from kubernetes.client.exceptions import ApiException
 
@@ -136,8 +113,8 @@ def _status(kube, ns: str, release: str = "hpo-cifar-hpo") -> dict[str, Any]:
 
 
 def test_gpus_are_the_device_plugins_two_and_a_third_trial_waits(kube, kube_ns, node, bucket, s3_endpoint, tmp_path):
-    rel = _release(kube, kube_ns, bucket, s3_endpoint, tmp_path, node, image(node, "objective"), gpus=1)
-    cfg = _config(rel, _objective(600), search={"maxTrials": 3, "parallelism": 3})
+    rel = Release(kube, kube_ns, bucket, s3_endpoint, tmp_path)
+    cfg = rel.config_file({"FAKE_TRIAL_SLEEP": "600"}, kube={"gpuCount": 1}, search={"maxTrials": 3, "parallelism": 3})
     with kube.gpus():
         _two_on_gpus_one_waiting(kube, kube_ns, rel.controller(cfg, log=tmp_path / "controller.log"))
         kube.free_gpus(kube_ns)
@@ -173,14 +150,12 @@ def _two_on_gpus_one_waiting(kube, kube_ns, proc) -> None:
 @pytest.mark.parametrize("fault", ["absent image", "missing secret"])
 def test_a_trial_that_cannot_start_is_reported_then_failed(kube, kube_ns, node, bucket, s3_endpoint, tmp_path, fault):
     if fault == "absent image":
-        rel = _release(kube, kube_ns, bucket, s3_endpoint, tmp_path, node, "localhost/cifar-hpo-absent:1",
-                       startTimeoutSeconds=20)
-        expected = ("ErrImagePull", "ImagePullBackOff")
+        broken, expected = {"image": "localhost/cifar-hpo-absent:1"}, ("ErrImagePull", "ImagePullBackOff")
     else:
-        rel = _release(kube, kube_ns, bucket, s3_endpoint, tmp_path, node, image(node, "objective"),
-                       s3SecretName="no-such-secret", startTimeoutSeconds=20)
-        expected = ("CreateContainerConfigError",)
-    cfg = _config(rel, _objective(0.1), search={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1})
+        broken, expected = {"s3SecretName": "no-such-secret"}, ("CreateContainerConfigError",)
+    rel = Release(kube, kube_ns, bucket, s3_endpoint, tmp_path)
+    cfg = rel.config_file({"FAKE_TRIAL_SLEEP": "0.1"}, kube={**broken, "startTimeoutSeconds": 20},
+                          search={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1})
     proc = rel.controller(cfg, log=tmp_path / "controller.log")
     try:
         t0 = time.monotonic()
@@ -205,10 +180,12 @@ def test_a_trial_that_cannot_start_is_reported_then_failed(kube, kube_ns, node, 
 def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, s3_endpoint, tmp_path):
     """The trainer image (Dockerfile.trainer, TensorFlow CPU build) as the trials: UID 10002, read-only root with
     only the Job's emptyDirs writable, training on generated data and saving its model into the bucket."""
-    rel = _release(kube, kube_ns, bucket, s3_endpoint, tmp_path, node, image(node, "trainer"),
-                   requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "4Gi"}, ttlSecondsAfterFinished=600)
-    cfg = _config(rel, {"command": ["python", "-m", "trainer"], "epochs": 1, "data": "synthetic:256",
-                        "extraArgs": ["--no-xla"]}, search={"maxTrials": 2, "parallelism": 2, "maxFailedTrials": 1})
+    rel = Release(kube, kube_ns, bucket, s3_endpoint, tmp_path)
+    cfg = rel.config_file(trial={"command": ["python", "-m", "trainer"], "epochs": 1, "data": "synthetic:256",
+                                 "extraArgs": ["--no-xla"]},
+                          kube={"image": image(node, "trainer"), "requests": {"cpu": "500m", "memory": "1Gi"},
+                                "limits": {"memory": "4Gi"}, "ttlSecondsAfterFinished": 600},
+                          search={"maxTrials": 2, "parallelism": 2, "maxFailedTrials": 1})
     proc = rel.controller(cfg, log=tmp_path / "controller.log")
     rc = proc.wait(900)
     assert rc == 0, (tmp_path / "controller.log").read_text()[-3000:]

@@ -112,19 +112,20 @@ class KubernetesLauncher:
         stuck = {}
         for pod in self.kube.list_pods(self.selector):
             tid = tid_of(pod)
-            if tid is None or tid not in self._tracked:
+            if tid is None or tid not in self._tracked or tid in self._start_failed:
                 continue
             if started(pod):
                 self._started.add(tid)
-            why = scheduling_wait(pod) or start_failure(pod)
-            if why and tid not in self._start_failed:
+            failure = start_failure(pod)
+            why = scheduling_wait(pod) or failure
+            if why:
                 out[tid] = why
-                if start_failure(pod):
-                    stuck[tid] = why
+            if failure:
+                stuck[tid] = failure
         now = time.monotonic()
         self._stuck_since = {t: self._stuck_since.get(t, now) for t in stuck}
         for tid, since in self._stuck_since.items():
-            if now - since >= self.s.start_timeout_seconds and tid not in self._start_failed:
+            if now - since >= self.s.start_timeout_seconds:
                 self._start_failed[tid] = (f"did not start within startTimeoutSeconds "
                                            f"({self.s.start_timeout_seconds} s): {stuck[tid]}")
                 log.warning("trial %d: %s; deleting its Job", tid, self._start_failed[tid])
