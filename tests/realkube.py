@@ -4,6 +4,7 @@ process for kill tests. Everything is decided by the real API server, controller
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,18 +179,12 @@ class Kube:
         self.kubectl("-n", ns, "delete", "jobs", "--all", "--cascade=foreground", "--wait=true", timeout=180)
         wait_for("the trial pods to be gone", lambda: not self.pods(ns), timeout=180)
 
-    def gpus(self) -> Any:
+    @contextmanager
+    def gpus(self) -> Iterator[None]:
         """Held by a test that needs the node's GPUs to itself: one such test at a time across the xdist workers."""
-        import fcntl
-        from contextlib import contextmanager
-
-        @contextmanager
-        def held() -> Any:
-            with open(self.dir / "gpus.lock", "w") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                yield
-
-        return held()
+        with open(self.dir / "gpus.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
 
     def restart_apiserver(self) -> None:
         """SIGUSR1 to `localkube up`: kube-apiserver is stopped (SIGTERM, SIGKILL after 5 s) and started again.

@@ -50,6 +50,14 @@ def terminate(proc: subprocess.Popen | None, grace: float) -> None:
         proc.wait()
 
 
+def kubeconfig_doc(server: str, ca: Path, user: str, creds: dict[str, str]) -> dict[str, Any]:
+    """A kubeconfig with one cluster, one user (creds: a token or a client certificate and key) and its context."""
+    return {"apiVersion": "v1", "kind": "Config", "current-context": "local",
+            "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+            "users": [{"name": user, "user": creds}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}]}
+
+
 def binaries() -> Path:
     """The pinned binaries, built from source the first time (scripts/build-kube.sh)."""
     out = subprocess.run([str(ROOT / "scripts" / "build-kube.sh")], check=True, stdout=subprocess.PIPE, text=True)
@@ -85,7 +93,8 @@ class ControlPlane:
         self.admin_token = secrets.token_hex(16)
         (pki / "tokens.csv").write_text(f'{self.admin_token},admin,admin-uid,"system:masters"\n')
         self.api_port = free_port()
-        self.kubeconfig.write_text(yaml.safe_dump(self.kubeconfig_doc(self.admin_token, "admin")))
+        self.kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(self.server, pki / "ca.crt", "admin",
+                                                                 {"token": self.admin_token})))
         self.kubeconfig.chmod(0o600)
         etcd_port, peer_port = free_port(), free_port()
         self._spawn("etcd", [
@@ -118,14 +127,6 @@ class ControlPlane:
             f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
             "--use-service-account-credentials=false", "--concurrent-job-syncs=10"])
         self._spawn("kube-scheduler", [*common, f"--secure-port={free_port()}"])
-
-    def kubeconfig_doc(self, token: str, user: str, token_file: Path | None = None) -> dict[str, Any]:
-        creds: dict[str, str] = {"tokenFile": str(token_file)} if token_file else {"token": token}
-        return {"apiVersion": "v1", "kind": "Config", "current-context": "local",
-                "clusters": [{"name": "local", "cluster": {"server": self.server,
-                                                           "certificate-authority": str(self.dir / "pki" / "ca.crt")}}],
-                "users": [{"name": user, "user": creds}],
-                "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}]}
 
     def _spawn(self, name: str, args: list[str]) -> None:
         out = open(self.dir / "logs" / f"{name}.log", "ab")

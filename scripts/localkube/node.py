@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from localkube.cluster import free_port, terminate
+from localkube.cluster import free_port, kubeconfig_doc, terminate
 from localkube.pki import make_node_pki
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,6 @@ class RealNode:
         for sub in ("logs", "pki", "state", "cni", "private"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self._sysctls = {k: _run("sysctl", "-n", k).stdout.strip() for k in SYSCTLS}
-        (self.dir / "sysctls.json").write_text(json.dumps(self._sysctls))
         # Packets for a Service address that kube-proxy has not translated (yet) go nowhere, not out of the host.
         if SERVICE_CIDR not in _run("ip", "route", "show", "type", "blackhole").stdout:
             _run("ip", "route", "add", "blackhole", SERVICE_CIDR)
@@ -238,13 +237,8 @@ state = "{s / 'state'}"
     def _kubeconfig(self, stem: str) -> Path:
         pki = self.dir / "pki"
         path = self.dir / f"{stem}.kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "local",
-            "clusters": [{"name": "local", "cluster": {"server": self.server,
-                                                       "certificate-authority": str(self.ca_dir / "ca.crt")}}],
-            "users": [{"name": stem, "user": {"client-certificate": str(pki / f"{stem}.crt"),
-                                              "client-key": str(pki / f"{stem}.key")}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": stem}}]}))
+        path.write_text(yaml.safe_dump(kubeconfig_doc(self.server, self.ca_dir / "ca.crt", stem, {
+            "client-certificate": str(pki / f"{stem}.crt"), "client-key": str(pki / f"{stem}.key")})))
         return path
 
     def _kubelet(self) -> None:
