@@ -8,7 +8,9 @@ The archive's pickles are read with an allowlist unpickler: they hold numpy arra
 from __future__ import annotations
 
 import io
+import lzma
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,21 +56,43 @@ def check_split(split: Split, where: str) -> Split:
 # -- the standard python archive ------------------------------------------------------------------
 
 
-def _archive_split(tar: tarfile.TarFile, name: str, where: str) -> Split:
-    member = next((m for m in tar.getmembers() if m.isfile() and Path(m.name).name == name), None)
-    if member is None:
-        raise ConfigError(f"{where}: no '{name}' in the archive; expected the cifar-100-python.tar.gz layout")
-    reader = tar.extractfile(member)
-    if reader is None:
-        raise ConfigError(f"{where}: '{name}' in the archive is not a regular file")
-    raw = reader.read()
+# The real archive has five members and a 155 MB train batch; anything far beyond is not it (and a small gzip can
+# expand to gigabytes: the sizes are checked before a member is read).
+MAX_MEMBERS = 64
+MAX_BATCH_BYTES = 512 * 2**20
+
+
+def _archive_members(tar: tarfile.TarFile, names: tuple[str, ...], where: str) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for count, member in enumerate(tar, 1):
+        if count > MAX_MEMBERS:
+            raise ConfigError(f"{where}: more than {MAX_MEMBERS} members; not the cifar-100-python.tar.gz layout")
+        name = Path(member.name).name
+        if name not in names or name in found or not member.isfile():
+            continue
+        if member.size > MAX_BATCH_BYTES:
+            raise ConfigError(f"{where}: '{name}' is {member.size} bytes, over the {MAX_BATCH_BYTES} a CIFAR-100 "
+                              "batch can be")
+        reader = tar.extractfile(member)
+        if reader is None:
+            raise ConfigError(f"{where}: '{name}' in the archive is not a regular file")
+        found[name] = reader.read()
+        if len(found) == len(names):
+            return found
+    missing = next(n for n in names if n not in found)
+    raise ConfigError(f"{where}: no '{missing}' in the archive; expected the cifar-100-python.tar.gz layout")
+
+
+def _archive_split(raw: bytes, name: str, where: str) -> Split:
     d = restricted_loads(raw, NUMPY_AND_BUILTINS, "a CIFAR-100 batch holds only numpy arrays and lists")
-    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: '{name}' holds a {type(d).__name__}, not a CIFAR-100 batch (a mapping)")
+    d = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
     try:
         x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         fine = np.asarray(d["fine_labels"], dtype=np.int32)
         coarse = np.asarray(d["coarse_labels"], dtype=np.int32)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"{where}: '{name}' lacks data/fine_labels/coarse_labels: {e}") from e
     return check_split(Split(np.ascontiguousarray(x), fine, coarse), f"{where}:{name}")
 
@@ -76,9 +100,10 @@ def _archive_split(tar: tarfile.TarFile, name: str, where: str) -> Split:
 def load_archive(data: bytes, where: str) -> Dataset:
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            return Dataset(_archive_split(tar, "train", where), _archive_split(tar, "test", where), where)
-    except tarfile.TarError as e:
-        raise ConfigError(f"{where}: not a readable tar archive ({e})") from e
+            raw = _archive_members(tar, ("train", "test"), where)
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
+        raise ConfigError(f"{where}: not a readable tar archive ({type(e).__name__}: {e})") from e
+    return Dataset(_archive_split(raw["train"], "train", where), _archive_split(raw["test"], "test", where), where)
 
 
 def write_archive(path: str | Path, train: Split, test: Split) -> None:

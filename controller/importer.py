@@ -21,7 +21,7 @@ from controller.errors import ConfigError, SpaceError
 from controller.finite import finite_json
 from controller.ledger import IMPORT_INCOMPLETE, Ledger, TrialRecord, curve_of, proposal_record
 from controller.records import SCHEMA_VERSION, VAL_FINE_ACC, Origin, ResultStatus, TrialState
-from controller.safepickle import NUMPY_AND_BUILTINS, restricted_loads
+from controller.safepickle import Opaque, restricted_loads, with_classes
 from controller.space import Space
 from controller.store import dumps
 
@@ -36,7 +36,7 @@ SEED_SERIES = ("loss", "fine_outputs_loss", "coarse_outputs_loss", "fine_outputs
 SEED_FIELDS = ("loss", "real_loss", "model_name", *(f"{head}_{kind}_{what}" for head in ("fine", "coarse")
                                                    for kind in ("best", "end") for what in ("accuracy", "loss")))
 
-_TRIALS_PICKLE = NUMPY_AND_BUILTINS | {("hyperopt.base", "Trials"), ("datetime", "datetime")}
+_TRIALS_PICKLE = with_classes("hyperopt.base.Trials")
 
 
 @dataclass(frozen=True)
@@ -91,23 +91,35 @@ def _seed_json_trial(path: Path) -> ImportedTrial:
     return _imported(params, objective, path.name, result)
 
 
-def _pickle_trials(path: Path, space: Space) -> list[ImportedTrial]:
-    trials = load_trials_pickle(path.read_bytes())
-    docs = getattr(trials, "_dynamic_trials", None) or getattr(trials, "_trials", None)
+def pickle_trials(data: bytes, path: Path, space: Space) -> list[ImportedTrial]:
+    """The trials of a results.pkl's bytes (path names it in messages)."""
+    trials = load_trials_pickle(data)
+    state = trials.state if isinstance(trials, Opaque) and trials.name == "hyperopt.base.Trials" else None
+    docs = (state.get("_dynamic_trials") or state.get("_trials")) if isinstance(state, dict) else None
     if not isinstance(docs, list):
         raise ConfigError(f"{path}: the pickle holds no hyperopt trial documents")
     out = []
-    for doc in docs:
-        result = doc.get("result", {})
-        if result.get("status") != ResultStatus.OK:
-            continue  # hyperopt's own failures carry no point worth learning from
-        loss = result.get("loss")
-        vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if len(v)}
-        params = space.decode({k: (v.item() if hasattr(v, "item") else v) for k, v in vals.items()})
-        extra = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k not in ("loss", "status")}
-        objective = -float(loss) if isinstance(loss, (int, float)) else None
-        out.append(_imported(params, objective, f"{path.name}#tid{doc['tid']}", extra))
+    for i, doc in enumerate(docs):
+        try:
+            trial = _pickle_trial(doc, space, path)
+        except (AttributeError, KeyError, TypeError, IndexError, ValueError) as e:
+            raise ConfigError(f"{path}: trial document {i} is not hyperopt's ({type(e).__name__}: {e}); "
+                              "nothing was imported") from e
+        if trial is not None:
+            out.append(trial)
     return out
+
+
+def _pickle_trial(doc: Any, space: Space, path: Path) -> ImportedTrial | None:
+    result = doc.get("result", {})
+    if result.get("status") != ResultStatus.OK:
+        return None  # hyperopt's own failures carry no point worth learning from
+    loss = result.get("loss")
+    vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if len(v)}
+    params = space.decode({k: (v.item() if hasattr(v, "item") else v) for k, v in vals.items()})
+    extra = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k not in ("loss", "status")}
+    objective = -float(loss) if isinstance(loss, (int, float)) else None
+    return _imported(params, objective, f"{path.name}#tid{doc['tid']}", extra)
 
 
 def read_source(path: str | Path, space: Space) -> list[ImportedTrial]:
@@ -118,7 +130,7 @@ def read_source(path: str | Path, space: Space) -> list[ImportedTrial]:
             raise ConfigError(f"{p}: no *.json results in this folder")
         return [_seed_json_trial(f) for f in files]
     if p.suffix in (".pkl", ".pickle"):
-        return _pickle_trials(p, space)
+        return pickle_trials(p.read_bytes(), p, space)
     if p.suffix == ".json":
         return [_seed_json_trial(p)]
     raise ConfigError(f"{p}: expected a folder of result JSON files, a .json file or a results.pkl")

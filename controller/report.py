@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 from controller.ledger import Ledger, TrialRecord, best_of, trial_key, trial_prefix
 from controller.records import Origin, TrialState
 from controller.store import Store, get_json
+
+log = logging.getLogger(__name__)
 
 KEY_PARAMS = 4
 
@@ -118,15 +121,32 @@ def download_best(store: Store, dest: str | Path) -> dict[str, Any]:
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     prefix = trial_prefix(best.tid) + "/"
-    files = []
+    files, refused = [], []
     for key in store.list(prefix):
+        target = inside(out, key[len(prefix):])
+        if target is None:
+            log.warning("%s: key %r would be written outside %s; not downloaded (whoever can write the bucket "
+                        "planted it)", store.uri, key, out)
+            refused.append(key)
+            continue
         data = store.get(key)
         if data is None:
             continue
-        target = out / key[len(prefix):]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        files.append(target.name)
+        files.append(str(target.relative_to(out)))
     (out / "params.json").write_text(json.dumps(best.params, indent=1, sort_keys=True))
     files.append("params.json")
-    return {"tid": best.tid, "objective": best.objective, "dir": str(out), "files": sorted(files)}
+    return {"tid": best.tid, "objective": best.objective, "dir": str(out), "files": sorted(files),
+            "refused": refused}
+
+
+def inside(folder: Path, name: str) -> Path | None:
+    """folder/name when name is a plain relative path that stays in folder (no '..', '.', empty or absolute
+    parts, no backslash or NUL), else None."""
+    parts = name.split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+        return None
+    target = folder.joinpath(*parts)
+    root = folder.resolve()
+    return target if target.resolve().is_relative_to(root) and target.resolve() != root else None
