@@ -26,6 +26,7 @@ from controller.config import Settings, read_config, settings_from_mapping, with
 from controller.dataset import stage
 from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.grant import trial_grants
 from controller.htmlreport import render
 from controller.importer import import_trials, read_source
 from controller.ledger import Ledger
@@ -205,7 +206,7 @@ def _check_data_exists(settings: Settings) -> None:
 def _staged(settings: Settings, root: Store) -> Settings:
     """The dataset fetched and checked once, kept in the store; trials get the staged copy as their --data."""
     staged = stage(settings.trial.data, settings.trial.data_sha256, root)
-    return settings if staged is None else with_overrides(settings, trial__data=staged.uri)
+    return settings if staged is None else staged.settings(settings)
 
 
 def _metrics(settings: Settings) -> Metrics | None:
@@ -281,7 +282,8 @@ def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
     try:
         settings = _staged(settings, root)  # under the Lease: one controller fetches the dataset, after RBAC spoke
         store = root.child(settings.search.name)
-        launcher = KubernetesLauncher(kube, settings.kube, settings.search.name)
+        launcher = KubernetesLauncher(kube, settings.kube, settings.search.name,
+                                      grants=trial_grants(settings, store, root))
         notifier = KubeNotifier(kube, settings.kube, settings.search.name)
         loop = SearchLoop(settings, store, launcher, publisher=_publisher(settings, store, _Progress(), notifier),
                           wait_seconds=settings.kube.resync_seconds)

@@ -35,6 +35,7 @@ from controller.errors import ConfigError
 from controller.kube.settings import KubeSettings
 from controller.limits import camel as _camel
 from controller.limits import limit
+from controller.policy import MAX_PARALLELISM, PolicySettings
 from controller.space import Space
 from controller.stopping import StoppingSettings
 from controller.suggest import SuggestSettings
@@ -48,7 +49,7 @@ class SearchSection:
     """Trials this search runs to the end (imported trials do not count)."""
     max_failed_trials: int = field(default=5, metadata=limit(minimum=1))
     """The search stops, marked failed, when this many of its trials have failed."""
-    parallelism: int = field(default=1, metadata=limit(minimum=1, maximum=1000))
+    parallelism: int = field(default=1, metadata=limit(minimum=1, maximum=MAX_PARALLELISM))
     """Trials in flight at once."""
     goal: float | None = field(default=None, metadata=limit(exclusive_minimum=0, maximum=1,
                                                               hint="(a validation accuracy) or null"))
@@ -92,7 +93,8 @@ class TrialSection:
     """Dataset: cifar100 (null), a cifar-100-python.tar.gz URL / path / S3 URI, or synthetic[:N]; staged once
     into the store when the search starts (controller/dataset.py), and trials read that copy."""
     data_sha256: str | None = None
-    """The archive's SHA-256 (64 hex digits), checked before staging; cifar100's published hash is built in."""
+    """The SHA-256 (64 hex digits) of what `data` names, checked before staging (and by every trial, of the staged
+    arrays); cifar100's published hash is built in."""
     epochs: int | None = field(default=None, metadata=limit(minimum=1))
     """Epochs per trial; null uses the trainer's default."""
     extra_args: list[str] = field(default_factory=list)
@@ -112,6 +114,8 @@ class TrialSection:
         args = [*self.command, "--trial", trial_uri]
         if self.data:
             args += ["--data", self.data]
+        if self.data_sha256:
+            args += ["--data-sha256", self.data_sha256]
         if self.epochs:
             args += ["--epochs", str(self.epochs)]
         return args + list(self.extra_args)
@@ -158,6 +162,8 @@ class Settings:
     local: LocalSection = LocalSection()
     controller: ControllerSection = ControllerSection()
     kube: KubeSettings = KubeSettings()
+    policy: PolicySettings = PolicySettings()
+    """The operator's: what a Search may ask of it (controller/policy.py)."""
     early_stopping: StoppingSettings = StoppingSettings()
 
     def space(self) -> Space:

@@ -13,17 +13,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from controller.cifar import archive_to_npz
-from controller.dataspec import parse_data_spec
+from controller.config import Settings, with_overrides
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.storage import open_store
-from controller.store import Store
+from controller.fetch import fetch
+from controller.policy import LOCAL, PolicySettings, check_data
+from controller.store import Store, bucket_of, create_json, get_json
 
 log = logging.getLogger(__name__)
 
@@ -37,45 +35,30 @@ class Staged:
     uri: str
     """Where trials read the arrays: <store root>/datasets/<sha256>.npz."""
     sha256: str
+    """The archive's."""
+    arrays_sha256: str
+    """The staged arrays' (what trials check)."""
     fetched: bool
     """False when an earlier search had staged it already (the origin was not read)."""
 
-
-def fetch(source: str, timeout: float = 60.0) -> bytes:
-    """The bytes at an http(s) URL, an s3:// URI or a path. Temporary trouble raises TemporaryError."""
-    if source.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(source, timeout=timeout) as resp:
-                body: bytes = resp.read()
-                return body
-        except (urllib.error.URLError, OSError) as e:
-            raise TemporaryError(f"{source}: {getattr(e, 'reason', e)}") from e
-    if source.startswith("s3://"):
-        parent, _, name = source.rpartition("/")
-        stored = open_store(parent).get(name)
-        if stored is None:
-            raise ConfigError(f"{FIELD}: no object at {source}")
-        return stored
-    try:
-        return Path(source).expanduser().read_bytes()
-    except FileNotFoundError as e:
-        raise ConfigError(f"{FIELD}: no file at {source}") from e
-    except OSError as e:
-        raise TemporaryError(f"{source}: {e}") from e
+    def settings(self, settings: Settings) -> Settings:
+        """The search's settings with trials reading the staged arrays, checked against their checksum."""
+        return with_overrides(settings, trial__data=self.uri, trial__data_sha256=self.arrays_sha256)
 
 
-def stage(data: str | None, sha256: str | None, root: Store, fetcher: Callable[[str], bytes] = fetch,
-          attempts: int = 3, backoff: float = 1.0) -> Staged | None:
-    """Stage the dataset named by `data` in `root` (None: generated or already staged data, nothing to do)."""
-    spec = parse_data_spec(data or "cifar100", FIELD)
+def stage(data: str | None, sha256: str | None, root: Store, policy: PolicySettings = LOCAL,
+          fetcher: Callable[[str], bytes] | None = None, attempts: int = 3, backoff: float = 1.0) -> Staged | None:
+    """Stage the dataset named by `data` in `root` (None: generated or already staged data, nothing to do), if
+    `policy` allows that source (local mode: LOCAL; the operator: its own)."""
+    spec = check_data(policy, data, sha256, bucket_of(root), FIELD)
     if spec.kind in ("synthetic", "npz"):
         return None
     source = CIFAR100_URL if spec.kind == "cifar100" else spec.spec
     expected = (sha256 or (CIFAR100_SHA256 if spec.kind == "cifar100" else None) or "").lower() or None
     if expected and root.exists(_key(expected)):
         log.info("dataset %s: already staged at %s", source, _uri(root, expected))
-        return Staged(_uri(root, expected), expected, fetched=False)
-    archive = _fetch_verified(source, expected, fetcher, attempts, backoff)
+        return Staged(_uri(root, expected), expected, _arrays_digest(root, expected), fetched=False)
+    archive = _fetch_verified(source, expected, fetcher or (lambda s: fetch(s, policy, FIELD)), attempts, backoff)
     digest = expected or hashlib.sha256(archive).hexdigest()
     if not expected:
         log.warning("dataset %s: no trial.dataSha256 given; staged as sha256 %s (pass it to pin the data)", source,
@@ -87,7 +70,22 @@ def stage(data: str | None, sha256: str | None, root: Store, fetcher: Callable[[
             raise ConfigError(f"{FIELD}: {e}") from e
         if root.create(_key(digest), arrays):
             log.info("dataset %s: staged %.0f MB of arrays at %s", source, len(arrays) / 1e6, _uri(root, digest))
-    return Staged(_uri(root, digest), digest, fetched=True)
+            create_json(root, _digest_key(digest), {"sha256": hashlib.sha256(arrays).hexdigest()})
+    return Staged(_uri(root, digest), digest, _arrays_digest(root, digest), fetched=True)
+
+
+def _arrays_digest(root: Store, digest: str) -> str:
+    """The staged arrays' own SHA-256, which every trial checks when it loads them: kept beside them when they are
+    staged; computed once from the arrays for a copy staged before it was kept."""
+    doc = get_json(root, _digest_key(digest))
+    if isinstance(doc, dict) and isinstance(doc.get("sha256"), str):
+        return str(doc["sha256"])
+    arrays = root.get(_key(digest))
+    if arrays is None:
+        raise TemporaryError(f"dataset {_uri(root, digest)}: gone while it was being staged; staging again")
+    value = hashlib.sha256(arrays).hexdigest()
+    create_json(root, _digest_key(digest), {"sha256": value})
+    return value
 
 
 def _fetch_verified(source: str, expected: str | None, fetcher: Callable[[str], bytes], attempts: int,
@@ -113,6 +111,10 @@ def _fetch_verified(source: str, expected: str | None, fetcher: Callable[[str], 
 
 def _key(digest: str) -> str:
     return f"datasets/{digest}.npz"
+
+
+def _digest_key(digest: str) -> str:
+    return f"datasets/{digest}.npz.sha256.json"
 
 
 def _uri(root: Store, digest: str) -> str:

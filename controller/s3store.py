@@ -26,6 +26,7 @@ class S3Store:
                 connect_timeout=timeout_s,
                 read_timeout=timeout_s,
                 max_pool_connections=32,
+                signature_version="s3v4",  # presigned URLs too (boto3 presigns with SigV2 otherwise)
             )
             client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         self.client = client
@@ -110,6 +111,17 @@ class S3Store:
             return sorted(obj["Key"][n:] for page in pages for obj in page.get("Contents", []))
         except (BotoCoreError, ClientError) as e:
             raise self._error(e, f"list {prefix}") from e
+
+    def presign(self, method: str, key: str, expires_s: int) -> str:
+        """A URL that allows one request on one key until it expires (controller/grant.py): GET, HEAD, PUT, or
+        CREATE (a PUT that must carry If-None-Match: *, which the signature covers)."""
+        operation = {"GET": "get_object", "HEAD": "head_object", "PUT": "put_object", "CREATE": "put_object"}[method]
+        params = {"Bucket": self.bucket, "Key": self.prefix + key}
+        if method == "CREATE":
+            params["IfNoneMatch"] = "*"
+        url: str = self.client.generate_presigned_url(operation, Params=params, ExpiresIn=expires_s,
+                                                      HttpMethod="PUT" if method == "CREATE" else method)
+        return url
 
     def child(self, name: str) -> S3Store:
         return S3Store(self.bucket, self.prefix + name, client=self.client)

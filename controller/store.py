@@ -46,6 +46,11 @@ class Store(Protocol):
         """Raise ConfigError if the store does not exist or is not writable."""
 
 
+def bucket_of(store: Store) -> str | None:
+    """The S3 bucket a store lives in; None for a directory store."""
+    return store.uri[len("s3://"):].partition("/")[0] if store.uri.startswith("s3://") else None
+
+
 # -- JSON helpers shared by every caller ---------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from controller.errors import TemporaryError
-from controller.storage import open_store
+from controller.grant import open_trial
 from controller.store import dumps, get_json, put_json
 
 
@@ -53,10 +53,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trial", required=True)
     ap.add_argument("--data")
+    ap.add_argument("--data-sha256")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--sleep", type=float, default=float(os.environ.get("FAKE_TRIAL_SLEEP", "0.05")))
     args = ap.parse_args()
-    store = open_store(args.trial)
+    store, _ = open_trial(args.trial)  # the trial contract: its grant on a cluster, else the URI
     proposal = get_json(store, "proposal.json")
     tid = proposal["tid"]
     if os.environ.get("FAKE_TRIAL_DATALOG"):  # which dataset the controller pointed the trial at

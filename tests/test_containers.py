@@ -152,7 +152,9 @@ def test_a_trial_that_cannot_start_is_reported_then_failed(kube, kube_ns, node, 
     if fault == "absent image":
         broken, expected = {"image": "localhost/cifar-hpo-absent:1"}, ("ErrImagePull", "ImagePullBackOff")
     else:
-        broken, expected = {"s3SecretName": "no-such-secret"}, ("CreateContainerConfigError",)
+        # Trials name the Secret only when they get the store's keys (trialAccess credentials).
+        broken = {"s3SecretName": "no-such-secret", "trialAccess": "credentials"}
+        expected = ("CreateContainerConfigError",)
     rel = Release(kube, kube_ns, bucket, s3_endpoint, tmp_path)
     cfg = rel.config_file({"FAKE_TRIAL_SLEEP": "0.1"}, kube={**broken, "startTimeoutSeconds": 20},
                           search={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1})

@@ -63,8 +63,11 @@ def _status(kube, ns: str, name: str) -> dict:
     return (json.loads(out).get("status") or {}) if out.strip() else {}
 
 
-def _operator_config(release, **kube_settings):
-    return release.config_file(kube={"resyncSeconds": 5, **kube_settings}, controller={"reportSeconds": 3600})
+def _operator_config(release, policy=None, **kube_settings):
+    """The operator of these tests lets Searches run the stand-in trial with their own env (a custom command);
+    everything else is the default policy."""
+    return release.config_file(kube={"resyncSeconds": 5, **kube_settings}, controller={"reportSeconds": 3600},
+                               policy={"allowCustomCommand": True, **(policy or {})})
 
 
 def test_an_invalid_search_is_refused_by_the_api_server_naming_the_field(crd, kube_ns, tmp_path):
@@ -161,7 +164,10 @@ def test_deleting_a_search_stops_its_jobs_keeps_its_records_and_spares_the_other
 def test_a_failing_search_stalls_no_other(crd, release, kube_ns, tmp_path, work):
     """One Search whose dataset cannot be read (its staging retries, then fails) beside one that runs: the second
     finishes, the first says why it failed, on its own status and in a Warning Event."""
-    op = release.operator(_operator_config(release), log=tmp_path / "operator.log")
+    # Plain http and a loopback origin are this operator's own choice (the default policy refuses both).
+    op = release.operator(_operator_config(release, {"dataSchemes": ["http", "https", "s3"],
+                                                     "allowPrivateAddresses": True, "requireDataSha256": False}),
+                          log=tmp_path / "operator.log")
     try:
         broken = _search("broken", 3, work=work)
         broken["spec"]["trial"]["data"] = "http://127.0.0.1:9/cifar-100-python.tar.gz"  # nothing listens there

@@ -15,12 +15,13 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.grant import open_trial
 from controller.records import EXIT_BAD_INPUT, EXIT_INTERRUPTED, LOSS, VAL_FINE_ACC, ResultDoc, ResultStatus
-from controller.storage import open_store
-from controller.store import get_json
+from controller.store import Store, get_json
 from trainer.report import Reporter
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", required=True, help="the trial's folder: s3://bucket/.../trials/<tid> or a path")
     p.add_argument("--data", default="cifar100",
                    help="cifar100 | PATH or s3://.../cifar-100-python.tar.gz | synthetic[:N]")
+    p.add_argument("--data-sha256", default=None, help="SHA-256 the data's bytes must have (the controller passes the "
+                   "staged arrays'); a copy that differs is not loaded")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--val-size", type=int, default=None, help=f"held-out training images (default {d.val_size}, "
                    "capped at a fifth of the training set)")
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.train import install_sigterm
 
     install_sigterm(stop)
-    store = open_store(args.trial)
+    store, data_opener = open_trial(args.trial)
     proposal = get_json(store, "proposal.json")
     if proposal is None:
         log.error("%s: no proposal.json; is --trial the trial's folder?", store.uri)
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
              socket.gethostname(), os.environ.get("NVIDIA_VISIBLE_DEVICES", "(unset)"))
     reporter = Reporter(store, tid)
     try:
-        return _run(args, proposal, reporter, stop)
+        return _run(args, proposal, reporter, stop, data_opener)
     except (ConfigError, PermanentError) as e:
         log.error("trial %s: %s", tid, e)
         reporter.result({"status": ResultStatus.FAIL, "error": str(e), "params": proposal.get("params")})
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, proposal: dict[str, Any], reporter: Reporter, stop: threading.Event) -> int:
+def _run(args: argparse.Namespace, proposal: dict[str, Any], reporter: Reporter, stop: threading.Event,
+         data_opener: Callable[[str], Store] | None) -> int:
     from trainer.train import process_seconds
 
     imports_s = process_seconds()  # the interpreter's start and every import, TensorFlow's above all
@@ -91,7 +95,7 @@ def _run(args: argparse.Namespace, proposal: dict[str, Any], reporter: Reporter,
     tid = proposal["tid"]
     check_params(proposal["params"])  # before any data is loaded: a bad point fails in a second
     t0 = time.monotonic()
-    dataset = data_mod.load(args.data)
+    dataset = data_mod.load(args.data, store_opener=data_opener, sha256=args.data_sha256)
     data_s = time.monotonic() - t0
     settings = _train_settings(args, proposal, len(dataset.train))
     log.info("trial %d: data %s (%d train, %d val, %d test) loaded in %.1f s", tid, dataset.source,

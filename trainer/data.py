@@ -48,23 +48,32 @@ def load_keras() -> Dataset:
     return Dataset(check_split(train, "cifar100 train"), check_split(test, "cifar100 test"), "cifar100 (keras)")
 
 
-def cached(uri: str, read: Callable[[], bytes], cache_dir: str | None) -> bytes:
+def verified(data: bytes, sha256: str | None, uri: str) -> bytes:
+    """data, if it has the SHA-256 the controller staged (or the user pinned)."""
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256.lower():
+        raise ConfigError(f"--data {uri}: sha256 {hashlib.sha256(data).hexdigest()} differs from --data-sha256 "
+                          f"{sha256}: the copy was changed or cut short since it was staged; not loaded")
+    return data
+
+
+def cached(uri: str, read: Callable[[], bytes], cache_dir: str | None, sha256: str | None = None) -> bytes:
     """The bytes at uri, through a node-local cache folder when one is given: kept as <name> beside
     <name>.sha256, both written to temporary files and renamed into place, so two trials filling it at once
-    each leave a whole, checksum-matching copy; a copy that fails its checksum is fetched again."""
+    each leave a whole, checksum-matching copy; a copy that fails its checksum (or differs from sha256, the one
+    the controller staged) is fetched again. What is read is checked against sha256 too."""
     if not cache_dir:
-        return read()
+        return verified(read(), sha256, uri)
     folder = Path(cache_dir)
     name = uri.rstrip("/").rsplit("/", 1)[-1]
     path, digest_path = folder / name, folder / f"{name}.sha256"
     try:
         data, want = path.read_bytes(), digest_path.read_text().strip()
-        if hashlib.sha256(data).hexdigest() == want:
+        if hashlib.sha256(data).hexdigest() == want and (not sha256 or want == sha256.lower()):
             return data
         log.warning("dataset cache %s: checksum mismatch; fetching it again", path)
     except OSError:
         pass
-    data = read()
+    data = verified(read(), sha256, uri)
     folder.mkdir(parents=True, exist_ok=True)
     for target, payload in ((path, data), (digest_path, hashlib.sha256(data).hexdigest().encode())):
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
@@ -74,9 +83,10 @@ def cached(uri: str, read: Callable[[], bytes], cache_dir: str | None) -> bytes:
     return data
 
 
-def load(spec: str, store_opener: Callable[[str], Store] | None = None, cache_dir: str | None = None) -> Dataset:
-    """Resolve a data spec. store_opener(uri) → Store reads from S3 (injected: tests, endpoint); cache_dir is the
-    node cache for staged arrays (default: $CIFAR_HPO_DATA_CACHE)."""
+def load(spec: str, store_opener: Callable[[str], Store] | None = None, cache_dir: str | None = None,
+         sha256: str | None = None) -> Dataset:
+    """Resolve a data spec. store_opener(uri) → Store reads from S3 (injected: tests, a trial's grant); cache_dir is
+    the node cache for staged arrays (default: $CIFAR_HPO_DATA_CACHE); sha256: what the bytes must hash to."""
     parsed = parse_data_spec(spec)
     if parsed.kind == "cifar100":
         return load_keras()
@@ -94,11 +104,12 @@ def load(spec: str, store_opener: Callable[[str], Store] | None = None, cache_di
                 raise ConfigError(f"--data {spec}: no staged arrays there; run the search's controller to stage them")
             return data
 
-        return load_npz(cached(spec, read, cache_dir or os.environ.get("CIFAR_HPO_DATA_CACHE")), spec)
+        return load_npz(cached(spec, read, cache_dir or os.environ.get("CIFAR_HPO_DATA_CACHE"), sha256), spec)
     if parsed.kind == "http":
-        from controller.dataset import fetch
+        from controller.fetch import fetch
+        from controller.policy import LOCAL
 
-        return load_archive(fetch(spec), spec)
+        return load_archive(verified(fetch(spec, LOCAL, "--data"), sha256, spec), spec)
     if parsed.kind == "s3":
         from controller.storage import open_store
 
@@ -107,10 +118,10 @@ def load(spec: str, store_opener: Callable[[str], Store] | None = None, cache_di
         data = store.get(name)
         if data is None:
             raise ConfigError(f"--data {spec}: no such object; upload cifar-100-python.tar.gz there or fix the URI")
-        return load_archive(data, spec)
+        return load_archive(verified(data, sha256, spec), spec)
     path = Path(spec).expanduser()
     if path.is_file():
-        return load_archive(path.read_bytes(), str(path))
+        return load_archive(verified(path.read_bytes(), sha256, spec), str(path))
     raise ConfigError(
         f"--data {spec}: not 'cifar100', 'synthetic[:N]', an s3:// URI or an existing file "
         "(the standard cifar-100-python.tar.gz)"

@@ -94,6 +94,7 @@ kube:
   priorityClassName: {{ .Values.trainer.priorityClassName | default nil | toJson }}
   serviceAccountName: {{ printf "%s-trial" $full | quote }}
   s3SecretName: {{ include "cifar-hpo.s3Secret" . | default nil | toJson }}
+  trialAccess: {{ .Values.store.trialAccess | quote }}
   backoffLimit: {{ .Values.trainer.backoffLimit }}
   activeDeadlineSeconds: {{ .Values.trainer.activeDeadlineSeconds }}
   ttlSecondsAfterFinished: {{ .Values.trainer.ttlSecondsAfterFinished }}
@@ -107,4 +108,42 @@ kube:
   leaseName: {{ printf "%s-controller" $full | quote }}
   leaseSeconds: {{ .Values.controller.leaseSeconds }}
   resyncSeconds: {{ .Values.controller.resyncSeconds }}
+policy:
+  images: {{ .Values.policy.images | toJson }}
+  allowCustomCommand: {{ .Values.policy.allowCustomCommand }}
+  maxGpusPerTrial: {{ .Values.policy.maxGpusPerTrial }}
+  maxParallelism: {{ .Values.policy.maxParallelism }}
+  maxActiveDeadlineSeconds: {{ .Values.policy.maxActiveDeadlineSeconds | int64 }}
+  priorityClassNames: {{ .Values.policy.priorityClassNames | toJson }}
+  nodeSelectors: {{ .Values.policy.nodeSelectors | toJson }}
+  tolerations: {{ .Values.policy.tolerations | toJson }}
+  allowAffinity: {{ .Values.policy.allowAffinity }}
+  dataSchemes: {{ .Values.policy.dataSchemes | toJson }}
+  dataHosts: {{ .Values.policy.dataHosts | toJson }}
+  allowPrivateAddresses: {{ .Values.policy.allowPrivateAddresses }}
+  maxDataBytes: {{ .Values.policy.maxDataBytes | int64 }}
+  requireDataSha256: {{ .Values.policy.requireDataSha256 }}
+{{- end }}
+
+{{- /* Any address but link-local (cloud metadata: 169.254.169.254, fd00:ec2::254), unless CIDRs are given. */ -}}
+{{- define "cifar-hpo.egressTo" -}}
+{{- if .cidrs }}
+{{- range .cidrs }}
+- ipBlock:
+    cidr: {{ . | quote }}
+{{- end }}
+{{- else }}
+- ipBlock:
+    cidr: "0.0.0.0/0"
+    except: ["169.254.0.0/16"{{ if .private }}, "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8"{{ end }}]
+- ipBlock:
+    cidr: "::/0"
+    except: ["fe80::/10", "fd00:ec2::/32"{{ if .private }}, "fc00::/7", "::1/128"{{ end }}]
+{{- end }}
+{{- end }}
+{{- define "cifar-hpo.ports" -}}
+{{- range . }}
+- port: {{ . }}
+  protocol: TCP
+{{- end }}
 {{- end }}

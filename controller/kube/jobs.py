@@ -53,6 +53,7 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
     trial_labels = {**labels(s, search), "app.kubernetes.io/component": "trial", TRIAL_LABEL: str(tid)}
     spec: dict[str, Any] = {
         "backoffLimit": s.backoff_limit,
+        "activeDeadlineSeconds": s.active_deadline_seconds,
         "ttlSecondsAfterFinished": s.ttl_seconds_after_finished,
         # Node disruption does not burn a retry; bad parameters fail the Job at once.
         "podFailurePolicy": {"rules": [
@@ -62,8 +63,6 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
         ]},
         "template": {"metadata": {"labels": trial_labels}, "spec": _pod_spec(s, argv, env)},
     }
-    if s.active_deadline_seconds:
-        spec["activeDeadlineSeconds"] = s.active_deadline_seconds
     job: Job = {"apiVersion": "batch/v1", "kind": "Job", "spec": spec, "metadata": {
         "name": job_name(job_prefix(s, search), tid), "namespace": s.namespace, "labels": trial_labels,
         "annotations": {"cifar-hpo.io/params": json.dumps(params, sort_keys=True)}}}

@@ -8,10 +8,11 @@ blocks on what it finds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from controller.errors import PermanentError
@@ -45,13 +46,17 @@ START_POLL_SECONDS = 2.0
 
 
 class KubernetesLauncher:
-    def __init__(self, kube: KubeClient, settings: KubeSettings, search: str, owner: OwnerRef | None = None):
-        """owner: what owns the trial Jobs (the operator's Search); else the release's ConfigMap, if configured."""
+    def __init__(self, kube: KubeClient, settings: KubeSettings, search: str, owner: OwnerRef | None = None,
+                 grants: Callable[[int], dict[str, str]] | None = None):
+        """owner: what owns the trial Jobs (the operator's Search); else the release's ConfigMap, if configured.
+        grants: tid → the environment giving that trial its store access (controller/grant.py); with it, trial pods
+        get no store credentials."""
         self.kube = kube
         self.s = settings
         self.search = search
         self.selector = selector(settings, search)
         self.prefix = job_prefix(settings, search)
+        self.grants = grants
         self.owner = owner or (kube.owner(settings.owner_config_map) if settings.owner_config_map else None)
         self._tracked: set[int] = set()
         self._reported: set[int] = set()
@@ -66,7 +71,11 @@ class KubernetesLauncher:
 
     # -- Launcher ------------------------------------------------------------------------------------
     def launch(self, trial: TrialLaunch) -> None:
-        body = build_job(self.s, self.search, trial.tid, trial.argv, trial.env, trial.params, self.owner)
+        env, settings = dict(trial.env), self.s
+        if self.grants is not None:
+            env.update(self.grants(trial.tid))
+            settings = dataclasses.replace(settings, s3_secret_name=None)
+        body = build_job(settings, self.search, trial.tid, trial.argv, env, trial.params, self.owner)
         name = body["metadata"]["name"]
         if self.kube.create_job(body):
             log.info("trial %d: created Job %s", trial.tid, name)

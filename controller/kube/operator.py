@@ -20,18 +20,20 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.backoff import Backoff
-from controller.config import Settings, with_overrides
+from controller.config import Settings
 from controller.dataset import stage
 from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.grant import trial_grants
 from controller.kube.api import KubeClient
 from controller.kube.launcher import KubernetesLauncher
 from controller.kube.objects import OwnerRef
 from controller.kube.search_status import SearchStatusWriter
 from controller.kube.watch import Watcher
 from controller.loop import SearchLoop
+from controller.policy import PolicyError, check_data, check_job
 from controller.publish import Notifier, Publisher
 from controller.searchspec import API_VERSION, KIND, budget_change, settings_of
-from controller.store import Store
+from controller.store import Store, bucket_of
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,9 @@ class SearchWorker:
             return
         try:
             wanted = self._settings_of(obj)
+        except PolicyError as e:
+            self._refuse("PolicyViolation", str(e))
+            return
         except ConfigError as e:
             self._refuse("InvalidSpec", str(e))
             return
@@ -118,6 +123,8 @@ class SearchWorker:
                 backoff.reset()
             except ConfigError as e:  # its settings, or its data source: the Search says why until it is edited
                 log.error("Search %s: %s", self.name, e)
+                if isinstance(e, PolicyError):
+                    self._refuse("PolicyViolation", str(e))
                 self._fail(str(e))
             except (TemporaryError, PermanentError, OSError) as e:
                 backoff.failed(f"in Search {self.name}", e)
@@ -135,14 +142,15 @@ class SearchWorker:
             self.settings = self._settings_of(self.obj)
             self.applied = int(self.obj["metadata"].get("generation") or 0)
         settings = self.settings
-        staged = stage(settings.trial.data, settings.trial.data_sha256, self.op.root)
+        staged = stage(settings.trial.data, settings.trial.data_sha256, self.op.root, self.op.base.policy)
         if staged is not None:
-            settings = with_overrides(settings, trial__data=staged.uri)
+            settings = staged.settings(settings)
         store = self.op.root.child(settings.search.name)
         writer = self.writer
         writer.records_uri, writer.generation = store.uri, self.applied
         owner: OwnerRef = {"apiVersion": API_VERSION, "kind": KIND, "name": self.name, "uid": self.uid}
-        launcher = KubernetesLauncher(self.kube, settings.kube, settings.search.name, owner=owner)
+        grants = trial_grants(settings, store, self.op.root)
+        launcher = KubernetesLauncher(self.kube, settings.kube, settings.search.name, owner=owner, grants=grants)
         loop = SearchLoop(settings, store, launcher, publisher=self.op.publisher(settings, store, writer),
                           wait_seconds=settings.kube.resync_seconds)
         with self._lock:
@@ -151,6 +159,13 @@ class SearchWorker:
                 return
             self.launcher, self.loop = launcher, loop
         self._accept()
+        if grants is None and self.op.root.uri.startswith("s3://"):
+            self.writer.condition("TrialAccessScoped", False, "SharedCredentials",
+                                  "kube.trialAccess is credentials: every trial pod holds the store's keys and can "
+                                  "read and write the whole bucket")
+        elif grants is not None:
+            self.writer.condition("TrialAccessScoped", True, "Presigned",
+                                  "each trial reaches only its own keys and the staged dataset (presigned URLs)")
         try:
             loop.run()
         finally:
@@ -161,7 +176,14 @@ class SearchWorker:
         kube = dataclasses.replace(settings.kube, namespace=obj["metadata"]["namespace"], job_prefix=self.name,
                                    instance=self.name, owner_config_map=None, status_config_map=None,
                                    lease_name=None)
-        return dataclasses.replace(settings, kube=kube)
+        settings = dataclasses.replace(settings, kube=kube)
+        # A Search gets the operator's trial settings and what its policy lets it change: nothing else.
+        base = self.op.base
+        check_job(base.policy, base, settings, (obj.get("spec") or {}).get("trial") or {},
+                  settings.search.parallelism)
+        check_data(base.policy, settings.trial.data, settings.trial.data_sha256, bucket_of(self.op.root),
+                   "spec.trial.data")
+        return settings
 
     def _accept(self) -> None:
         """SpecAccepted, and the generation now followed (observedGeneration), written at once."""

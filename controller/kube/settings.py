@@ -10,6 +10,7 @@ from typing import Any
 from controller import limits
 from controller.errors import ConfigError
 from controller.limits import limit
+from controller.policy import MAX_DEADLINE_SECONDS, MAX_GPUS
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class KubeSettings:
     image_pull_policy: str = field(default="IfNotPresent", metadata=limit(enum=("Always", "IfNotPresent", "Never")))
     image_pull_secrets: list[str] = field(default_factory=list)
     gpu_resource: str = "nvidia.com/gpu"
-    gpu_count: int = field(default=1, metadata=limit(minimum=0, hint="(0 for CPU-only clusters)"))
+    gpu_count: int = field(default=1, metadata=limit(minimum=0, maximum=MAX_GPUS, hint="(0 for CPU-only clusters)"))
     """Accelerators per trial; 0 for CPU-only clusters."""
     requests: dict[str, str] = field(default_factory=lambda: {"cpu": "4", "memory": "16Gi"})
     limits: dict[str, str] = field(default_factory=lambda: {"memory": "24Gi"})
@@ -37,10 +38,14 @@ class KubeSettings:
     """Trial pods' ServiceAccount (no API rights; its token is not mounted anyway)."""
     s3_secret_name: str | None = None
     """Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; null for workload identity (IRSA etc.)."""
-    backoff_limit: int = field(default=1, metadata=limit(minimum=0))
-    active_deadline_seconds: int | None = field(default=86400, metadata=limit(minimum=1, hint="or null (no limit)"))
+    trial_access: str = field(default="presigned", metadata=limit(enum=("presigned", "credentials")))
+    """How trials reach an S3 store: presigned (URLs for the trial's own keys only; no keys in trial pods) or
+    credentials (the store's Secret in every trial pod: any trial can read and write the whole bucket)."""
+    backoff_limit: int = field(default=1, metadata=limit(minimum=0, maximum=10))
+    active_deadline_seconds: int = field(default=86400, metadata=limit(minimum=1, maximum=MAX_DEADLINE_SECONDS))
+    """Every trial Job ends after this long (pending time included): no trial holds a GPU for ever."""
     ttl_seconds_after_finished: int = field(default=86400, metadata=limit(minimum=0))
-    termination_grace_seconds: int = field(default=60, metadata=limit(minimum=1))
+    termination_grace_seconds: int = field(default=60, metadata=limit(minimum=1, maximum=3600))
     """Time the trainer gets after SIGTERM to write its 'stopped' result."""
     start_timeout_seconds: int = field(default=600, metadata=limit(minimum=1))
     """A trial whose container cannot start (its image cannot be pulled, a Secret it names is missing) fails
