@@ -88,12 +88,19 @@ def _archive_split(raw: bytes, name: str, where: str) -> Split:
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: '{name}' holds a {type(d).__name__}, not a CIFAR-100 batch (a mapping)")
     d = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
+    # The format's own types only: an array of images and flat lists of ints. Nested lists are refused before numpy
+    # sees them: a pickle can share one list into a structure of exponential size.
+    data, labels = d.get("data"), [d.get("fine_labels"), d.get("coarse_labels")]
+    if not isinstance(data, np.ndarray) or not all(
+            isinstance(v, list) and all(type(i) is int for i in v) for v in labels):
+        raise ConfigError(f"{where}: '{name}' is not a CIFAR-100 batch (data: an array of images; fine_labels, "
+                          "coarse_labels: lists of integers)")
     try:
-        x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        fine = np.asarray(d["fine_labels"], dtype=np.int32)
-        coarse = np.asarray(d["coarse_labels"], dtype=np.int32)
-    except (KeyError, ValueError, TypeError, OverflowError) as e:
-        raise ConfigError(f"{where}: '{name}' lacks data/fine_labels/coarse_labels: {e}") from e
+        x = data.astype(np.uint8, casting="same_kind").reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        fine = np.asarray(labels[0], dtype=np.int32)
+        coarse = np.asarray(labels[1], dtype=np.int32)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ConfigError(f"{where}: '{name}' is not a CIFAR-100 batch: {e}") from e
     return check_split(Split(np.ascontiguousarray(x), fine, coarse), f"{where}:{name}")
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from controller.errors import ConfigError, SpaceError
 from controller.finite import finite_json
 from controller.ledger import IMPORT_INCOMPLETE, Ledger, TrialRecord, curve_of, proposal_record
@@ -114,12 +116,17 @@ def _pickle_trial(doc: Any, space: Space, path: Path) -> ImportedTrial | None:
     result = doc.get("result", {})
     if result.get("status") != ResultStatus.OK:
         return None  # hyperopt's own failures carry no point worth learning from
-    loss = result.get("loss")
+    loss, tid = result.get("loss"), doc["tid"]
     vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if len(v)}
-    params = space.decode({k: (v.item() if hasattr(v, "item") else v) for k, v in vals.items()})
+    # Plain values only, before anything formats or decodes them: a pickle can share one tuple into a structure
+    # whose repr takes exponential time.
+    if type(tid) is not int or not all(isinstance(k, str) and isinstance(v, (int, float, str, np.ndarray))
+                                       for k, v in vals.items()):
+        raise ValueError("tid and misc.vals must hold plain numbers")
+    params = space.decode({k: (v.item() if isinstance(v, np.ndarray) else v) for k, v in vals.items()})
     extra = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k not in ("loss", "status")}
     objective = -float(loss) if isinstance(loss, (int, float)) else None
-    return _imported(params, objective, f"{path.name}#tid{doc['tid']}", extra)
+    return _imported(params, objective, f"{path.name}#tid{tid}", extra)
 
 
 def read_source(path: str | Path, space: Space) -> list[ImportedTrial]:

