@@ -230,3 +230,27 @@ def test_a_search_manifest_runs_in_local_mode(tmp_path):
     assert final["state"] == "succeeded" and final["finished"] == 3
     assert [t["state"] for t in _status(store)["trials"]] == ["ok"] * 3
     assert (tmp_path / "runs" / "from-manifest" / "search.json").exists()
+
+
+def test_download_stays_inside_its_folder_whatever_keys_the_bucket_holds(bucket, fake_trial_config, tmp_path):
+    """Whoever can write the bucket can plant keys under the best trial's folder; `best --download DIR` writes
+    only plain relative names inside DIR and names what it refused."""
+    import boto3
+
+    store = f"s3://{bucket}/searches"
+    run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "1")
+    tid = _status(store)["best"]["tid"]
+    folder = f"searches/cifar100/trials/{tid:06d}"
+    planted = [f"{folder}/../../../../escaped-up", f"{folder}//{tmp_path}/escaped-abs", f"{folder}/./dot",
+               f"{folder}/sub/../../escaped-side"]
+    s3 = boto3.client("s3")
+    for key in planted:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"planted")
+    out = tmp_path / "work" / "best"
+    p = run_cli("best", "--store", store, "--download", str(out))
+    got = json.loads(p.stdout)
+    assert sorted(got["refused"]) == sorted(k[len("searches/cifar100/"):] for k in planted)
+    assert "would be written outside" in p.stderr
+    written = {str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file() and "escaped" in f.name}
+    assert written == set() and not (out / "dot").exists()
+    assert {"params.json", "result.json", "proposal.json"} <= set(got["files"])
