@@ -271,3 +271,45 @@ def test_network_policies_and_image_digests():
     assert _settings(docs).kube.image == "cifar-hpo-trainer@sha256:" + "a" * 64
     assert not [d for d in render(["--set", "networkPolicy.enabled=false"]) if d["kind"] == "NetworkPolicy"]
     assert helm("template", "x", str(CHART), "--set", "trainer.image.digest=latest", check=False).returncode != 0
+
+
+def _egress_allows(spec: dict, ip: str, port: int, protocol: str = "TCP") -> bool:
+    """What a NetworkPolicy-enforcing plugin decides for one connection of a selected pod (ipBlock rules)."""
+    import ipaddress
+
+    if "Egress" not in spec["policyTypes"]:
+        return True
+    addr = ipaddress.ip_address(ip)
+    for rule in spec.get("egress", []):
+        ports = rule.get("ports")
+        if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports):
+            continue
+        peers = rule.get("to")
+        if not peers:
+            return True
+        for peer in peers:
+            block = peer["ipBlock"]
+            net = ipaddress.ip_network(block["cidr"])
+            if addr.version == net.version and addr in net and not any(
+                    addr in ipaddress.ip_network(e) for e in block.get("except", [])
+                    if ipaddress.ip_network(e).version == addr.version):
+                return True
+    return False
+
+
+def test_egress_trials_reach_dns_and_the_store_never_metadata_and_the_operator_no_metadata():
+    policies = {d["metadata"]["name"]: d["spec"] for d in render(["--set", "networkPolicy.storeCIDRs={10.1.2.0/24}",
+                                                                   "--set", "networkPolicy.storePorts={9000}"])
+                if d["kind"] == "NetworkPolicy"}
+    trials, operator = policies["cifar-hpo-trials"], policies["cifar-hpo-controller"]
+    assert _egress_allows(trials, "10.96.0.10", 53, "UDP") and _egress_allows(trials, "10.96.0.10", 53)
+    assert _egress_allows(trials, "10.1.2.3", 9000)  # the store
+    for ip, port in (("169.254.169.254", 80), ("10.96.0.1", 443), ("8.8.8.8", 443), ("10.1.2.3", 22),
+                     ("10.244.0.7", 8080)):
+        assert not _egress_allows(trials, ip, port), (ip, port)  # metadata, API server, internet, other pods
+    assert _egress_allows(operator, "10.96.0.1", 443) and _egress_allows(operator, "10.1.2.3", 9000)
+    assert _egress_allows(operator, "151.101.1.1", 443)  # a dataset's https origin
+    assert not _egress_allows(operator, "169.254.169.254", 80) and not _egress_allows(operator, "192.168.1.5", 80)
+    default = {d["metadata"]["name"]: d["spec"] for d in render([]) if d["kind"] == "NetworkPolicy"}
+    assert not _egress_allows(default["cifar-hpo-trials"], "169.254.169.254", 80)
+    assert not _egress_allows(default["cifar-hpo-trials"], "fd00:ec2::254", 80)
