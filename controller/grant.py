@@ -89,6 +89,8 @@ class GrantStore:
     def _send(self, key: str, method: str, data: bytes | None = None) -> tuple[int, bytes]:
         wire = "PUT" if method == "CREATE" else method
         headers = {"If-None-Match": "*"} if method == "CREATE" else {}
+        if data is not None:  # else urllib sends a form's content type, and a server may read the body as a form
+            headers["Content-Type"] = "application/octet-stream"
         req = urllib.request.Request(self._url(key, method), data=data, method=wire, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:

@@ -94,8 +94,10 @@ for name in "${wanted[@]}"; do
       image trainer "$tag" -f "$root/Dockerfile.trainer" --build-arg "TF_PACKAGE=$tf_package" "$root" ;;
     objective)
       ensure_base
-      # on the controller image, whose build this names (its archive, and its tag in this one's)
-      read -r ctrl_ref ctrl_archive < <(IMAGES=controller "$0")
+      # on the controller image, whose build this names (its archive, and its tag in this one's): the same tag as
+      # the controller line above, hashed once, so that a file edited meanwhile cannot make this run build (and
+      # prune) a second controller image under the first one's feet
+      read -r ctrl_ref ctrl_archive < <(image controller "$controller_tag" -f "$root/Dockerfile.controller" "$root")
       "${podman[@]}" image exists "$ctrl_ref" || "${podman[@]}" load -q -i "$ctrl_archive" >/dev/null
       tag="$(inputs_hash tests/images/Dockerfile.objective tests/objective.py)-${ctrl_ref##*:}"
       image objective "${tag:0:40}" -f "$root/tests/images/Dockerfile.objective" \

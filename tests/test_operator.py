@@ -82,15 +82,23 @@ def test_an_invalid_search_is_refused_by_the_api_server_naming_the_field(crd, ku
     bad["spec"]["trial"].update(data="synthetic:300", dataSha256="a" * 64)  # a CEL rule: no checksum for generated data
     p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
     assert p.returncode != 0 and "dataSha256" in p.stderr and "synthetic" in p.stderr, p.stderr
-    for trial, field in (({"activeDeadlineSeconds": None}, "activeDeadlineSeconds"),  # every Job has a deadline
-                         ({"activeDeadlineSeconds": 604801}, "activeDeadlineSeconds"),
-                         ({"gpuCount": 17}, "gpuCount")):
+    for trial, field in (({"activeDeadlineSeconds": 604801}, "activeDeadlineSeconds"), ({"gpuCount": 17}, "gpuCount")):
         bad = _search("bad", 3)
         bad["spec"]["trial"].update(trial)
         p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
         assert p.returncode != 0 and f"spec.trial.{field}" in p.stderr, p.stderr
     p = _apply(crd, kube_ns, _search("bad", 3, parallelism=65), tmp_path / "bad.yaml", check=False)
     assert p.returncode != 0 and "spec.search.parallelism" in p.stderr, p.stderr
+    unbounded = _search("unbounded", 3)
+    unbounded["spec"]["trial"]["activeDeadlineSeconds"] = None  # not nullable: the API server drops the null...
+    _apply(crd, kube_ns, unbounded, tmp_path / "unbounded.yaml")
+    stored = json.loads(crd.kubectl("-n", kube_ns, "get", "search", "unbounded", "-o", "json"))
+    assert "activeDeadlineSeconds" not in stored["spec"]["trial"]
+    from controller.config import Settings
+    from controller.searchspec import settings_of
+
+    assert settings_of(stored, Settings()).kube.active_deadline_seconds == 86400  # ...and the operator's applies
+    crd.kubectl("-n", kube_ns, "delete", "search", "unbounded")
     bad = _search("bad", 3)
     bad["spec"]["search"]["maxTrails"] = 5  # a typo: unknown fields are refused, not dropped
     p = _apply(crd, kube_ns, bad, tmp_path / "bad.yaml", check=False)
