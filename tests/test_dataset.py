@@ -148,3 +148,33 @@ def test_the_trainer_trains_on_the_staged_arrays(tmp_path, archive):
     result = json.loads((trial / "result.json").read_text())
     assert result["status"] == "ok" and result["data"] == str(staged)
     assert (tmp_path / "cache" / "staged.npz").exists()
+
+
+def test_a_trial_loads_the_staged_arrays_only_with_the_checksum_the_controller_staged(tmp_path, archive):
+    """Staging records the arrays' own SHA-256 beside them; trials get it as --data-sha256 and refuse a copy that
+    differs (changed in the bucket, or in a node cache), fetching a cache copy again when it is the one that differs."""
+    from controller.config import Settings
+    from controller.dataset import stage
+    from controller.errors import ConfigError
+    from controller.storage import open_store
+
+    payload, sha, ds = archive
+    origin = tmp_path / "cifar-100-python.tar.gz"
+    origin.write_bytes(payload)
+    root = open_store(str(tmp_path / "runs"))
+    staged = stage(str(origin), sha, root)
+    arrays = root.get(f"datasets/{sha}.npz")
+    assert staged.arrays_sha256 == hashlib.sha256(arrays).hexdigest()
+    assert stage(str(origin), sha, root).arrays_sha256 == staged.arrays_sha256  # read back, not recomputed
+    settings = staged.settings(Settings())
+    assert settings.trial.argv("t")[-2:] == ["--data-sha256", staged.arrays_sha256]
+    path = str(tmp_path / "runs" / "datasets" / f"{sha}.npz")
+    assert np.array_equal(data.load(path, sha256=staged.arrays_sha256).train.x, ds.train.x)
+    (tmp_path / "runs" / "datasets" / f"{sha}.npz").write_bytes(arrays[:-10] + b"tampered!!")
+    with pytest.raises(ConfigError, match="differs from --data-sha256"):
+        data.load(path, sha256=staged.arrays_sha256)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f"{sha}.npz").write_bytes(b"other")  # a cache copy consistent with itself, not with the stage
+    (cache / f"{sha}.npz.sha256").write_text(hashlib.sha256(b"other").hexdigest())
+    assert data.cached(path, lambda: arrays, str(cache), staged.arrays_sha256) == arrays
