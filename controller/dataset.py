@@ -47,10 +47,11 @@ class Staged:
 
 
 def stage(data: str | None, sha256: str | None, root: Store, policy: PolicySettings = LOCAL,
-          fetcher: Callable[[str], bytes] | None = None, attempts: int = 3, backoff: float = 1.0) -> Staged | None:
+          fetcher: Callable[[str], bytes] | None = None, attempts: int = 3, backoff: float = 1.0,
+          field: str = FIELD) -> Staged | None:
     """Stage the dataset named by `data` in `root` (None: generated or already staged data, nothing to do), if
-    `policy` allows that source (local mode: LOCAL; the operator: its own)."""
-    spec = check_data(policy, data, sha256, bucket_of(root), FIELD)
+    `policy` allows that source (local mode: LOCAL; the operator: its own). Errors name `field`."""
+    spec = check_data(policy, data, sha256, bucket_of(root), field)
     if spec.kind in ("synthetic", "npz"):
         return None
     source = CIFAR100_URL if spec.kind == "cifar100" else spec.spec
@@ -58,7 +59,8 @@ def stage(data: str | None, sha256: str | None, root: Store, policy: PolicySetti
     if expected and root.exists(_key(expected)):
         log.info("dataset %s: already staged at %s", source, _uri(root, expected))
         return Staged(_uri(root, expected), expected, _arrays_digest(root, expected), fetched=False)
-    archive = _fetch_verified(source, expected, fetcher or (lambda s: fetch(s, policy, FIELD)), attempts, backoff)
+    archive = _fetch_verified(source, expected, fetcher or (lambda s: fetch(s, policy, field)), attempts, backoff,
+                              field)
     digest = expected or hashlib.sha256(archive).hexdigest()
     if not expected:
         log.warning("dataset %s: no trial.dataSha256 given; staged as sha256 %s (pass it to pin the data)", source,
@@ -67,7 +69,7 @@ def stage(data: str | None, sha256: str | None, root: Store, policy: PolicySetti
         try:
             arrays = archive_to_npz(archive, source)
         except PermanentError as e:
-            raise ConfigError(f"{FIELD}: {e}") from e
+            raise ConfigError(f"{field}: {e}") from e
         if root.create(_key(digest), arrays):
             log.info("dataset %s: staged %.0f MB of arrays at %s", source, len(arrays) / 1e6, _uri(root, digest))
             create_json(root, _digest_key(digest), {"sha256": hashlib.sha256(arrays).hexdigest()})
@@ -89,7 +91,7 @@ def _arrays_digest(root: Store, digest: str) -> str:
 
 
 def _fetch_verified(source: str, expected: str | None, fetcher: Callable[[str], bytes], attempts: int,
-                    backoff: float) -> bytes:
+                    backoff: float, field: str) -> bytes:
     """Fetch with retries: a network error or a checksum mismatch (a truncated or corrupted download) is tried
     again; what still fails ends the run, naming the source."""
     problem = ""
@@ -106,7 +108,7 @@ def _fetch_verified(source: str, expected: str | None, fetcher: Callable[[str], 
         log.warning("dataset %s: %s (attempt %d of %d)", source, problem, attempt, attempts)
         if attempt < attempts:
             time.sleep(backoff * attempt)
-    raise ConfigError(f"{FIELD}: {source} {problem}; fix the source or trial.dataSha256 (--data-sha256)")
+    raise ConfigError(f"{field}: {source} {problem}; fix the source or its dataSha256")
 
 
 def _key(digest: str) -> str:

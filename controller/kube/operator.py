@@ -142,7 +142,8 @@ class SearchWorker:
             self.settings = self._settings_of(self.obj)
             self.applied = int(self.obj["metadata"].get("generation") or 0)
         settings = self.settings
-        staged = stage(settings.trial.data, settings.trial.data_sha256, self.op.root, self.op.base.policy)
+        staged = stage(settings.trial.data, settings.trial.data_sha256, self.op.root, self.op.base.policy,
+                       field="spec.trial.data")
         if staged is not None:
             settings = staged.settings(settings)
         store = self.op.root.child(settings.search.name)
