@@ -21,6 +21,7 @@ from controller.config import Settings, with_overrides
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.fetch import fetch
 from controller.policy import LOCAL, PolicySettings, check_data
+from controller.storage import open_store
 from controller.store import Store, bucket_of, create_json, get_json
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ def stage(data: str | None, sha256: str | None, root: Store, policy: PolicySetti
     if expected and root.exists(_key(expected)):
         log.info("dataset %s: already staged at %s", source, _uri(root, expected))
         return Staged(_uri(root, expected), expected, _arrays_digest(root, expected), fetched=False)
-    archive = _fetch_verified(source, expected, fetcher or (lambda s: fetch(s, policy, field)), attempts, backoff,
-                              field)
+    # s3:// sources through the store's own client (endpoint, region, credentials), not the environment's.
+    open_s3 = getattr(root, "sibling", None) or open_store
+    archive = _fetch_verified(source, expected, fetcher or (lambda s: fetch(s, policy, field, open_s3=open_s3)),
+                              attempts, backoff, field)
     digest = expected or hashlib.sha256(archive).hexdigest()
     if not expected:
         log.warning("dataset %s: no trial.dataSha256 given; staged as sha256 %s (pass it to pin the data)", source,

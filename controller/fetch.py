@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
@@ -21,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 from controller.errors import ConfigError, TemporaryError
 from controller.policy import PolicyError, PolicySettings, address_refusal
 from controller.storage import open_store
+from controller.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +30,15 @@ CHUNK = 1 << 20
 MAX_REDIRECTS = 5
 
 
-def fetch(source: str, policy: PolicySettings, field: str, timeout: float = 60.0) -> bytes:
-    """The bytes at an http(s) URL, an s3:// URI or a path. Temporary trouble raises TemporaryError; what the
-    policy refuses, PolicyError naming `field`."""
+def fetch(source: str, policy: PolicySettings, field: str, timeout: float = 60.0,
+          open_s3: Callable[[str], Store] = open_store) -> bytes:
+    """The bytes at an http(s) URL, an s3:// URI (opened by open_s3: the search store's endpoint and credentials)
+    or a path. Temporary trouble raises TemporaryError; what the policy refuses, PolicyError naming `field`."""
     if source.startswith(("http://", "https://")):
         return _http(source, policy, field, timeout)
     if source.startswith("s3://"):
         parent, _, name = source.rpartition("/")
-        data = open_store(parent).get(name)
+        data = open_s3(parent).get(name)
         if data is None:
             raise ConfigError(f"{field}: no object at {source}")
         _cap(len(data), policy, field, source)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
 
 
 class S3Store:
@@ -37,6 +40,10 @@ class S3Store:
         if isinstance(e, ClientError):
             code = e.response.get("Error", {}).get("Code", "")
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code == "NotImplemented" or status == 501:
+                # A feature this store lacks (conditional writes, a checksum mode): no retry will bring it.
+                return ConfigError(f"{what} in {self.uri}: the store does not implement this request ({code}, HTTP "
+                                   f"{status}); see README 'Stores' for what a store must support")
             if code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                         "AllAccessDisabled"):
                 return ConfigError(f"{what} in {self.uri}: {code}; check the bucket name and credentials")
@@ -123,6 +130,12 @@ class S3Store:
                                                       HttpMethod="PUT" if method == "CREATE" else method)
         return url
 
+    def sibling(self, uri: str) -> S3Store:
+        """The store at another s3:// URI through this one's client: its endpoint, region and credentials (an
+        archive in the same MinIO, staged without AWS_ENDPOINT_URL_S3 set anywhere)."""
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        return S3Store(bucket, prefix, client=self.client)
+
     def child(self, name: str) -> S3Store:
         return S3Store(self.bucket, self.prefix + name, client=self.client)
 
@@ -138,3 +151,24 @@ class S3Store:
             ) from e
         except BotoCoreError as e:
             raise ConfigError(f"store {self.uri}: cannot reach the S3 endpoint ({e}); check AWS_ENDPOINT_URL_S3") from e
+        self._probe_conditional_create()
+
+    def _probe_conditional_create(self) -> None:
+        """Once-only records (proposal.json, result.json) rest on If-None-Match: * being honoured. A store that
+        ignores it would let a second writer replace them silently, so it is refused before anything is written."""
+        import uuid
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = f".cifar-hpo-probe/{uuid.uuid4().hex}"
+        try:
+            first, second = self.create(key, b"1"), self.create(key, b"2")
+        finally:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+            except (BotoCoreError, ClientError) as e:  # a leftover probe key is harmless; the answer is not
+                log.warning("store %s: could not delete the probe %s (%s)", self.uri, key, e)
+        if not first or second:
+            raise ConfigError(f"store {self.uri}: it ignores conditional writes (a second PUT with If-None-Match: * "
+                              "replaced the first), which once-only records need; use a store that honours them "
+                              "(AWS S3, MinIO 2024-11 or later, versitygw, Ceph RGW 18 or later)")

@@ -24,6 +24,9 @@ class Faults:
     hang_seconds: float = 30.0
     down: bool = False
     """Close every connection at once (the server is restarting)."""
+    conditional: str = "honour"
+    """What the store does with If-None-Match: honour it (moto does), ignore it (the header is dropped), or refuse
+    it (501 NotImplemented), as S3-compatible servers variously do."""
     counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,9 +70,13 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                     return
+                conditional = self.headers.get("If-None-Match") is not None
+                if conditional and proxy.faults.conditional == "refuse":
+                    kind, value = "error", 501
                 if kind == "error":
+                    code = {503: b"SlowDown", 501: b"NotImplemented"}.get(value, b"InternalError")
                     data = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>injected'
-                            b'</Message></Error>' % (b"SlowDown" if value == 503 else b"InternalError"))
+                            b'</Message></Error>' % code)
                     self.send_response(value)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(data)))
@@ -78,7 +85,8 @@ class FaultProxy:
                     return
                 time.sleep(value)
                 conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                dropped = ("connection", "if-none-match") if proxy.faults.conditional == "ignore" else ("connection",)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 conn.request(self.command, self.path, body=body or None, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()

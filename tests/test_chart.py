@@ -313,3 +313,14 @@ def test_egress_trials_reach_dns_and_the_store_never_metadata_and_the_operator_n
     default = {d["metadata"]["name"]: d["spec"] for d in render([]) if d["kind"] == "NetworkPolicy"}
     assert not _egress_allows(default["cifar-hpo-trials"], "169.254.169.254", 80)
     assert not _egress_allows(default["cifar-hpo-trials"], "fd00:ec2::254", 80)
+
+
+def test_workload_identity_annotations_reach_the_service_accounts():
+    arn = "arn:aws:iam::123456789012:role/cifar-hpo"
+    docs = render(["--set", f"controller.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn={arn}",
+                   "--set", "trainer.serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account=t@p.iam"])
+    accounts = {d["metadata"]["name"]: d["metadata"].get("annotations") for d in docs if d["kind"] == "ServiceAccount"}
+    assert accounts["cifar-hpo-controller"] == {"eks.amazonaws.com/role-arn": arn}
+    assert accounts["cifar-hpo-trial"] == {"iam.gke.io/gcp-service-account": "t@p.iam"}
+    assert all(v is None for v in {d["metadata"]["name"]: d["metadata"].get("annotations")
+                                   for d in render([]) if d["kind"] == "ServiceAccount"}.values())

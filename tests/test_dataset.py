@@ -3,6 +3,8 @@ trial from there (controller/dataset.py, trainer/data.py). The origin here is a 
 it serves."""
 
 import hashlib
+import os
+import subprocess
 import http.server
 import json
 import threading
@@ -178,3 +180,25 @@ def test_a_trial_loads_the_staged_arrays_only_with_the_checksum_the_controller_s
     (cache / f"{sha}.npz").write_bytes(b"other")  # a cache copy consistent with itself, not with the stage
     (cache / f"{sha}.npz.sha256").write_text(hashlib.sha256(b"other").hexdigest())
     assert data.cached(path, lambda: arrays, str(cache), staged.arrays_sha256) == arrays
+
+
+def test_an_s3_archive_is_staged_through_the_stores_endpoint_with_none_exported(tmp_path, archive, bucket,
+                                                                                  s3_endpoint):
+    """MinIO, Ceph, versitygw: the store's endpoint is in the settings only (store.endpointUrl), exported to no
+    process; the archive pinned in that same store is fetched through it, not from AWS."""
+    import boto3
+    from conftest import PY, ROOT
+
+    payload, sha, _ = archive
+    boto3.client("s3").put_object(Bucket=bucket, Key="data/cifar-100-python.tar.gz", Body=payload)
+    cfg = tmp_path / "search.yaml"
+    cfg.write_text(
+        f"store: {{uri: 's3://{bucket}/runs', endpointUrl: '{s3_endpoint}', region: us-east-1}}\n"
+        f"trial: {{command: [{PY}, {ROOT / 'tests' / 'objective.py'}], data: 's3://{bucket}/data/cifar-100-python.tar.gz',"
+        f" dataSha256: '{sha}'}}\nlocal: {{pollSeconds: 0.05}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    p = subprocess.run([PY, "-m", "controller", "run", "--local", "--config", str(cfg), "--max-trials", "1"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="runs/datasets/")["Contents"]]
+    assert f"runs/datasets/{sha}.npz" in keys

@@ -254,3 +254,25 @@ def test_download_stays_inside_its_folder_whatever_keys_the_bucket_holds(bucket,
     written = {str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file() and "escaped" in f.name}
     assert written == set() and not (out / "dot").exists()
     assert {"params.json", "result.json", "proposal.json"} <= set(got["files"])
+
+
+@pytest.mark.parametrize("conditional, says", [
+    ("ignore", "ignores conditional writes"),
+    ("refuse", "does not implement this request (NotImplemented, HTTP 501)"),
+])
+def test_a_store_without_conditional_writes_is_refused_at_start_naming_it(bucket, s3_endpoint, tmp_path, conditional,
+                                                                          says):
+    """Once-only records need If-None-Match: a store that drops it (it would let a second writer replace a result)
+    or answers 501 for it ends the run at start, exit 2, with the store named; nothing is written, no retry loop."""
+    from conftest import run_cli
+    from faultproxy import FaultProxy
+
+    with FaultProxy(s3_endpoint) as proxy:
+        proxy.faults.conditional = conditional
+        p = run_cli("run", "--local", "--store", f"s3://{bucket}/runs", "--max-trials", "1", "--data", "synthetic:200",
+                    env={"AWS_ENDPOINT_URL_S3": proxy.url}, check=False, timeout=120)
+    assert p.returncode == 2 and says in p.stderr and f"s3://{bucket}/runs" in p.stderr, p.stderr[-2000:]
+    import boto3
+
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert not [k for k in keys if "/trials/" in k or k.endswith("search.json")], keys

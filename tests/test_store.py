@@ -86,3 +86,4 @@ def test_uri_selection(tmp_path):
         open_store("gs://b/x")
     with pytest.raises(ConfigError, match="needs a bucket"):
         open_store("s3:///x")
+
