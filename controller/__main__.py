@@ -327,8 +327,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
         return Publisher(store, s.search.name, notifier=notifier, metrics=Metrics(s.search.name, families),
                          report_seconds=s.controller.report_seconds)
 
+    # The store is checked by each Search's worker, which shows a failure on that Search and retries: a missing
+    # bucket must not put the operator in CrashLoopBackOff with the reason only in its log.
     root = _root_store(settings.store.uri, settings)
-    root.check()
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     kube = KubeClient(_kube_api(), settings.kube.namespace, identity)
     lease = _lead(kube, settings, identity)

@@ -22,6 +22,11 @@ class TrialExit:
     log: bytes | None = None
 
 
+def log_tail(data: bytes, lines: int = 40) -> str:
+    """The end of a trial's output, for its failure record."""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
 @dataclass(frozen=True)
 class TrialLaunch:
     """Everything a launcher needs to start one trial: its command, environment and point (a Job records the

@@ -17,13 +17,9 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from controller.launcher import TrialExit, TrialLaunch
+from controller.launcher import TrialExit, TrialLaunch, log_tail
 
 log = logging.getLogger(__name__)
-
-
-def _tail(data: bytes, lines: int = 40) -> str:
-    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
 class ProcessLauncher:
@@ -119,7 +115,7 @@ class ProcessLauncher:
             data = (self._dir(tid) / "trial.log").read_bytes()
         except OSError:
             data = b""
-        return TrialExit(tid, code, reason, _tail(data), data)
+        return TrialExit(tid, code, reason, log_tail(data), data)
 
     def wait(self, timeout: float) -> list[TrialExit]:
         deadline = time.monotonic() + timeout

@@ -247,6 +247,10 @@ def test_a_search_runs_as_jobs_watch_driven_with_bodies_the_api_server_accepts(r
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
     # Trials hold no store keys: their grant signs their own keys only (controller/grant.py).
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env) and "CIFAR_HPO_TRIAL_GRANT" in env
+    # Every trial's whole log is kept in the bucket, an ok one's too (the Job's TTL takes the pod's with it).
+    out = json.loads(run_cli("best", "--store", release.store, "--download", str(tmp_path / "best")).stdout)
+    assert "trial.log" in out["files"], out
+    assert f"trial {out['tid']}: objective" in (tmp_path / "best" / "trial.log").read_text()
     reasons = Counter(e["reason"] for e in kube.events(ns) if e["involvedObject"]["kind"] == "ConfigMap")
     assert reasons["TrialCreated"] == 6 and reasons["TrialFinished"] == 6 and reasons["SearchFinished"] == 1
     assert _status_cm(kube, ns, release.full) == {**_status_cm(kube, ns, release.full), "state": "succeeded",

@@ -3,10 +3,10 @@ trial from there (controller/dataset.py, trainer/data.py). The origin here is a 
 it serves."""
 
 import hashlib
-import os
-import subprocess
 import http.server
 import json
+import os
+import subprocess
 import threading
 
 import numpy as np
@@ -202,3 +202,15 @@ def test_an_s3_archive_is_staged_through_the_stores_endpoint_with_none_exported(
     assert p.returncode == 0, p.stderr[-3000:]
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="runs/datasets/")["Contents"]]
     assert f"runs/datasets/{sha}.npz" in keys
+
+
+def test_a_cache_folder_the_trial_cannot_write_costs_the_cache_not_the_trial(tmp_path, archive, caplog):
+    """A root-owned hostPath or NFS claim (fsGroup does not apply there): the trial reads the store and says how to
+    fix the folder, instead of failing with EACCES. (Tests run as root, which no mode bits stop: a file where the
+    folder should be makes the same OSError.)"""
+    payload, _, _ = archive
+    blocked = tmp_path / "cache"
+    blocked.write_bytes(b"not a folder")
+    got = data.cached("s3://b/datasets/x.npz", lambda: payload, str(blocked))
+    assert got == payload
+    assert "not writable by uid" in caplog.text and "chmod 1777" in caplog.text

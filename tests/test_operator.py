@@ -368,3 +368,37 @@ def test_a_forged_archive_fails_its_search_and_nothing_else(crd, release, kube_n
     finally:
         op.terminate()
         op.wait(60)
+
+
+def test_a_missing_bucket_shows_on_the_search_and_the_search_starts_once_it_exists(crd, release, kube_ns, tmp_path,
+                                                                                   work):
+    """The operator stays up (no CrashLoopBackOff with the reason in its log only): the Search says what is wrong
+    (StoreReady=False, the WAITING column, a Warning Event) and goes on by itself once the bucket exists."""
+    import uuid
+
+    import boto3
+
+    bucket = f"t-late-{uuid.uuid4().hex[:8]}"
+    op = release.operator(release.config_file(kube={"resyncSeconds": 5}, controller={"reportSeconds": 3600},
+                                              store={"uri": f"s3://{bucket}/searches"},
+                                              policy={"allowCustomCommand": True}),
+                          log=tmp_path / "operator.log")
+    try:
+        _apply(crd, kube_ns, _search("early", 2, work=work), tmp_path / "e.yaml")
+        wait_for("the Search to say its store is missing",
+                 lambda: _conditions(crd, kube_ns, "early").get("StoreReady", {}).get("status") == "False", proc=op)
+        ready = _conditions(crd, kube_ns, "early")["StoreReady"]
+        assert bucket in ready["message"] and "does not exist" in ready["message"], ready
+        row = crd.kubectl("-n", kube_ns, "get", "search", "early")
+        assert "store:" in row, row  # the WAITING column
+        events = crd.kubectl("-n", kube_ns, "get", "events", "--field-selector", "involvedObject.name=early")
+        assert "StoreUnavailable" in events, events
+        assert op.poll() is None and not crd.jobs(kube_ns, "cifar-hpo.io/search=early")
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        wait_for("the search to run once the bucket exists",
+                 lambda: _status(crd, kube_ns, "early").get("state") == "Succeeded", proc=op)
+        assert _conditions(crd, kube_ns, "early")["StoreReady"]["status"] == "True"
+        record_figure("a missing bucket, shown on the Search", {"row": row, "message": ready["message"][:200]})
+    finally:
+        op.terminate()
+        op.wait(60)

@@ -74,12 +74,19 @@ def cached(uri: str, read: Callable[[], bytes], cache_dir: str | None, sha256: s
     except OSError:
         pass
     data = verified(read(), sha256, uri)
-    folder.mkdir(parents=True, exist_ok=True)
-    for target, payload in ((path, data), (digest_path, hashlib.sha256(data).hexdigest().encode())):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for target, payload in ((path, data), (digest_path, hashlib.sha256(data).hexdigest().encode())):
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+            os.replace(tmp, target)
+    except OSError as e:
+        # A hostPath or an NFS/EFS claim owned by root: fsGroup does not reach it. The trial goes on with what it
+        # read; every trial reads the store until the folder is made writable.
+        log.warning("dataset cache %s not writable by uid %d (%s): not cached; make it writable by that uid "
+                    "(chown %d, or chmod 1777, on the node folder or the volume's root; README 'Run on a cluster')",
+                    folder, os.getuid(), e.strerror or e, os.getuid())
     return data
 
 

@@ -146,14 +146,16 @@ class KubeClient:
         listing = self.call("list pods", self.core.list_namespaced_pod, self.ns, label_selector=label_selector)
         return cast(list[Pod], listing["items"])
 
-    def pod_log_tail(self, pod: str, lines: int = 60) -> str:
-        """The end of a pod's log; '' if it cannot be read (a log is a courtesy, never a reason to stop)."""
+    def pod_log(self, pod: str, limit_bytes: int = 16 * 2**20) -> bytes | None:
+        """A pod's whole log (its first limit_bytes), kept in the bucket as trial.log; None if it cannot be read (a
+        log is a courtesy, never a reason to stop)."""
         try:
-            resp = self.raw(f"read log of {pod}", self.core.read_namespaced_pod_log, pod, self.ns, tail_lines=lines)
-            return str(resp.data.decode(errors="replace"))
+            resp = self.raw(f"read log of {pod}", self.core.read_namespaced_pod_log, pod, self.ns,
+                            limit_bytes=limit_bytes)
+            return bytes(resp.data)
         except (PermanentError, TemporaryError) as e:
             log.debug("no log of pod %s: %s", pod, e)
-            return ""
+            return None
 
     # -- ConfigMaps and Events -----------------------------------------------------------------------
     def owner(self, config_map: str) -> OwnerRef:

@@ -36,7 +36,7 @@ from controller.kube.jobs import (
 from controller.kube.objects import Job, OwnerRef
 from controller.kube.settings import KubeSettings
 from controller.kube.watch import Watcher
-from controller.launcher import TrialExit, TrialLaunch
+from controller.launcher import TrialExit, TrialLaunch, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -182,34 +182,34 @@ class KubernetesLauncher:
             return []
         name = job["metadata"]["name"]
         if kind == "DELETED":
-            code, reason, tail = self._last_pod(name)
+            code, reason, output = self._last_pod(name)
             if tid in self._start_failed:
-                return [self._report(tid, None, self._start_failed[tid], tail)]
+                return [self._report(tid, None, self._start_failed[tid], output)]
             why = "stopped by the controller" if tid in self._cancelled else "its Job was deleted"
-            return [self._report(tid, code, reason or why, tail)]
+            return [self._report(tid, code, reason or why, output)]
         state = finished(job)
         if state is None:
             return []
+        code, reason, output = self._last_pod(name)  # an ok trial's log is kept too (trial.log), as in local mode
         if state == "Complete":
-            return [self._report(tid, 0, None, "")]
-        code, reason, tail = self._last_pod(name)
-        return [self._report(tid, code, "; ".join(r for r in (failure_reason(job), reason) if r), tail)]
+            return [self._report(tid, 0, None, output)]
+        return [self._report(tid, code, "; ".join(r for r in (failure_reason(job), reason) if r), output)]
 
-    def _last_pod(self, job: str) -> tuple[int | None, str | None, str]:
-        """(exit code, reason, log tail) of the Job's last pod."""
+    def _last_pod(self, job: str) -> tuple[int | None, str | None, bytes | None]:
+        """(exit code, reason, whole log) of the Job's last pod."""
         pods = self.kube.list_pods(f"job-name={job}")
         if not pods:
-            return None, None, ""
+            return None, None, None
         pod = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
         code, reason = pod_exit(pod)
-        return code, reason, self.kube.pod_log_tail(pod["metadata"]["name"])
+        return code, reason, self.kube.pod_log(pod["metadata"]["name"])
 
-    def _report(self, tid: int, code: int | None, reason: str | None, tail: str) -> TrialExit:
+    def _report(self, tid: int, code: int | None, reason: str | None, output: bytes | None) -> TrialExit:
         self._reported.add(tid)
         self._tracked.discard(tid)
         self._started.discard(tid)
         self._stuck_since.pop(tid, None)
-        return TrialExit(tid, code, reason, tail, tail.encode() if tail else None)
+        return TrialExit(tid, code, reason, log_tail(output or b""), output or None)
 
     def _ensure_watch(self) -> None:
         self.watch.start()

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 PublisherFactory = Callable[[Settings, Store, Notifier], Publisher]
 
 
+class StoreUnavailable(TemporaryError):
+    """The store failed its check: retried with backoff, shown on the Search meanwhile."""
+
+
 class SearchWorker:
     def __init__(self, op: Operator, obj: dict[str, Any]):
         self.op = op
@@ -57,6 +61,7 @@ class SearchWorker:
         self.writer = SearchStatusWriter(self.kube, obj, op.root.child(self.folder).uri)
         self.halted = threading.Event()
         self.changed = threading.Event()
+        self.store_problem: str | None = None
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name=f"search-{self.name}", daemon=True)
 
@@ -137,7 +142,24 @@ class SearchWorker:
                 continue  # halted for a restart with new settings
             self.changed.wait()
 
+    def _check_store(self) -> None:
+        """The store answers and honours conditional writes, or the Search says why (a condition, the WAITING
+        column, one Warning Event per new reason) and its worker retries with backoff: a bucket created, a Secret
+        fixed, and the search goes on with no edit to the Search and no restart of the operator."""
+        try:
+            self.op.root.check()
+        except (ConfigError, TemporaryError) as e:
+            message = str(e)
+            if message != self.store_problem:
+                self.writer.event("StoreUnavailable", message, warning=True)
+            self.store_problem = message
+            self.writer.store_problem(message)
+            raise StoreUnavailable(message) from e
+        self.store_problem = None
+        self.writer.store_problem(None)
+
     def _run_once(self) -> None:
+        self._check_store()
         if self.settings is None:
             self.settings = self._settings_of(self.obj)
             self.applied = int(self.obj["metadata"].get("generation") or 0)

@@ -86,6 +86,17 @@ class SearchStatusWriter:
             self._set(kind, true, reason, message)
             self._patch({})
 
+    def store_problem(self, problem: str | None) -> None:
+        """StoreReady, and while the store fails the WAITING column says why: a missing bucket or a refused
+        Secret shows on the Search (`kubectl get searches`), not only in the operator's log."""
+        with self._lock:
+            old = self.conditions.get("StoreReady") or {}
+            if problem is None and old.get("status") in (None, "True"):
+                return
+            self._set("StoreReady", problem is None, "StoreUnavailable" if problem else "StoreReachable",
+                      problem or "")
+            self._patch({"waitingFor": f"store: {problem[:200]}" if problem else ""})
+
     def _state_conditions(self, state: SearchState, message: str) -> None:
         terminal = state is not SearchState.RUNNING
         self._set("Running", not terminal, STATES[state], "" if terminal else message)
