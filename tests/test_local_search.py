@@ -276,3 +276,20 @@ def test_a_store_without_conditional_writes_is_refused_at_start_naming_it(bucket
 
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert not [k for k in keys if "/trials/" in k or k.endswith("search.json")], keys
+
+
+def test_a_whole_search_on_versitygw(versitygw, fake_trial_config, tmp_path):
+    """The second real S3 server end to end: its start-up probe passes (it honours If-None-Match), 4 trials run,
+    their records are there and the status reads them back."""
+    bucket = versitygw.bucket()
+    store = f"s3://{bucket}/searches"
+    env = {"AWS_ENDPOINT_URL_S3": versitygw.endpoint, "AWS_ACCESS_KEY_ID": versitygw.keys["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": versitygw.keys["aws_secret_access_key"]}
+    final = json.loads(run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", store,
+                               "--max-trials", "4", "--parallelism", "2", env=env).stdout)
+    assert final["finished"] == 4
+    doc = json.loads(run_cli("status", "--store", store, "--json", env=env).stdout)
+    assert [t["state"] for t in doc["trials"]] == ["ok"] * 4 and doc["best"] is not None
+    keys = [o["Key"] for o in versitygw.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert not [k for k in keys if ".cifar-hpo-probe" in k]  # the probe leaves nothing behind
+    assert sum(k.endswith("/result.json") for k in keys) == 4
