@@ -20,12 +20,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / ".reliability" / "runs"
 OPERATOR_KILLS = "three Searches, one operator killed -9 five times"
+POLICY = "Searches refused by the operator's policy"
+STORE_MISSING = "a missing bucket, shown on the Search"
 KILLS = ("controller SIGKILL, local mode", "controller pod kill -9, real cluster",
          "controller killed at each named point, real cluster")
 REQUIRED = (*KILLS, "S3 faults (500/503 bursts, slow, hung, restart)", "API faults through a proxy, real cluster",
             "kube-apiserver restarted mid-search", "leader SIGKILLed, standby takes over running Jobs",
             "watch-driven: Job requests in a 6-trial search", "credentials grep", "corrupted records",
-            "kubectl session, real cluster", OPERATOR_KILLS, "invalid Search refused by the API server")
+            "kubectl session, real cluster", OPERATOR_KILLS, "invalid Search refused by the API server",
+            POLICY, STORE_MISSING)
 
 
 class Refused(Exception):
@@ -87,6 +90,8 @@ def render(meta: dict[str, Any], figures: dict[str, dict[str, Any]]) -> str:
     watch = f["watch-driven: Job requests in a 6-trial search"]
     creds, corrupt, session = f["credentials grep"], f["corrupted records"], f["kubectl session, real cluster"]
     operator, refused = f[OPERATOR_KILLS], f["invalid Search refused by the API server"]
+    policy_rows = "\n".join(f"| {name} | `{why[:200].replace('|', '/')}` |" for name, why in sorted(f[POLICY].items()))
+    missing = f[STORE_MISSING]
     operator_rows = "\n".join(f"| {name} | {s['budget']} | {s['ok']} | {s['ran']} | **{_op_lost(s)}** |"
                                for name, s in sorted(operator["searches"].items()))
     api_rows = "\n".join(f"| {kind} | {count} |" for kind, count in sorted(api["served"].items()))
@@ -186,7 +191,23 @@ status lists {corrupt['trials_after']} of {corrupt['trials_before']} trials; the
 ## Credentials
 
 {creds['places_checked']} places grepped for the fake credentials (controller output, every ConfigMap, Event,
-Job, Pod and Lease of the namespace, every trial pod's log, every object in the bucket): leaks {creds['leaks']}.
+Job, Pod and Lease of the namespace, every trial pod's log, every object in the bucket): leaks {creds['leaks']}
+(the secret key anywhere; the key id anywhere but as the signer of a trial's presigned grant).
+
+## Untrusted Searches (SECURITY.md)
+
+Each Search asked for one thing beyond the chart's default policy; each was refused before any Job, with this
+reason on its status, while a Search within the policy finished beside them:
+
+| Search | reason |
+|---|---|
+{policy_rows}
+
+A release whose bucket did not exist: the operator stayed up and the Search said so (`kubectl get search`):
+
+```
+{missing['row'].rstrip()}
+```
 
 ## Searches as custom resources: one operator, three searches, killed -9
 

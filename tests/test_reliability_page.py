@@ -36,6 +36,8 @@ FIGURES = {
                                     "kubectl get searches (after)": "NAME\n",
                                     "searches": {"alpha": {"budget": 4, "ok": 4, "ran": 4}}},
     "invalid Search refused by the API server": {"message": "spec.search.maxTrials: Invalid value"},
+    reliability_md.POLICY: {"two-gpus": "spec.trial.gpuCount: 2 GPUs per trial; at most 1"},
+    reliability_md.STORE_MISSING: {"row": "NAME STATE\nearly store: missing\n", "message": "does not exist"},
     "bad input: wrong type": {"case": "wrong type", "exit": 2, "message": "error: x", "records_changed": False},
 }
 
