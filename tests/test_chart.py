@@ -324,3 +324,29 @@ def test_workload_identity_annotations_reach_the_service_accounts():
     assert accounts["cifar-hpo-trial"] == {"iam.gke.io/gcp-service-account": "t@p.iam"}
     assert all(v is None for v in {d["metadata"]["name"]: d["metadata"].get("annotations")
                                    for d in render([]) if d["kind"] == "ServiceAccount"}.values())
+
+
+def _quantity(text: str) -> float:
+    """CPU in cores, memory in GiB, from a Kubernetes quantity."""
+    units = {"m": 1e-3, "Ki": 2**-20, "Mi": 2**-10, "Gi": 1.0, "Ti": 2**10}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def test_the_default_trial_requests_fit_the_common_single_gpu_nodes():
+    """values.yaml's table of node types: every row marked "defaults" has room for the default requests after an
+    allowance for DaemonSets; a 4-CPU/16-GiB request (the old default) fits none of them."""
+    import re
+
+    rows = [m.groups() for m in re.finditer(r"^  #   (.+?)\s+\d+\s+\d+ GiB\s+(\d+m)\s+([\d.]+Gi)\s+defaults$",
+                                            (CHART / "values.yaml").read_text(), re.MULTILINE)]
+    assert len(rows) >= 4, rows
+    requests = _settings(render([])).kube.requests
+    cpu, memory = _quantity(requests["cpu"]), _quantity(requests["memory"])
+    daemonsets_cpu, daemonsets_memory = 0.5, 1.0
+    for node, alloc_cpu, alloc_memory in rows:
+        assert cpu <= _quantity(alloc_cpu) - daemonsets_cpu, (node, requests)
+        assert memory <= _quantity(alloc_memory) - daemonsets_memory, (node, requests)
+    assert not [n for n, c, m in rows if 4 <= _quantity(c) - daemonsets_cpu and 16 <= _quantity(m) - 1]

@@ -28,8 +28,9 @@ class KubeSettings:
     gpu_resource: str = "nvidia.com/gpu"
     gpu_count: int = field(default=1, metadata=limit(minimum=0, maximum=MAX_GPUS, hint="(0 for CPU-only clusters)"))
     """Accelerators per trial; 0 for CPU-only clusters."""
-    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "4", "memory": "16Gi"})
-    limits: dict[str, str] = field(default_factory=lambda: {"memory": "24Gi"})
+    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "3", "memory": "10Gi"})
+    """Fits a 4-vCPU/16-GiB single-GPU node after its reservations (the chart's values.yaml has the table)."""
+    limits: dict[str, str] = field(default_factory=lambda: {"memory": "12Gi"})
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     affinity: dict[str, Any] = field(default_factory=dict)
