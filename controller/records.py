@@ -156,3 +156,7 @@ EXIT_BAD_INPUT = 3
 """Bad parameters or data spec: the same input fails again, so the Job is failed at once, not retried."""
 EXIT_INTERRUPTED = 143
 """SIGTERM without a stop.json (node drain, eviction): no result, so that the Job runs the trial again."""
+
+# The trial contract's environment: how many GPUs the trial's Job requested (the trainer fails at once when it sees
+# fewer).
+EXPECT_GPUS_ENV = "CIFAR_HPO_EXPECT_GPUS"

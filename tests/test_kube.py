@@ -59,3 +59,13 @@ def test_the_waiting_column_counts_trials_and_names_short_reasons():
     assert waiting_summary({3: "ImagePullBackOff: Back-off pulling image \"x\""}) == "1 trial: ImagePullBackOff"
     assert waiting_summary({1: "ErrImagePull: not found", 2: "waiting for a node: 0/1 nodes are available",
                             4: "ErrImagePull: not found"}) == "3 trials: ErrImagePull, waiting for a node"
+
+
+def test_a_gpu_trial_is_told_its_gpu_count_and_a_cpu_trial_sees_no_gpu():
+    def env(count):
+        job = build_job(KubeSettings(gpu_count=count), "s", 1, ["python", "-m", "trainer", "--trial", "s3://b/t"],
+                        {}, {}, None)
+        return {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert env(2)["CIFAR_HPO_EXPECT_GPUS"] == "2" and "NVIDIA_VISIBLE_DEVICES" not in env(2)
+    assert env(0)["NVIDIA_VISIBLE_DEVICES"] == "void" and "CIFAR_HPO_EXPECT_GPUS" not in env(0)

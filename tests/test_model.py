@@ -144,3 +144,31 @@ def test_the_optimizers_step_as_keras_2_0_6_did(name):
         ours.append(float(var.numpy()))
     np.testing.assert_allclose(ours, _keras2_steps(name, grads, 0.01, len(grads)), rtol=1e-9)
     assert opt.epsilon == 1e-8
+
+
+@pytest.mark.parametrize("name", ["RMSprop", "Nadam"])
+def test_the_gpu_path_trains_mixed_float16_under_xla_with_each_keras_2_optimizer(name):
+    """What a GPU trial runs — mixed_float16 with loss scaling, XLA (jit_compile), the Keras-2 optimizer subclasses —
+    forced on the CPU, where TensorFlow can do all three (slowly). What a CPU cannot show: cuDNN kernels, float16
+    arithmetic on tensor cores, and the memory of a real batch on a real device."""
+    import keras
+
+    from trainer.model import build_model
+
+    point = {**BEST, "optimizer": name, "use_BN": True, "batch_size": 100.0}
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (64, 32, 32, 3), dtype=np.uint8)
+    y = {"fine_outputs": rng.integers(0, 100, 64), "coarse_outputs": rng.integers(0, 20, 64)}
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(point, jit_compile=True, width_scale=0.1)
+        history = model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+        assert model.jit_compile is True and model.optimizer.__class__.__name__ == "LossScaleOptimizer"
+        assert type(model.optimizer.inner_optimizer).__name__ == f"Keras2{name}"  # ours, wrapped for loss scaling
+        assert model.get_layer("fine_outputs").compute_dtype == "float32"  # softmax outputs stay float32
+        assert any(layer.compute_dtype == "float16" for layer in model.layers)
+        losses = history.history["loss"]
+        assert len(losses) == 2 and all(np.isfinite(losses))
+        assert all(w.dtype == "float32" for w in model.trainable_weights)  # master weights
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

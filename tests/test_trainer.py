@@ -40,7 +40,8 @@ def test_trains_and_writes_progress_result_and_model(tmp_path):
                                       "coarse_outputs_acc", "val_loss", "val_fine_outputs_loss",
                                       "val_coarse_outputs_loss", "val_fine_outputs_acc", "val_coarse_outputs_acc"}
     assert result["params"] == BEST and result["params_count"] > 0 and result["images_per_second"] > 0
-    assert json.loads((d / "progress.json").read_text())["epoch"] == 2
+    progress = json.loads((d / "progress.json").read_text())
+    assert progress["epoch"] == 2 and progress["device"] == "cpu" and progress["precision"] == "float32"
     import keras
 
     import trainer.optimizers  # noqa: F401 (registers the original's optimizers, which the file names)
@@ -102,6 +103,20 @@ def test_bad_params_fail_fast_with_exit_3_naming_them(tmp_path):
     assert p.returncode == 3
     result = json.loads((d / "result.json").read_text())
     assert result["status"] == "fail" and "params.pooling_type" in result["error"]
+
+
+def test_a_trial_that_requested_a_gpu_and_sees_none_fails_at_once_saying_what_it_saw(tmp_path):
+    """Not hours of CPU training into the deadline: exit 3 (the Job fails at once), a 'fail' result naming the GPU
+    count, the device files and the CUDA/cuDNN TensorFlow was built with; no data read, no epoch run."""
+    import os
+
+    d = _trial(tmp_path)
+    p = _trainer("--trial", str(d), "--data", "synthetic:60000", env={**os.environ, "CIFAR_HPO_EXPECT_GPUS": "1"})
+    assert p.returncode == 3, p.stderr[-2000:]
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "fail" and "requested 1 GPU(s) and TensorFlow sees 0" in result["error"]
+    assert "NVIDIA_VISIBLE_DEVICES=" in result["error"] and "CUDA" in result["error"]
+    assert not (d / "progress.json").exists() and "data synthetic" not in p.stderr  # no data read, no epoch run
 
 
 def test_local_search_with_the_real_trainer(tmp_path):

@@ -89,11 +89,13 @@ def _run(args: argparse.Namespace, proposal: dict[str, Any], reporter: Reporter,
     imports_s = process_seconds()  # the interpreter's start and every import, TensorFlow's above all
 
     from trainer import data as data_mod
+    from trainer import devices
     from trainer.model import check_params
     from trainer.train import train
 
     tid = proposal["tid"]
     check_params(proposal["params"])  # before any data is loaded: a bad point fails in a second
+    devices.prepare(devices.expected_gpus())  # and so does a GPU requested but not seen
     t0 = time.monotonic()
     dataset = data_mod.load(args.data, store_opener=data_opener, sha256=args.data_sha256)
     data_s = time.monotonic() - t0

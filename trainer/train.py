@@ -115,8 +115,10 @@ class _Watch(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untype
     """Per-epoch history, best weights, progress reports, patience, time limit, SIGTERM."""
 
     def __init__(self, settings: TrainSettings, on_epoch: Callable[[dict[str, Any]], None], stop_event: threading.Event,
-                 n_train: int):
+                 n_train: int, context: dict[str, Any]):
+        """context: what every progress report carries (the device and precision the trial trains with)."""
         super().__init__()
+        self.context = context
         self.settings = settings
         self.on_epoch = on_epoch
         self.stop_event = stop_event
@@ -171,7 +173,7 @@ class _Watch(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untype
             self.since_best += 1
         self.on_epoch({"epoch": epoch + 1, "history": self.history, "best_epoch": self.best_epoch,
                        "best_val_fine_accuracy": self.best_val["fine_accuracy"], "images_per_second": self.rates[-1],
-                       "epoch_seconds": seconds})
+                       "epoch_seconds": seconds, **self.context})
         if self.settings.patience and self.since_best >= self.settings.patience:
             self.stop_reason = "patience"
             self.model.stop_training = True
@@ -203,7 +205,8 @@ def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epo
     t_build = time.monotonic()
     model = build_model(params, jit_compile=xla, width_scale=settings.width_scale)
     build_seconds = time.monotonic() - t_build
-    watch = _Watch(settings, on_epoch, stop_event, len(train_split))
+    watch = _Watch(settings, on_epoch, stop_event, len(train_split),
+                   {"device": _device(), "precision": "mixed_float16" if mixed else "float32", "xla": bool(xla)})
     bs = arch.batch_size
     fit_data = make_dataset(train_split, bs, True, settings.seed)
     val_data = make_dataset(val_split, bs, False, settings.seed)

@@ -10,7 +10,7 @@ from typing import Any
 
 from controller.kube.objects import Condition, Job, OwnerRef, Pod
 from controller.kube.settings import KubeSettings
-from controller.records import EXIT_BAD_INPUT
+from controller.records import EXIT_BAD_INPUT, EXPECT_GPUS_ENV
 
 APP = "cifar-hpo"
 COLLECTED = "cifar-hpo.io/collected"
@@ -101,6 +101,9 @@ def _container(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> 
                      for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
     env_list += [{"name": "HOME", "value": "/tmp"}, {"name": "KERAS_HOME", "value": "/cache/keras"},
                  {"name": "CIFAR_HPO_DATA_CACHE", "value": "/cache/datasets"}]
+    # A GPU trial checks it sees its GPUs; a CPU trial sees none, even where the NVIDIA runtime would pass them all.
+    env_list.append({"name": EXPECT_GPUS_ENV, "value": str(s.gpu_count)} if s.gpu_count
+                    else {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
     # The image's entrypoint is the trainer: a trainer command goes as args, anything else replaces it.
     trainer = list(argv[:3]) == TRAINER_ENTRYPOINT
     return {
