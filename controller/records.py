@@ -160,3 +160,7 @@ EXIT_INTERRUPTED = 143
 # The trial contract's environment: how many GPUs the trial's Job requested (the trainer fails at once when it sees
 # fewer).
 EXPECT_GPUS_ENV = "CIFAR_HPO_EXPECT_GPUS"
+# When the trial's Job will be ended by its activeDeadlineSeconds (seconds since the epoch): the trainer stops
+# training DEADLINE_MARGIN_S before it, so that the trial ends with its best epoch evaluated and saved.
+DEADLINE_ENV = "CIFAR_HPO_DEADLINE_AT"
+DEADLINE_MARGIN_S = 300.0

@@ -69,3 +69,13 @@ def test_a_gpu_trial_is_told_its_gpu_count_and_a_cpu_trial_sees_no_gpu():
 
     assert env(2)["CIFAR_HPO_EXPECT_GPUS"] == "2" and "NVIDIA_VISIBLE_DEVICES" not in env(2)
     assert env(0)["NVIDIA_VISIBLE_DEVICES"] == "void" and "CIFAR_HPO_EXPECT_GPUS" not in env(0)
+
+
+def test_the_trainer_command_leaves_the_images_entrypoint_in_charge_and_another_command_replaces_it():
+    def container(argv):
+        return build_job(KubeSettings(), "s", 1, argv, {}, {}, None)["spec"]["template"]["spec"]["containers"][0]
+
+    trainer = container(["python", "-m", "trainer", "--trial", "s3://b/t", "--epochs", "3"])
+    assert "command" not in trainer and trainer["args"] == ["--trial", "s3://b/t", "--epochs", "3"]
+    other = container(["python", "train.py", "--trial", "s3://b/t"])
+    assert other["command"] == ["python"] and other["args"] == ["train.py", "--trial", "s3://b/t"]

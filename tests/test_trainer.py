@@ -214,3 +214,15 @@ def test_a_store_outage_on_progress_does_not_end_the_trial(tmp_path):
     store = open_store(str(tmp_path / "t"))
     Reporter(Down(store), 3).progress({"epoch": 1, "history": {}})  # logged, not raised
     assert Reporter(store, 3).result({"status": "ok", "objective": 0.5})
+
+
+def test_the_time_limit_ends_training_before_the_jobs_deadline(monkeypatch):
+    """The controller passes when the Job's activeDeadlineSeconds will end it; the trainer stops 300 s before,
+    so a trial near its deadline ends with its best epoch evaluated and saved instead of being killed."""
+    from trainer.__main__ import time_limit
+
+    monkeypatch.delenv("CIFAR_HPO_DEADLINE_AT", raising=False)
+    assert time_limit(None, now=1000.0) is None and time_limit(50.0, now=1000.0) == 50.0
+    monkeypatch.setenv("CIFAR_HPO_DEADLINE_AT", "4600")
+    assert time_limit(None, now=1000.0) == 3300.0  # 3600 s left, 300 s kept for the test set and the model
+    assert time_limit(600.0, now=1000.0) == 600.0 and time_limit(None, now=4500.0) == 0.0

@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.grant import open_trial
-from controller.records import EXIT_BAD_INPUT, EXIT_INTERRUPTED, LOSS, VAL_FINE_ACC, ResultDoc, ResultStatus
+from controller.records import (
+    DEADLINE_ENV,
+    DEADLINE_MARGIN_S,
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    LOSS,
+    VAL_FINE_ACC,
+    ResultDoc,
+    ResultStatus,
+)
 from controller.store import Store, get_json
 from trainer.report import Reporter
 
@@ -126,10 +135,22 @@ def _train_settings(args: argparse.Namespace, proposal: dict[str, Any], n_train:
     from trainer.train import TrainSettings
 
     return TrainSettings(epochs=args.epochs, val_size=args.val_size or min(5000, n_train // 5),
-                         patience=args.patience, time_limit_s=args.time_limit,
+                         patience=args.patience, time_limit_s=time_limit(args.time_limit),
                          mixed_precision=False if args.no_mixed_precision else None,
                          xla=False if args.no_xla else None, seed=int(proposal.get("seed") or 0),
                          width_scale=args.width_scale)
+
+
+def time_limit(asked: float | None, now: float | None = None) -> float | None:
+    """--time-limit, shortened to end DEADLINE_MARGIN_S before the Job's deadline when the controller gave one."""
+    deadline = os.environ.get(DEADLINE_ENV)
+    if not deadline:
+        return asked
+    try:
+        left = float(deadline) - (time.time() if now is None else now) - DEADLINE_MARGIN_S
+    except ValueError as e:
+        raise ConfigError(f"{DEADLINE_ENV}={deadline!r}: expected seconds since the epoch") from e
+    return max(0.0, left if asked is None else min(asked, left))
 
 
 def _log_epoch(tid: int, epochs: int, snap: dict[str, Any]) -> None:

@@ -104,13 +104,15 @@ def _container(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> 
     # A GPU trial checks it sees its GPUs; a CPU trial sees none, even where the NVIDIA runtime would pass them all.
     env_list.append({"name": EXPECT_GPUS_ENV, "value": str(s.gpu_count)} if s.gpu_count
                     else {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
-    # The image's entrypoint is the trainer: a trainer command goes as args, anything else replaces it.
+    # The trainer's command (the default) leaves the image's ENTRYPOINT in charge, as values.yaml says: a trainer
+    # image of one's own with another entrypoint runs that. Any other command replaces the entrypoint.
     trainer = list(argv[:3]) == TRAINER_ENTRYPOINT
+    command = {} if trainer else {"command": [argv[0]]}
     return {
         "name": "trainer",
         "image": s.image,
         "imagePullPolicy": s.image_pull_policy,
-        "command": TRAINER_ENTRYPOINT if trainer else [argv[0]],
+        **command,
         "args": list(argv[3:]) if trainer else list(argv[1:]),
         "env": env_list,
         "resources": resources,

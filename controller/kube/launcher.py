@@ -37,6 +37,7 @@ from controller.kube.objects import Job, OwnerRef
 from controller.kube.settings import KubeSettings
 from controller.kube.watch import Watcher
 from controller.launcher import TrialExit, TrialLaunch, log_tail
+from controller.records import DEADLINE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ class KubernetesLauncher:
 
     # -- Launcher ------------------------------------------------------------------------------------
     def launch(self, trial: TrialLaunch) -> None:
-        env, settings = dict(trial.env), self.s
+        # The Job's deadline counts from now (pending time included): the trainer stops short of it with its best.
+        env = {**trial.env, DEADLINE_ENV: str(int(time.time()) + self.s.active_deadline_seconds)}
+        settings = self.s
         if self.grants is not None:
             env.update(self.grants(trial.tid))
             settings = dataclasses.replace(settings, s3_secret_name=None)
