@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_SHA256 = "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"  # Keras' published hash
 FIELD = "trial.data (--data)"
+# One staging at a time in a process: the operator stages for every Search it starts, and several unstaged Searches
+# after a restart would otherwise hold several copies in memory at once (its limit is 2 GiB).
+_ONE_AT_A_TIME = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -62,20 +66,24 @@ def stage(data: str | None, sha256: str | None, root: Store, policy: PolicySetti
         return Staged(_uri(root, expected), expected, _arrays_digest(root, expected), fetched=False)
     # s3:// sources through the store's own client (endpoint, region, credentials), not the environment's.
     open_s3 = getattr(root, "sibling", None) or open_store
-    archive = _fetch_verified(source, expected, fetcher or (lambda s: fetch(s, policy, field, open_s3=open_s3)),
-                              attempts, backoff, field)
-    digest = expected or hashlib.sha256(archive).hexdigest()
-    if not expected:
-        log.warning("dataset %s: no trial.dataSha256 given; staged as sha256 %s (pass it to pin the data)", source,
-                    digest)
-    if not root.exists(_key(digest)):
-        try:
-            arrays = archive_to_npz(archive, source)
-        except PermanentError as e:
-            raise ConfigError(f"{field}: {e}") from e
-        if root.create(_key(digest), arrays):
-            log.info("dataset %s: staged %.0f MB of arrays at %s", source, len(arrays) / 1e6, _uri(root, digest))
-            create_json(root, _digest_key(digest), {"sha256": hashlib.sha256(arrays).hexdigest()})
+    with _ONE_AT_A_TIME:  # an archive, its batches and its arrays at once: ~1 GB for CIFAR-100
+        archive = _fetch_verified(source, expected,
+                                  fetcher or (lambda s: fetch(s, policy, field, open_s3=open_s3)), attempts, backoff,
+                                  field)
+        digest = expected or hashlib.sha256(archive).hexdigest()
+        if not expected:
+            log.warning("dataset %s: no trial.dataSha256 given; staged as sha256 %s (pass it to pin the data)",
+                        source, digest)
+        if not root.exists(_key(digest)):
+            try:
+                arrays = archive_to_npz(archive, source)
+            except PermanentError as e:
+                raise ConfigError(f"{field}: {e}") from e
+            del archive
+            if root.create(_key(digest), arrays):
+                log.info("dataset %s: staged %.0f MB of arrays at %s", source, len(arrays) / 1e6,
+                         _uri(root, digest))
+                create_json(root, _digest_key(digest), {"sha256": hashlib.sha256(arrays).hexdigest()})
     return Staged(_uri(root, digest), digest, _arrays_digest(root, digest), fetched=True)
 
 

@@ -214,3 +214,32 @@ def test_a_cache_folder_the_trial_cannot_write_costs_the_cache_not_the_trial(tmp
     got = data.cached("s3://b/datasets/x.npz", lambda: payload, str(blocked))
     assert got == payload
     assert "not writable by uid" in caplog.text and "chmod 1777" in caplog.text
+
+
+def test_searches_stage_their_datasets_one_at_a_time(tmp_path, archive):
+    """Several Searches starting together (an operator restart) stage one after the other: at most one archive and
+    its arrays in memory at once."""
+    from controller.dataset import stage
+    from controller.store import MemoryStore
+
+    payload, sha, _ = archive
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def fetcher(source):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        threading.Event().wait(0.2)  # long enough for the other thread to try to enter; the count is what's checked
+        with lock:
+            inside[0] -= 1
+        return payload
+
+    roots = [MemoryStore(f"memory://r{i}") for i in range(3)]
+    threads = [threading.Thread(target=stage, args=(f"/data/{i}.tar.gz", sha, roots[i]), kwargs={"fetcher": fetcher})
+               for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert most[0] == 1 and all(r.exists(f"datasets/{sha}.npz") for r in roots)

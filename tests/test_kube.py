@@ -79,3 +79,41 @@ def test_the_trainer_command_leaves_the_images_entrypoint_in_charge_and_another_
     assert "command" not in trainer and trainer["args"] == ["--trial", "s3://b/t", "--epochs", "3"]
     other = container(["python", "train.py", "--trial", "s3://b/t"])
     assert other["command"] == ["python"] and other["args"] == ["train.py", "--trial", "s3://b/t"]
+
+
+class _LeaseAPI:
+    """The two calls a contender makes; the holder's record is whatever the test puts in `spec`."""
+
+    def __init__(self, spec):
+        self.spec, self.replaced = spec, 0
+        self.ns = "ns"
+
+    def read_lease(self, name):
+        return {"metadata": {"resourceVersion": "1"}, "spec": dict(self.spec)}
+
+    def replace_lease(self, body):
+        self.replaced += 1
+        return True
+
+
+def test_a_lease_expires_by_the_contenders_own_clock_not_the_holders_timestamps():
+    """The holder's renewTime is written by its clock. One an hour behind must not look expired while it renews
+    (two leaders), one an hour ahead must not look alive for an hour after it died (no leader)."""
+    from controller.kube.lease import LeaderLease
+
+    now = [0.0]
+    behind = {"holderIdentity": "a", "renewTime": "2020-01-01T00:00:00.000000Z", "leaseDurationSeconds": 15}
+    api = _LeaseAPI(behind)
+    lease = LeaderLease(api, "l", "b", 15, lambda: None, clock=lambda: now[0])
+    for t in range(0, 60, 5):  # the holder renews every 5 s: its record changes each time
+        now[0] = float(t)
+        api.spec = {**behind, "renewTime": f"2020-01-01T00:00:{t:02d}.000000Z"}
+        assert lease.try_acquire() is False
+    ahead = {"holderIdentity": "a", "renewTime": "2999-01-01T00:00:00.000000Z", "leaseDurationSeconds": 15}
+    api.spec = ahead  # the holder died; its last renewTime is far in the future
+    now[0] = 100.0
+    assert lease.try_acquire() is False
+    now[0] = 114.0
+    assert lease.try_acquire() is False
+    now[0] = 116.0
+    assert lease.try_acquire() is True and api.replaced == 1  # 16 s unchanged by our clock: taken over

@@ -16,20 +16,16 @@ from controller.kube.objects import Lease, LeaseSpec, ObjectMeta
 log = logging.getLogger(__name__)
 
 
-def _expired(spec: LeaseSpec) -> bool:
-    renew = spec.get("renewTime")
-    if not renew:
-        return True
-    renewed = datetime.strptime(renew.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
-    return (datetime.now(UTC) - renewed).total_seconds() > spec.get("leaseDurationSeconds", 15)
-
-
 class LeaderLease:
     """Acquire (waiting while another holder renews), renew in the background, and call on_lost if a renewal
     fails past the lease duration (the caller must stop acting)."""
 
-    def __init__(self, kube: KubeClient, name: str, identity: str, seconds: int, on_lost: Callable[[], None]):
+    def __init__(self, kube: KubeClient, name: str, identity: str, seconds: int, on_lost: Callable[[], None],
+                 clock: Callable[[], float] = time.monotonic):
         self.kube = kube
+        self.clock = clock
+        self._observed: tuple[tuple[object, ...], float] | None = None
+        """The other holder's record as last read, and when this process first saw it (its own clock)."""
         self.name = name
         self.identity = identity
         self.seconds = seconds
@@ -52,13 +48,22 @@ class LeaderLease:
             return self.kube.create_lease(self._body(None, 0))
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
-        if holder not in (None, "", self.identity) and not _expired(spec):
+        if holder not in (None, "", self.identity) and not self._expired(spec):
             return False
         transitions = int(spec.get("leaseTransitions") or 0) + (holder != self.identity)
         body = self._body(lease["metadata"]["resourceVersion"], transitions,
                           spec.get("acquireTime") if holder == self.identity else None)
         # resourceVersion makes this a compare-and-swap: of two contenders, one gets a conflict.
         return self.kube.replace_lease(body)
+
+    def _expired(self, spec: LeaseSpec) -> bool:
+        """Another holder's Lease has expired when its record has not changed for its duration by this process's
+        own clock (as client-go judges it): the holder's renewTime is its clock, which may be ahead or behind."""
+        record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
+        now = self.clock()
+        if self._observed is None or self._observed[0] != record:
+            self._observed = (record, now)
+        return now - self._observed[1] > spec.get("leaseDurationSeconds", 15)
 
     def acquire(self) -> None:
         while True:
