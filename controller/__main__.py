@@ -101,7 +101,8 @@ def _root_store(uri: str, settings: Settings | None = None) -> Store:
     if settings is None:
         return open_store(uri)
     s = settings.store
-    return open_store(uri, endpoint_url=s.endpoint_url, region=s.region, timeout_s=s.timeout_seconds)
+    return open_store(uri, endpoint_url=s.endpoint_url, region=s.region, timeout_s=s.timeout_seconds,
+                      addressing_style=s.addressing_style, checksums=s.checksums, ca_bundle=s.ca_bundle)
 
 
 def _search_store(root: Store, search: str | None) -> tuple[Store, str]:

@@ -78,6 +78,14 @@ class StoreSection:
     """S3 region; null uses the AWS default chain."""
     timeout_seconds: float = field(default=20.0, metadata=limit(exclusive_minimum=0, maximum=600))
     """S3 connect/read timeout per attempt (botocore retries with backoff after it)."""
+    addressing_style: str = field(default="auto", metadata=limit(enum=("auto", "path", "virtual")))
+    """S3 addressing: path (http://host/bucket/key, most self-hosted stores), virtual (http://bucket.host/key) or
+    auto (botocore decides)."""
+    checksums: str = field(default="when_supported", metadata=limit(enum=("when_supported", "when_required")))
+    """when_supported: boto3's default since 1.36 (a CRC32 checksum on every upload); when_required: only where S3
+    requires one, for stores that refuse the others."""
+    ca_bundle: str | None = None
+    """A PEM file of the CA that signed the store's TLS certificate (a private MinIO or Ceph); trials get it too."""
 
     def validate(self) -> None:
         if not self.uri:
@@ -187,6 +195,8 @@ class Settings:
             env["AWS_ENDPOINT_URL_S3"] = self.store.endpoint_url
         if self.store.region:
             env["AWS_DEFAULT_REGION"] = self.store.region
+        if self.store.ca_bundle:
+            env["AWS_CA_BUNDLE"] = self.store.ca_bundle  # boto3 reads it; so does a trial's grant (controller/grant.py)
         return env
 
 

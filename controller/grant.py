@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -92,8 +93,10 @@ class GrantStore:
         if data is not None:  # else urllib sends a form's content type, and a server may read the body as a form
             headers["Content-Type"] = "application/octet-stream"
         req = urllib.request.Request(self._url(key, method), data=data, method=wire, headers=headers)
+        # A store behind a private CA: the same bundle boto3 would use.
+        context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout_s, context=context) as resp:
                 return int(resp.status), resp.read()
         except urllib.error.HTTPError as e:
             if e.code in (404, 412):

@@ -16,7 +16,11 @@ class S3Store:
     AWS_ENDPOINT_URL. Retries (with backoff, on throttling and 5xx) are botocore's 'standard' mode."""
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
-                 max_attempts: int = 8, timeout_s: float = 20.0, client: Any = None):
+                 max_attempts: int = 8, timeout_s: float = 20.0, addressing_style: str = "auto",
+                 checksums: str = "when_supported", ca_bundle: str | None = None, client: Any = None):
+        """addressing_style: auto, path or virtual (bucket in the host name); checksums: when_supported (boto3's
+        default since 1.36: CRC32 on every upload) or when_required (for stores that refuse those); ca_bundle: a PEM
+        file for a store whose certificate a private CA signed."""
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
@@ -30,8 +34,13 @@ class S3Store:
                 read_timeout=timeout_s,
                 max_pool_connections=32,
                 signature_version="s3v4",  # presigned URLs too (boto3 presigns with SigV2 otherwise)
+                s3={"addressing_style": addressing_style},
             )
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+            if checksums == "when_required":
+                config = config.merge(Config(request_checksum_calculation="when_required",
+                                             response_checksum_validation="when_required"))
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config,
+                                                    verify=ca_bundle)
         self.client = client
 
     def _error(self, e: Exception, what: str) -> Exception:

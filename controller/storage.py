@@ -10,14 +10,16 @@ from controller.s3store import S3Store
 from controller.store import LocalStore, Store
 
 
-def open_store(uri: str, *, endpoint_url: str | None = None, region: str | None = None,
-               timeout_s: float = 20.0) -> Store:
+def open_store(uri: str, *, endpoint_url: str | None = None, region: str | None = None, timeout_s: float = 20.0,
+               addressing_style: str = "auto", checksums: str = "when_supported",
+               ca_bundle: str | None = None) -> Store:
     """s3://bucket/prefix → S3Store; a path or file://path → LocalStore."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ConfigError(f"store {uri!r}: an S3 URI needs a bucket, e.g. s3://my-bucket/searches")
-        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s)
+        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s,
+                       addressing_style=addressing_style, checksums=checksums, ca_bundle=ca_bundle)
     if parsed.scheme == "file":
         return LocalStore(parsed.path)
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):

@@ -350,3 +350,30 @@ def test_the_default_trial_requests_fit_the_common_single_gpu_nodes():
         assert cpu <= _quantity(alloc_cpu) - daemonsets_cpu, (node, requests)
         assert memory <= _quantity(alloc_memory) - daemonsets_memory, (node, requests)
     assert not [n for n, c, m in rows if 4 <= _quantity(c) - daemonsets_cpu and 16 <= _quantity(m) - 1]
+
+
+def test_store_settings_for_s3_compatible_servers_reach_the_operator_its_client_and_the_trials():
+    """Addressing style, checksum mode and a private CA (MinIO, Ceph): rendered into the config, applied to the S3
+    client, and the CA mounted into the operator and every trial pod, whose grant and boto3 read it."""
+    from controller.storage import open_store
+
+    docs = render(["--set", "store.addressingStyle=path", "--set", "store.checksums=when_required",
+                   "--set", "store.caBundle.configMap=store-ca", "--set", "store.endpoint=https://minio.minio:9000"])
+    s = _settings(docs)
+    assert (s.store.addressing_style, s.store.checksums) == ("path", "when_required")
+    assert s.store.ca_bundle == "/etc/cifar-hpo/ca/ca.crt" and s.kube.ca_config_map == "store-ca"
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "store-ca", "configMap": {"name": "store-ca"}} in pod["volumes"]
+    assert {"name": "store-ca", "mountPath": "/etc/cifar-hpo/ca", "readOnly": True} in pod["containers"][0][
+        "volumeMounts"]
+    job = build_job(s.kube, s.search.name, 1, s.trial.argv("s3://b/t"), s.trial_env(), {}, None)
+    trial = job["spec"]["template"]["spec"]
+    assert {"name": "store-ca", "mountPath": "/etc/cifar-hpo/ca", "readOnly": True} in trial["containers"][0][
+        "volumeMounts"]
+    assert {"name": "AWS_CA_BUNDLE", "value": "/etc/cifar-hpo/ca/ca.crt"} in trial["containers"][0]["env"]
+    client = open_store("s3://b/p", endpoint_url=s.store.endpoint_url, region="us-east-1",
+                        addressing_style=s.store.addressing_style, checksums=s.store.checksums).client
+    assert client.meta.config.s3 == {"addressing_style": "path"}
+    assert client.meta.config.request_checksum_calculation == "when_required"
+    default = _settings(render([]))
+    assert default.store.ca_bundle is None and default.kube.ca_config_map is None

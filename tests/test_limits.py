@@ -33,6 +33,7 @@ CHART_ONLY = {
     "search.name": "the settings check the same pattern in SearchSection.validate",
     "controller.image.digest": "the operator's own Deployment",
     "trainer.image.digest": "rendered into kube.image as repository@digest",
+    "store.caBundle.key": "a key of the ConfigMap; rendered into store.caBundle as the mounted file's path",
 }
 # Limits that differ on purpose.
 DIFFERENT = {

@@ -68,6 +68,9 @@ store:
   uri: {{ printf "s3://%s/%s" .Values.store.bucket (trimAll "/" .Values.store.prefix) | trimSuffix "/" | quote }}
   endpointUrl: {{ .Values.store.endpoint | default nil | toJson }}
   region: {{ .Values.store.region | default nil | toJson }}
+  addressingStyle: {{ .Values.store.addressingStyle | quote }}
+  checksums: {{ .Values.store.checksums | quote }}
+  caBundle: {{ if .Values.store.caBundle.configMap }}{{ printf "/etc/cifar-hpo/ca/%s" .Values.store.caBundle.key | quote }}{{ else }}null{{ end }}
 trial:
   command: {{ .Values.trainer.command | default (list "python" "-m" "trainer") | toJson }}
   data: {{ .Values.trainer.data | quote }}
@@ -95,6 +98,7 @@ kube:
   serviceAccountName: {{ printf "%s-trial" $full | quote }}
   s3SecretName: {{ include "cifar-hpo.s3Secret" . | default nil | toJson }}
   trialAccess: {{ .Values.store.trialAccess | quote }}
+  caConfigMap: {{ .Values.store.caBundle.configMap | default nil | toJson }}
   backoffLimit: {{ .Values.trainer.backoffLimit }}
   activeDeadlineSeconds: {{ .Values.trainer.activeDeadlineSeconds }}
   ttlSecondsAfterFinished: {{ .Values.trainer.ttlSecondsAfterFinished }}

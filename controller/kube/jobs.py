@@ -17,7 +17,9 @@ COLLECTED = "cifar-hpo.io/collected"
 SEARCH_LABEL = "cifar-hpo.io/search"
 TRIAL_LABEL = "cifar-hpo.io/trial"
 TRAINER_ENTRYPOINT = ["python", "-m", "trainer"]
-TRAINER_UID = 10002  # Dockerfile.trainer's user: not 1000, the first user of many hosts
+TRAINER_UID = 10002
+# The chart's store.caBundle: mounted here in the operator's pod and every trial's.
+CA_DIR = "/etc/cifar-hpo/ca"  # Dockerfile.trainer's user: not 1000, the first user of many hosts
 
 
 def labels(s: KubeSettings, search: str) -> dict[str, str]:
@@ -80,7 +82,8 @@ def _pod_spec(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> d
                             "fsGroup": TRAINER_UID,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [_container(s, argv, env)],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": s.cache_size_limit}}, _cache_volume(s)],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": s.cache_size_limit}}, _cache_volume(s),
+                    *([{"name": "store-ca", "configMap": {"name": s.ca_config_map}}] if s.ca_config_map else [])],
     }
     for key, value in (("nodeSelector", s.node_selector), ("tolerations", s.tolerations), ("affinity", s.affinity),
                        ("priorityClassName", s.priority_class_name), ("serviceAccountName", s.service_account_name),
@@ -118,7 +121,8 @@ def _container(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> 
         "resources": resources,
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
                             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": "/cache"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": "/cache"},
+                         *([{"name": "store-ca", "mountPath": CA_DIR, "readOnly": True}] if s.ca_config_map else [])],
     }
 
 

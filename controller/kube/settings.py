@@ -52,6 +52,9 @@ class KubeSettings:
     """A trial whose container cannot start (its image cannot be pulled, a Secret it names is missing) fails
     after this long, with the kubelet's reason, instead of holding its slot until activeDeadlineSeconds. Waiting
     for a node (no GPU free) does not count."""
+    ca_config_map: str | None = None
+    """A ConfigMap with the store's CA bundle, mounted at /etc/cifar-hpo/ca in trial pods (store.caBundle is the
+    file's path there)."""
     cache_size_limit: str = "20Gi"
     data_cache_claim: str | None = None
     """An existing PVC mounted as the trials' dataset cache (shared by the trials of a node or of all nodes)."""
