@@ -402,3 +402,30 @@ def test_a_missing_bucket_shows_on_the_search_and_the_search_starts_once_it_exis
     finally:
         op.terminate()
         op.wait(60)
+
+
+def test_a_folder_another_releases_search_started_is_refused_naming_it(crd, release, kube_ns, tmp_path, work):
+    """Two releases sharing a bucket and prefix, each with its chart's default Search `cifar100`: the second is
+    refused (FolderInUse, naming the first) instead of both writing one history. The first's record is planted as
+    its operator wrote it."""
+    import boto3
+
+    from controller.config import Settings
+    from controller.kube.settings import KubeSettings
+
+    bucket, prefix = release.store.split("/")[2], "/".join(release.store.split("/")[3:])
+    theirs = Settings(kube=KubeSettings(namespace="team-a", job_prefix="shared"))
+    record = {"schema_version": 1, "name": "shared", "seed": 1, "space": None, "settings": theirs.to_json()}
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/shared/search.json", Body=json.dumps(record))
+    op = release.operator(_operator_config(release), log=tmp_path / "operator.log")
+    try:
+        _apply(crd, kube_ns, _search("shared", 2, work=work), tmp_path / "s.yaml")
+        wait_for("the Search to be refused", lambda: _status(crd, kube_ns, "shared").get("state") == "Failed",
+                 proc=op)
+        reason = _status(crd, kube_ns, "shared")["reason"]
+        assert "team-a/shared" in reason and "spec.search.name" in reason, reason
+        assert _conditions(crd, kube_ns, "shared")["SpecAccepted"]["reason"] == "FolderInUse"
+        assert not crd.jobs(kube_ns, "cifar-hpo.io/search=shared") and op.poll() is None
+    finally:
+        op.terminate()
+        op.wait(60)

@@ -33,7 +33,7 @@ from controller.loop import SearchLoop
 from controller.policy import PolicyError, check_data, check_job
 from controller.publish import Notifier, Publisher
 from controller.searchspec import API_VERSION, KIND, budget_change, settings_of
-from controller.store import Store, bucket_of
+from controller.store import Store, bucket_of, get_json
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ class SearchWorker:
             self.settings = self._settings_of(self.obj)
             self.applied = int(self.obj["metadata"].get("generation") or 0)
         settings = self.settings
+        self._check_folder_owner(settings)
         staged = stage(settings.trial.data, settings.trial.data_sha256, self.op.root, self.op.base.policy,
                        field="spec.trial.data")
         if staged is not None:
@@ -193,6 +194,22 @@ class SearchWorker:
             loop.run()
         finally:
             launcher.close()
+
+    def _check_folder_owner(self, settings: Settings) -> None:
+        """A folder another operator's Search started (another namespace: two releases sharing a bucket and
+        prefix) is refused, naming it, instead of both writing one history. Records of `controller run` (no
+        operator) may be taken over."""
+        doc = get_json(self.op.root.child(settings.search.name), "search.json")
+        recorded = doc.get("settings") if isinstance(doc, dict) else None
+        kube = recorded.get("kube") if isinstance(recorded, dict) else None
+        if not (isinstance(kube, dict) and kube.get("jobPrefix")) or kube.get("namespace") == settings.kube.namespace:
+            return
+        other = f"{kube.get('namespace')}/{kube['jobPrefix']}"
+        message = (f"spec.search.name: folder {settings.search.name!r} in {self.op.root.uri} holds the records "
+                   f"of Search {other} (another release sharing this bucket and prefix?); give this Search "
+                   "another name or spec.search.name, or the release another store.prefix")
+        self._refuse("FolderInUse", message)
+        raise ConfigError(message)
 
     def _settings_of(self, obj: dict[str, Any]) -> Settings:
         settings = settings_of(obj, self.op.base)
