@@ -31,21 +31,23 @@ def image(node: dict[str, Any], name: str) -> str:
 
 
 def run_pod(kube, ns: str, node: dict[str, Any], img: str, code: str, limits: dict[str, str] | None = None,
-            gpus: int = 0, name: str = "probe", shell: bool = False) -> dict[str, Any]:
+            gpus: int = 0, name: str = "probe", shell: bool = False,
+            volumes: tuple[tuple[dict[str, Any], str], ...] = ()) -> dict[str, Any]:
     """A pod that runs `python -c code` (shell: `sh -c code`) on the real node as UID 10002 under the restricted
-    profile."""
+    profile, with fsGroup 10002 as trial pods have; volumes: (volume, mount path) pairs."""
     resources = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi", **(limits or {})}}
     if gpus:
         resources["limits"]["nvidia.com/gpu"] = str(gpus)
     body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
         "restartPolicy": "Never", "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10002, "runAsGroup": 10002,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10002, "runAsGroup": 10002, "fsGroup": 10002,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [{"name": "main", "image": img, "imagePullPolicy": "Never",
                         "command": ["sh" if shell else "python", "-c", code],
                         "resources": resources, "securityContext": RESTRICTED,
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
-        "volumes": [{"name": "tmp", "emptyDir": {}}]}}
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                         *({"name": v["name"], "mountPath": path} for v, path in volumes)]}],
+        "volumes": [{"name": "tmp", "emptyDir": {}}, *(v for v, _ in volumes)]}}
     kube.core.create_namespaced_pod(ns, body)
     return body
 
@@ -310,3 +312,27 @@ def test_a_search_whose_trial_image_is_absent_says_so_in_kubectl_get_searches(ku
     assert trial["state"] == "failed" and "did not start within startTimeoutSeconds (20 s)" in trial["reason"], trial
     assert "ImagePull" in trial["reason"] or "ErrImagePull" in trial["reason"], trial
     print(seen[-1])
+
+
+def test_a_root_owned_cache_folder_costs_the_cache_not_the_trial_and_1777_fixes_it(kube, kube_ns, node, tmp_path):
+    """A cache claim on a root-owned folder with mode 755 (a hostPath volume, as an NFS/EFS share: fsGroup does not
+    reach it): the trainer's data loader, as UID 10002 on the real node, says what to change and goes on with what it
+    read; once the folder is 1777 (what the README says to do), the same code caches there."""
+    code = ("import logging\nlogging.basicConfig(level=logging.INFO)\nfrom trainer.data import cached\n"
+            "print('read', cached('s3://b/datasets/x.npz', lambda: b'staged arrays', '/cache/datasets'))\n")
+    folder = tmp_path / "node-cache"
+    claim = kube.shared_dir(kube_ns, folder)  # a hostPath PersistentVolume: the namespace is `restricted`
+    cache = {"name": "cache", "persistentVolumeClaim": {"claimName": claim}}
+    for mode, name in ((0o755, "rootowned"), (0o1777, "opened")):
+        folder.chmod(mode)
+        run_pod(kube, kube_ns, node, image(node, "objective"), code, name=name, volumes=((cache, "/cache"),))
+        assert terminated(kube, kube_ns, name)["exitCode"] == 0
+        log = kube.kubectl("logs", "-n", kube_ns, name)
+        assert "read b'staged arrays'" in log, log
+        if mode == 0o755:
+            assert "not writable by uid 10002" in log and "chmod 1777" in log, log
+            assert not (folder / "datasets").exists()
+        else:
+            assert "not writable" not in log, log
+            assert (folder / "datasets" / "x.npz").read_bytes() == b"staged arrays"
+            assert (folder / "datasets" / "x.npz").stat().st_uid == 10002
