@@ -34,12 +34,16 @@ class Backoff:
     def reset(self) -> None:
         self.delay = self.first
 
-    def retrying(self, what: str, fn: Callable[[], T]) -> T:
-        """fn() until it does not raise TemporaryError; anything else propagates."""
+    def retrying(self, what: str, fn: Callable[[], T], give_up_after: float | None = None) -> T:
+        """fn() until it does not raise TemporaryError (or, with give_up_after, until that many seconds have
+        passed: the last error then propagates); anything else propagates at once."""
+        started = time.monotonic()
         while True:
             try:
                 result = fn()
             except TemporaryError as e:
+                if give_up_after is not None and time.monotonic() - started > give_up_after:
+                    raise
                 self.failed(what, e)
                 continue
             self.reset()

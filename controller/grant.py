@@ -20,8 +20,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from controller.backoff import Backoff
 from controller.config import Settings
 from controller.errors import ConfigError, TemporaryError
 from controller.ledger import trial_prefix
@@ -30,6 +31,7 @@ from controller.storage import open_store
 from controller.store import Store
 
 GRANT_ENV = "CIFAR_HPO_TRIAL_GRANT"
+T = TypeVar("T")
 SLACK_SECONDS = 600
 # The trial contract's keys and what a trial may do with each.
 TRIAL_KEYS = {"proposal.json": ("GET",), "stop.json": ("HEAD",), "progress.json": ("PUT",),
@@ -131,6 +133,16 @@ class GrantStore:
 
     def check(self) -> None:
         return None
+
+
+# A store outage at a trial's start or end must not cost the trial (its hours of training, at the end): the
+# contract's one-off records are retried this long, with backoff, before the trial gives up (exit 1: a retry).
+PATIENCE_SECONDS = 900.0
+
+
+def patiently(what: str, fn: Callable[[], T]) -> T:
+    """fn() retried on TemporaryError for PATIENCE_SECONDS (reading proposal.json, writing result.json)."""
+    return Backoff(cap=30.0).retrying(what, fn, give_up_after=PATIENCE_SECONDS)
 
 
 def open_trial(uri: str) -> tuple[Store, Callable[[str], Store] | None]:

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from controller.errors import TemporaryError
-from controller.grant import open_trial
+from controller.grant import open_trial, patiently
 from controller.store import dumps, get_json, put_json
 
 
@@ -58,7 +58,7 @@ def main() -> int:
     ap.add_argument("--sleep", type=float, default=float(os.environ.get("FAKE_TRIAL_SLEEP", "0.05")))
     args = ap.parse_args()
     store, _ = open_trial(args.trial)  # the trial contract: its grant on a cluster, else the URI
-    proposal = get_json(store, "proposal.json")
+    proposal = patiently("reading proposal.json", lambda: get_json(store, "proposal.json"))  # as the trainer
     tid = proposal["tid"]
     if os.environ.get("FAKE_TRIAL_DATALOG"):  # which dataset the controller pointed the trial at
         with open(os.environ["FAKE_TRIAL_DATALOG"], "a") as f:
@@ -129,8 +129,8 @@ def main() -> int:
         return 0
     if fault == "wrong_tid":
         result["tid"] = tid + 1000
-    store.put("model.keras", b"stand-in model bytes for trial %d" % tid)
-    store.create("result.json", dumps(result))
+    patiently("writing model.keras", lambda: store.put("model.keras", b"stand-in model bytes for trial %d" % tid))
+    patiently("writing result.json", lambda: store.create("result.json", dumps(result)))
     print(f"trial {tid}: objective {result['objective']:.4f}")
     return 0
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.grant import open_trial
+from controller.grant import open_trial, patiently
 from controller.records import (
     DEADLINE_ENV,
     DEADLINE_MARGIN_S,
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     install_sigterm(stop)
     store, data_opener = open_trial(args.trial)
-    proposal = get_json(store, "proposal.json")
+    proposal = patiently("reading proposal.json", lambda: get_json(store, "proposal.json"))
     if proposal is None:
         log.error("%s: no proposal.json; is --trial the trial's folder?", store.uri)
         return EXIT_BAD_INPUT

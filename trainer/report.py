@@ -8,6 +8,7 @@ from typing import Any
 
 from controller.errors import TemporaryError
 from controller.finite import finite_json, finite_or_none
+from controller.grant import patiently
 from controller.records import SCHEMA_VERSION, ResultDoc
 from controller.store import Store, create_json, put_json
 
@@ -34,11 +35,11 @@ class Reporter:
         doc, non_finite = finite_json(record)
         if non_finite:
             doc["non_finite_values"] = non_finite  # stored as null; `status` says how many
-        done = create_json(self.store, "result.json",
-                           {"schema_version": SCHEMA_VERSION, "tid": self.tid, "finished_at": time.time(), **doc})
+        body = {"schema_version": SCHEMA_VERSION, "tid": self.tid, "finished_at": time.time(), **doc}
+        done = patiently("writing result.json", lambda: create_json(self.store, "result.json", body))
         if not done:
             log.warning("trial %d: result.json already exists; keeping the first one", self.tid)
         return done
 
     def model(self, data: bytes) -> None:
-        self.store.put("model.keras", data)
+        patiently("writing model.keras", lambda: self.store.put("model.keras", data))

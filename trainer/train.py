@@ -115,10 +115,10 @@ class _Watch(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untype
     """Per-epoch history, best weights, progress reports, patience, time limit, SIGTERM."""
 
     def __init__(self, settings: TrainSettings, on_epoch: Callable[[dict[str, Any]], None], stop_event: threading.Event,
-                 n_train: int, context: dict[str, Any]):
+                 n_train: int, context: dict[str, Any] | None = None):
         """context: what every progress report carries (the device and precision the trial trains with)."""
         super().__init__()
-        self.context = context
+        self.context = context or {}
         self.settings = settings
         self.on_epoch = on_epoch
         self.stop_event = stop_event
