@@ -52,6 +52,12 @@ class ProcessLauncher:
         tid = trial.tid
         if tid in self._tracked and (self._locked(tid) or tid in self._children):
             return
+        if self._locked(tid) or self._unreleased_end(tid):
+            # Left by an earlier controller: its process still runs, or its end was never released. Adopted, so a
+            # caller that launches what it should have adopted still never runs the trial twice.
+            self._tracked.add(tid)
+            log.info("trial %d: already running or ended unreleased; adopted, not started again", tid)
+            return
         d = self._dir(tid)
         d.mkdir(parents=True, exist_ok=True)
         # A relaunch (the first attempt left no trace) starts from a clean slate.
@@ -73,9 +79,12 @@ class ProcessLauncher:
                 self._tracked.add(tid)
                 log.info("trial %d: adopted its running or finished process", tid)
         for exit_file in self.workdir.glob("*/exit.json"):
-            if not (exit_file.parent / "released").exists() and exit_file.parent.name.isdigit():
+            if exit_file.parent.name.isdigit() and self._unreleased_end(int(exit_file.parent.name)):
                 self._tracked.add(int(exit_file.parent.name))
         return found
+
+    def _unreleased_end(self, tid: int) -> bool:
+        return (self._dir(tid) / "exit.json").exists() and not (self._dir(tid) / "released").exists()
 
     def release(self, tid: int) -> None:
         (self._dir(tid) / "released").touch()

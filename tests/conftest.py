@@ -34,6 +34,24 @@ def record_figure(name: str, figure: dict) -> None:
                                                   "figure": figure}, indent=1, sort_keys=True))
 
 
+def search_figure(trials: list[dict], budget: int, starts: dict[int, int], planted: tuple[int, ...] = (),
+                  jobs: dict | None = None, **more) -> dict:
+    """A search's raw counts for RELIABILITY.md, whose generator computes what was lost from them: each trial's
+    state, the failures planted on purpose, how often each trial's program started (counted outside the program)
+    and, on a cluster, the Jobs created (JobRecorder.figure())."""
+    return {"budget": budget, "states": {str(t["tid"]): t["state"] for t in trials}, "planted": sorted(planted),
+            "starts": {str(t): n for t, n in sorted(starts.items())}, "jobs": jobs, **more}
+
+
+def local_starts(startlog: Path) -> dict[int, int]:
+    """Trial program starts in local mode, from tests/startlog.sh's lines (each names the trial's folder)."""
+    import re
+    from collections import Counter
+
+    lines = startlog.read_text().splitlines() if startlog.exists() else []
+    return dict(Counter(int(m.group(1)) for line in lines if (m := re.search(r"trials/(\d{6})\b", line))))
+
+
 LAYERS = ("pure", "contract", "e2e")
 
 
@@ -52,10 +70,17 @@ def pytest_sessionfinish(session, exitstatus):
     out = FIGURES_DIR / RUN_ID
     if not out.exists():
         return  # no figure was recorded by this run
+    option = session.config.option
+    # What chose the tests: the page generator refuses a run that did (scripts/reliability_md.py: SELECTING).
+    options = {k: getattr(option, k, None) for k in ("markexpr", "keyword", "deselect", "lf", "failedfirst",
+                                                     "stepwise")}
+    paths = [os.path.relpath(a.split("::")[0], ROOT) + ("::" if "::" in a else "") for a in session.config.args]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     (out / "run.json").write_text(json.dumps({
         "run_id": RUN_ID, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "exitstatus": int(exitstatus),
-        "collected": session.testscollected, "failed": session.testsfailed,
-        "args": session.config.invocation_params.args, "machine": f"{platform.node()}, {os.cpu_count()} cores",
+        "collected": session.testscollected, "failed": session.testsfailed, "options": options, "paths": paths,
+        "args": list(session.config.invocation_params.args), "commit": commit.stdout.strip() or None,
+        "machine": f"{platform.node()}, {os.cpu_count()} cores",
     }, indent=1))
 
 import logging  # noqa: E402
@@ -186,7 +211,8 @@ def fake_trial_config(tmp_path):
     def make(extra: str = "") -> Path:
         path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.yaml"
         path.write_text(
-            f"trial:\n  command: [{PY}, {ROOT / 'tests' / 'objective.py'}]\n  data: 'synthetic:200'\n"
+            f"trial:\n  command: [sh, {ROOT / 'tests' / 'startlog.sh'}, {PY}, {ROOT / 'tests' / 'objective.py'}]\n"
+            "  data: 'synthetic:200'\n"
             "local:\n  pollSeconds: 0.05\n" + extra
         )
         return path

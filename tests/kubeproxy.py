@@ -82,15 +82,20 @@ class ApiFaultProxy:
         with self.lock:
             self.rules.append(Rule(method, path, action, count, watch))
 
-    def _take(self, method: str, path: str, watch: bool) -> str | None:
+    def _take(self, method: str, path: str, watch: bool) -> Rule | None:
         with self.lock:
             for rule in self.rules:
                 if (rule.count > 0 and rule.method == method and re.search(rule.path, path)
                         and rule.watch in (None, watch)):
                     rule.count -= 1
-                    self.served[rule.action] += 1
-                    return rule.action
+                    return rule
         return None
+
+    def _served(self, action: str) -> None:
+        """Counted once the fault has happened (the answer written, the connection cut), not when its rule matched:
+        a rule taken by a request that then went otherwise is not a fault served."""
+        with self.lock:
+            self.served[action] += 1
 
     def _handle(self, req: http.server.BaseHTTPRequestHandler) -> None:
         url = urllib.parse.urlsplit(req.path)
@@ -99,7 +104,8 @@ class ApiFaultProxy:
         resource = [p for p in url.path.split("/") if p][-1] if url.path.strip("/") else ""
         with self.lock:
             self.requests[f"{'WATCH' if watch else req.command} {resource}"] += 1
-        action = self._take(req.command, url.path, watch)
+        rule = self._take(req.command, url.path, watch)
+        action = rule.action if rule else None
         if action and action.startswith("status:"):
             code = int(action.split(":")[1])
             payload = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
@@ -109,11 +115,13 @@ class ApiFaultProxy:
             req.send_header("Content-Length", str(len(payload)))
             req.end_headers()
             req.wfile.write(payload)
+            self._served(action)
             return
         if action == "gone":
             _chunked_start(req, 200)
             _chunk(req, json.dumps(GONE).encode() + b"\n")
             _chunk(req, b"")
+            self._served(action)
             return
         conn = http.client.HTTPSConnection(self.target.hostname, self.target.port, context=self.upstream_ctx,
                                            timeout=None if watch else 60)
@@ -127,6 +135,7 @@ class ApiFaultProxy:
                 resp.read()
                 req.close_connection = True
                 req.connection.shutdown(2)  # the request landed; its answer never arrives
+                self._served(action)
                 return
             if watch and resp.status == 200:
                 _chunked_start(req, 200, resp.getheader("Content-Type"))
@@ -140,8 +149,12 @@ class ApiFaultProxy:
                     if action == "drop_watch" and events >= 1:
                         req.close_connection = True
                         req.connection.shutdown(2)
+                        self._served(action)
                         return
                 _chunk(req, b"")
+                if rule is not None and action == "drop_watch":
+                    with self.lock:
+                        rule.count += 1  # the watch ended with no event to cut after: the next one is dropped
                 return
             data = resp.read()
             req.send_response(resp.status)

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -184,7 +184,17 @@ class Kube:
         """Held by a test that needs the node's GPUs to itself: one such test at a time across the xdist workers."""
         with open(self.dir / "gpus.lock", "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
+            # Any other pod still holding a GPU (a test that asked for one outside this lock) would make the holder's
+            # counts wrong: wait for none, and fail naming it if it never goes.
+            wait_for("no other pod to hold a GPU", lambda: not self.gpu_holders(), timeout=180)
             yield
+
+    def gpu_holders(self) -> list[str]:
+        pods = json.loads(self.core.list_pod_for_all_namespaces(_preload_content=False).data)["items"]
+        return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods
+                if p["status"].get("phase") in ("Pending", "Running")
+                and any("nvidia.com/gpu" in ((c.get("resources") or {}).get("limits") or {})
+                        for c in p["spec"]["containers"])]
 
     def restart_apiserver(self) -> None:
         """SIGUSR1 to `localkube up`: kube-apiserver is stopped (SIGTERM, SIGKILL after 5 s) and started again.
@@ -204,47 +214,58 @@ class Kube:
             return False
 
 
-class JobRecorder:
-    """Watches a namespace's Jobs from now on and records every creation (name → uids): a Job created twice
-    shows as two uids under one name, whatever happened to the first."""
+class _NamespaceWatch:
+    """Watches one kind of a namespace from now on and hands every version of every object to _add (a 410 or a
+    break lists again; what _add records is keyed by uid, so a second sight changes nothing)."""
 
-    def __init__(self, kube: Kube, ns: str):
-        self.kube, self.ns = kube, ns
-        self.created: dict[str, list[str]] = defaultdict(list)
+    def __init__(self, kube: Kube, ns: str, list_fn: Any):
+        self.kube, self.ns, self._list = kube, ns, list_fn
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> JobRecorder:
+    def __enter__(self) -> Any:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
 
+    def _add(self, obj: dict[str, Any]) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         version = None
         while not self._stop.is_set():
             try:
                 if version is None:
-                    listing = json.loads(self.kube.batch.list_namespaced_job(self.ns, _preload_content=False).data)
-                    for job in listing["items"]:
-                        self._add(job)
+                    listing = json.loads(self._list(self.ns, _preload_content=False).data)
+                    for obj in listing["items"]:
+                        self._add(obj)
                     version = listing["metadata"]["resourceVersion"]
-                resp = self.kube.batch.list_namespaced_job(self.ns, watch=True, resource_version=version,
-                                                           timeout_seconds=5, _preload_content=False)
+                resp = self._list(self.ns, watch=True, resource_version=version, timeout_seconds=5,
+                                  _preload_content=False)
                 for line in resp.stream(amt=None, decode_content=False):
                     for part in line.split(b"\n"):
                         if not part.strip():
                             continue
                         event = json.loads(part)
                         if event["type"] == "ERROR":
-                            version = None  # 410 Gone: list again (uids make the record idempotent)
+                            version = None  # 410 Gone: list again
                             break
                         self._add(event["object"])
                         version = event["object"]["metadata"]["resourceVersion"]
             except Exception:  # the API server restarting, a chunk split mid-line: list again
                 version = None
                 self._stop.wait(0.3)
+
+
+class JobRecorder(_NamespaceWatch):
+    """Records every Job creation of a namespace (name → uids): a Job created twice shows as two uids under one
+    name, whatever happened to the first."""
+
+    def __init__(self, kube: Kube, ns: str):
+        super().__init__(kube, ns, kube.batch.list_namespaced_job)
+        self.created: dict[str, list[str]] = defaultdict(list)
 
     def _add(self, job: dict[str, Any]) -> None:
         name, uid = job["metadata"]["name"], job["metadata"]["uid"]
@@ -253,6 +274,39 @@ class JobRecorder:
 
     def twice(self) -> list[str]:
         return sorted(n for n, uids in self.created.items() if len(uids) > 1)
+
+    def figure(self) -> dict[str, Any]:
+        return {"created": len(self.created), "twice": self.twice()}
+
+
+class PodStarts(_NamespaceWatch):
+    """The kubelet's record of trial program starts, outside the program: every trial pod's container statuses,
+    watched. A pod counts once its container has started (running, or terminated with a start time), plus each
+    restart; a program that dies before doing anything is still counted."""
+
+    def __init__(self, kube: Kube, ns: str):
+        super().__init__(kube, ns, kube.core.list_namespaced_pod)
+        self._pods: dict[str, tuple[str, int, int]] = {}  # uid → (search, tid, starts)
+
+    def _add(self, pod: dict[str, Any]) -> None:
+        labels = pod["metadata"].get("labels") or {}
+        if "cifar-hpo.io/trial" not in labels:
+            return
+        starts = 0
+        for c in (pod.get("status") or {}).get("containerStatuses") or []:
+            state = c.get("state") or {}
+            began = "running" in state or bool((state.get("terminated") or {}).get("startedAt"))
+            starts += c.get("restartCount", 0) + (1 if began else 0)
+        uid = pod["metadata"]["uid"]
+        seen = self._pods.get(uid, ("", 0, 0))[2]
+        self._pods[uid] = (labels.get("cifar-hpo.io/search", ""), int(labels["cifar-hpo.io/trial"]), max(seen, starts))
+
+    def starts(self, search: str | None = None) -> dict[int, int]:
+        out: Counter[int] = Counter()
+        for s, tid, n in list(self._pods.values()):
+            if search is None or s == search:
+                out[tid] += n
+        return dict(out)
 
 
 def wait_for(what: str, predicate: Any, timeout: float = 180.0, proc: subprocess.Popen | None = None) -> None:

@@ -3,8 +3,9 @@
 It plays both the platform and the trainer: launch() starts a trial whose behaviour a Plan gives; each wait()
 advances every running trial by one epoch (progress.json), and a trial that has run its epochs writes its
 result.json as the trainer would and is reported. Nothing sleeps, so a whole search takes milliseconds and
-every step is deterministic. Its state outlives a SearchLoop, so a test can drop a loop half-way (a crash) and
-start another on the same launcher and store, as a restarted controller finds its processes or Jobs.
+every step is deterministic. The trials live on a Platform that outlives a SearchLoop and its launcher, so a test can
+drop a loop half-way (a crash) and start another on restarted(), a new launcher on the same platform and store, as a
+restarted controller finds its processes or Jobs.
 """
 
 from __future__ import annotations
@@ -41,51 +42,85 @@ class _Run:
     held: bool = False
 
 
+@dataclass
+class Platform:
+    """What outlives a controller: its trials (running, or ended and not yet released) and the platform's own
+    record of every program start (as the kubelet's container starts)."""
+
+    live: dict[int, _Run] = field(default_factory=dict)
+    ended: dict[int, TrialExit] = field(default_factory=dict)
+    released: set[int] = field(default_factory=set)
+    starts: dict[int, int] = field(default_factory=dict)
+    """How many times each trial's program was started: a trial run twice shows up here."""
+
+
 class ScriptedLauncher:
-    def __init__(self, root: MemoryStore, plan: Callable[[int, Mapping[str, Any]], Plan] = lambda tid, p: Plan()):
+    """One controller's launcher on a Platform. A restarted controller is restarted(): a new instance on the same
+    platform, which knows nothing until it adopts, as a new ProcessLauncher or KubernetesLauncher."""
+
+    def __init__(self, root: MemoryStore, plan: Callable[[int, Mapping[str, Any]], Plan] = lambda tid, p: Plan(),
+                 platform: Platform | None = None):
         self.root = root
         self.plan = plan
-        self.live: dict[int, _Run] = {}
-        self.ended: dict[int, TrialExit] = {}
-        """Ended, not yet released: reported by the next wait() (of this launcher or of one that adopts them)."""
+        self.platform = platform or Platform()
+        self.known: set[int] = set()
+        """Launched or adopted by this instance."""
         self.reported: set[int] = set()
-        self.released: set[int] = set()
-        self.launches: dict[int, int] = {}
-        """How many times each trial was started: a trial run twice shows up here."""
+        self.calls: dict[int, int] = {}
+        """Every launch() call of this instance, per trial, whatever it did: a caller that launches what it should
+        have adopted shows up here even where the platform would not start it again."""
         self.waits = 0
+
+    def restarted(self) -> ScriptedLauncher:
+        return ScriptedLauncher(self.root, self.plan, self.platform)
+
+    @property
+    def starts(self) -> dict[int, int]:
+        return self.platform.starts
+
+    def _unreleased(self, tid: int) -> bool:
+        return tid in self.platform.live or (tid in self.platform.ended and tid not in self.platform.released)
 
     # -- the Launcher protocol ----------------------------------------------------------------------------
     def launch(self, trial: TrialLaunch) -> None:
-        if trial.tid in self.live or (trial.tid in self.ended and trial.tid not in self.reported):
-            return
-        plan = self.plan(trial.tid, trial.params)
-        self.live[trial.tid] = _Run(trial, plan, held=plan.wait_reason is not None)
-        self.launches[trial.tid] = self.launches.get(trial.tid, 0) + 1
-        self.reported.discard(trial.tid)
+        tid = trial.tid
+        self.calls[tid] = self.calls.get(tid, 0) + 1
+        first_here = tid not in self.known
+        self.known.add(tid)
+        if not first_here or self._unreleased(tid):
+            return  # launched already, or still there from before a restart (a Job that exists, a live process)
+        plan = self.plan(tid, trial.params)
+        self.platform.live[tid] = _Run(trial, plan, held=plan.wait_reason is not None)
+        self.platform.starts[tid] = self.platform.starts.get(tid, 0) + 1
+        self.platform.released.discard(tid)
 
     def adopt(self, tids: Iterable[int]) -> set[int]:
-        self.reported -= {t for t in self.ended if t not in self.released}  # a new controller hears of them again
-        return {t for t in tids if t in self.live or (t in self.ended and t not in self.released)}
+        found = {t for t in tids if self._unreleased(t)}
+        # As the process launcher: every end not yet released is heard (and released) by the new controller.
+        self.known |= found | {t for t in self.platform.ended if t not in self.platform.released}
+        return found
 
     def release(self, tid: int) -> None:
-        self.released.add(tid)
-        self.ended.pop(tid, None)
+        self.platform.released.add(tid)
+        self.platform.ended.pop(tid, None)
 
     def cancel(self, tid: int) -> None:
-        if tid in self.live:
-            self.live[tid].cancelled = True
+        if tid in self.platform.live:
+            self.platform.live[tid].cancelled = True
 
     def running(self) -> set[int]:
-        return set(self.live) | {t for t in self.ended if t not in self.reported}
+        return {t for t in self.known if t in self.platform.live or
+                (t in self.platform.ended and t not in self.reported)}
 
     def waiting(self) -> dict[int, str]:
-        return {t: r.plan.wait_reason for t, r in self.live.items() if r.held and r.plan.wait_reason}
+        return {t: r.plan.wait_reason for t, r in self.platform.live.items()
+                if t in self.known and r.held and r.plan.wait_reason}
 
     def wait(self, timeout: float) -> list[TrialExit]:
         self.waits += 1
-        for tid in sorted(self.live):
+        for tid in sorted(self.platform.live):  # every trial runs on, whoever watches it
             self._advance(tid)
-        out = [e for t, e in sorted(self.ended.items()) if t not in self.reported]
+        out = [e for t, e in sorted(self.platform.ended.items()) if t in self.known and t not in self.reported]
         self.reported |= {e.tid for e in out}
         return out
 
@@ -95,7 +130,7 @@ class ScriptedLauncher:
     # -- the script ------------------------------------------------------------------------------------------
     def start(self, tid: int) -> None:
         """A held trial gets its resources (the scheduler found a node)."""
-        self.live[tid].held = False
+        self.platform.live[tid].held = False
 
     def _trial_store(self, run: _Run) -> MemoryStore:
         # The trial finds its folder from its command line, as the trainer does.
@@ -103,7 +138,7 @@ class ScriptedLauncher:
         return MemoryStore(uri, self.root.data)
 
     def _advance(self, tid: int) -> None:
-        run = self.live[tid]
+        run = self.platform.live[tid]
         store = self._trial_store(run)
         if run.held and not run.cancelled:
             return
@@ -133,5 +168,6 @@ class ScriptedLauncher:
         create_json(store, "result.json", doc)
 
     def _end(self, tid: int, code: int, reason: str | None) -> None:
-        del self.live[tid]
-        self.ended[tid] = TrialExit(tid, code, reason, f"trial {tid} exit {code}\n", f"trial {tid} log\n".encode())
+        del self.platform.live[tid]
+        self.platform.ended[tid] = TrialExit(tid, code, reason, f"trial {tid} exit {code}\n",
+                                             f"trial {tid} log\n".encode())

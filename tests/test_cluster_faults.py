@@ -6,21 +6,31 @@ tests/realkube.py."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import random
 import signal
 import subprocess
 import time
-from collections import Counter
 
 import pytest
 import yaml
 from clusterkit import Release, _finished, _values
-from conftest import PY, ROOT, record_figure
-from realkube import JobRecorder, wait_for
+from conftest import PY, ROOT, record_figure, search_figure
+from realkube import JobRecorder, PodStarts, wait_for
 
 pytestmark = pytest.mark.e2e
+
+
+def _assert_exact(trials, n, started, jobs, failed=()):
+    """The budget exact: ids 0..n-1, each ended (the planted ones failed, the rest ok), each trial's program started
+    once by the kubelet's record, one Job per trial, none created twice."""
+    assert [t["tid"] for t in trials] == list(range(n)), trials
+    assert [t["tid"] for t in trials if t["state"] != "ok"] == list(failed), trials
+    assert all(t["state"] == "failed" for t in trials if t["tid"] in failed), trials
+    assert started == dict.fromkeys(range(n), 1), started
+    assert len(jobs.created) == n and jobs.twice() == [], jobs.created
 
 
 def _state(kube, ns, search="cifar100"):
@@ -36,9 +46,9 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
     kill comes at a random moment after the restarted controller loaded its ledger."""
     ns, n, kills = kube_ns, 24, 20
     shared = tmp_path / "shared"
-    gate, runlog, faults = shared / "gate", shared / "runlog", shared / "faults.json"
+    gate, faults = shared / "gate", shared / "faults.json"
     values = _values(kube, ns, tmp_path, bucket, s3_endpoint,
-                     {"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog), "FAKE_TRIAL_FAULTS": str(faults),
+                     {"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_FAULTS": str(faults),
                       "FAKE_TRIAL_SLEEP": "0.05"}, shared=shared,
                      search={"maxTrials": n, "parallelism": 3, "maxFailedTrials": 50}, trainer={"backoffLimit": 0})
     gate.mkdir()
@@ -55,7 +65,7 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
         return "trials on record" in kube.kubectl("-n", ns, "logs", pods[0]["metadata"]["name"], check=False)
 
     done_at_kill = []
-    with JobRecorder(kube, ns) as jobs:
+    with JobRecorder(kube, ns) as jobs, PodStarts(kube, ns) as starts:
         kube.helm("install", "cifar-hpo", "charts/", "-n", ns, "-f", str(values))
         for k in range(kills):
             opened = (k * (n - 3)) // kills  # trials below this may end before kill k; never all of them
@@ -74,18 +84,12 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
         trials = finished()
         controller = kube.pods(ns, "app.kubernetes.io/component=controller")[0]
         restarts = controller["status"]["containerStatuses"][0]["restartCount"]
-        ran = Counter(int(x) for x in runlog.read_text().split())
-        fig = {"kills": len(done_at_kill), "container_restarts": restarts, "trials_done_at_each_kill": done_at_kill,
-               "finished": len(trials), "budget": n, "ids_exact": [t["tid"] for t in trials] == list(range(n)),
-               "jobs_created": len(jobs.created), "jobs_created_twice": jobs.twice(),
-               "ran_twice": sorted(t for t, c in ran.items() if c > 1), "never_ran": sorted(set(range(n)) - set(ran)),
-               "failed": sorted(t["tid"] for t in trials if t["state"] == "failed"),
-               "ok": sum(t["state"] == "ok" for t in trials)}
+        started = starts.starts("cifar100")
+    fig = search_figure(trials, n, started, planted=(2, 9), jobs=jobs.figure(), kills=len(done_at_kill),
+                        container_restarts=restarts, trials_done_at_each_kill=done_at_kill)
     assert fig["kills"] == kills and restarts == kills, fig
     assert len(set(done_at_kill)) >= 5 and done_at_kill[-1] >= n // 2, fig  # spread over the whole search
-    assert fig["finished"] == n and fig["ids_exact"] and fig["jobs_created"] == n, fig
-    assert fig["jobs_created_twice"] == [] and fig["ran_twice"] == [] and fig["never_ran"] == [], fig
-    assert fig["failed"] == [2, 9] and fig["ok"] == n - 2, fig
+    _assert_exact(trials, n, started, jobs, failed=[2, 9])
     record_figure("controller pod kill -9, real cluster", fig)
 
 
@@ -99,10 +103,10 @@ def test_an_apiserver_restart_mid_search_loses_and_doubles_nothing(tmp_path, buc
     try:
         kube = Kube(tmp_path / "own" / "cluster")
         rel = Release(kube, kube.namespace(), bucket, s3_endpoint, tmp_path)
-        gate, runlog, n = rel.shared / "gate", rel.shared / "runlog", 8
-        cfg = rel.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)})
+        gate, n = rel.shared / "gate", 8
+        cfg = rel.config_file({"FAKE_TRIAL_GATE": str(gate)})
         gate.mkdir()
-        with JobRecorder(kube, rel.ns) as jobs:
+        with JobRecorder(kube, rel.ns) as jobs, PodStarts(kube, rel.ns) as starts:
             proc = rel.controller(cfg, "--max-trials", str(n), "--parallelism", "2")
             for tid in range(3):
                 (gate / str(tid)).touch()
@@ -111,16 +115,12 @@ def test_an_apiserver_restart_mid_search_loses_and_doubles_nothing(tmp_path, buc
             (gate / "all").touch()
             out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
-        trials = rel.trials()
-        ran = Counter(int(x) for x in runlog.read_text().split())
-        fig = {"finished": len(trials), "budget": n, "ok": sum(t["state"] == "ok" for t in trials),
-               "jobs_created": len(jobs.created), "jobs_created_twice": jobs.twice(),
-               "ran_twice": sorted(t for t, c in ran.items() if c > 1),
-               "controller_saw": sorted({line.split(": ", 2)[-1][:80] for line in err.splitlines()
-                                         if "WARNING" in line or "re-listing" in line})[:10]}
-        assert fig["ok"] == n and fig["jobs_created"] == n, fig
-        assert fig["jobs_created_twice"] == [] and not fig["ran_twice"], fig
-        record_figure("kube-apiserver restarted mid-search", fig)
+        trials, started = rel.trials(), starts.starts("cifar100")
+        _assert_exact(trials, n, started, jobs)
+        record_figure("kube-apiserver restarted mid-search", search_figure(
+            trials, n, started, jobs=jobs.figure(),
+            controller_saw=sorted({line.split(": ", 2)[-1][:80] for line in err.splitlines()
+                                   if "WARNING" in line or "re-listing" in line})[:10]))
     finally:
         up.terminate()
         up.wait(180)
@@ -144,7 +144,7 @@ def test_api_faults_through_a_proxy_are_counted_where_they_land(release, tmp_pat
                 ("GET", r"/jobs$", "drop_watch", 2, True)]
         for method, path, action, count, watch in plan:
             proxy.add(method, path, action, count, watch)
-        with JobRecorder(kube, release.ns) as jobs:
+        with JobRecorder(kube, release.ns) as jobs, PodStarts(kube, release.ns) as starts:
             proc = release.controller(release.config_file(), "--max-trials", "6", "--parallelism", "2")
             out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
@@ -154,48 +154,54 @@ def test_api_faults_through_a_proxy_are_counted_where_they_land(release, tmp_pat
                "watch dropped": err.count("Job watch ended"),
                "create answered AlreadyExists (landed before its answer was lost)":
                    err.count("already exists; adopting")}
-    fig = {"served": served, "forwarded": forwarded, "reached_the_controller": reached,
-           "ok": sum(t["state"] == "ok" for t in release.trials()), "jobs_created": len(jobs.created),
-           "jobs_created_twice": jobs.twice()}
-    assert served == {"status:500": 13, "drop_after_forward": 1, "gone": 1, "drop_watch": 2}, fig
-    assert reached["watch ERROR 410"] == 1 and reached["watch dropped"] >= 2, fig  # the ERROR branch ran
+    planned = {"status:500": 13, "drop_after_forward": 1, "gone": 1, "drop_watch": 2}
+    trials, started = release.trials(), starts.starts("cifar100")
+    fig = search_figure(trials, 6, started, jobs=jobs.figure(), served=served, planned=planned, forwarded=forwarded,
+                        reached_the_controller=reached)
+    assert served == planned, fig  # each counted when it happened, not when its rule matched
+    assert reached["watch ERROR 410"] == 1 and reached["watch dropped"] == 2, fig  # the ERROR branch ran
     assert reached["create answered AlreadyExists (landed before its answer was lost)"] == 1, fig
     assert 1 <= reached["lease 500 (after urllib3's retries)"] < 10, fig  # the rest absorbed by urllib3
-    assert fig["ok"] == 6 and fig["jobs_created"] == 6 and fig["jobs_created_twice"] == [], fig
+    _assert_exact(trials, 6, started, jobs)
     record_figure("API faults through a proxy, real cluster", fig)
 
 
 def test_lease_holder_dies_and_the_standby_takes_over_the_running_jobs(release, tmp_path):
     kube, ns = release.kube, release.ns
-    gate, runlog, n = release.shared / "gate", release.shared / "runlog", 6
-    cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_RUNLOG": str(runlog)})
+    gate, n = release.shared / "gate", 6
+    cfg = release.config_file({"FAKE_TRIAL_GATE": str(gate)})
     gate.mkdir()
-    holder = lambda: kube.lease(ns, f"{release.full}-controller")["spec"]["holderIdentity"]
-    leader = release.controller(cfg, "--max-trials", str(n), "--parallelism", "2", pod_name="ctl-a")
-    wait_for("two running Jobs", lambda: len([j for j in kube.jobs(ns) if j["status"].get("active")]) == 2,
-             proc=leader)
-    standby = release.controller(cfg, "--max-trials", str(n), "--parallelism", "2", pod_name="ctl-b",
-                                 log=tmp_path / "standby.log")
-    wait_for("the standby to wait", lambda: "another controller holds Lease" in (tmp_path / "standby.log").read_text(),
-             proc=standby)
-    leader.kill()
-    killed_at = time.monotonic()
-    wait_for("the standby to take the Lease", lambda: holder() == "ctl-b", proc=standby, timeout=60)
-    takeover = time.monotonic() - killed_at
-    active_at_takeover = sorted(j["metadata"]["name"] for j in kube.jobs(ns) if j["status"].get("active"))
-    (gate / "all").touch()
-    standby.wait(240)
-    assert standby.returncode == 0, (tmp_path / "standby.log").read_text()[-3000:]
-    ran = Counter(int(x) for x in runlog.read_text().split())
+    lease = lambda: kube.lease(ns, f"{release.full}-controller")["spec"]
+    with JobRecorder(kube, ns) as jobs, PodStarts(kube, ns) as starts:
+        leader = release.controller(cfg, "--max-trials", str(n), "--parallelism", "2", pod_name="ctl-a")
+        wait_for("two running Jobs", lambda: len([j for j in kube.jobs(ns) if j["status"].get("active")]) == 2,
+                 proc=leader)
+        standby = release.controller(cfg, "--max-trials", str(n), "--parallelism", "2", pod_name="ctl-b",
+                                     log=tmp_path / "standby.log")
+        wait_for("the standby to wait",
+                 lambda: "another controller holds Lease" in (tmp_path / "standby.log").read_text(), proc=standby)
+        leader.kill()
+        leader.wait()
+        killed_at, last = time.monotonic(), lease()  # the dead leader's last renewal
+        wait_for("the standby to take the Lease", lambda: lease()["holderIdentity"] == "ctl-b", proc=standby)
+        takeover = time.monotonic() - killed_at
+        taken = lease()
+        active_at_takeover = sorted(j["metadata"]["name"] for j in kube.jobs(ns) if j["status"].get("active"))
+        (gate / "all").touch()
+        standby.wait(240)
+        assert standby.returncode == 0, (tmp_path / "standby.log").read_text()[-3000:]
+        started = starts.starts("cifar100")
+    when = lambda stamp: datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    # Taken only once the dead leader's last renewal had expired (both clocks are this machine's), as one transition.
+    assert last["holderIdentity"] == "ctl-a" and taken["leaseTransitions"] == last["leaseTransitions"] + 1, taken
+    assert when(taken["acquireTime"]) - when(last["renewTime"]) >= last["leaseDurationSeconds"], (last, taken)
     creators = release.job_creators()
-    fig = {"lease_seconds": 5, "takeover_seconds": round(takeover, 2),
-           "jobs_running_at_takeover": len(active_at_takeover),
-           "jobs_created": len(creators), "created_by_the_dead_leader": sum(c == {"ctl-a"} for c in creators.values()),
-           "ran_twice": sorted(t for t, c in ran.items() if c > 1),
-           "ok": sum(t["state"] == "ok" for t in release.trials())}
+    trials = release.trials()
+    fig = search_figure(trials, n, started, jobs=jobs.figure(), lease_seconds=last["leaseDurationSeconds"],
+                        takeover_seconds=round(takeover, 2), jobs_running_at_takeover=len(active_at_takeover),
+                        created_by_the_dead_leader=sum(c == {"ctl-a"} for c in creators.values()))
     assert fig["jobs_running_at_takeover"] == 2 and fig["created_by_the_dead_leader"] == 2, fig  # adopted, not redone
-    assert fig["ok"] == n and fig["jobs_created"] == n and fig["ran_twice"] == [], fig
-    assert takeover <= 5 + 5 / 3 + 3, fig  # lease duration + one retry period + slack
+    _assert_exact(trials, n, started, jobs)
     record_figure("leader SIGKILLed, standby takes over running Jobs", fig)
 
 
@@ -206,12 +212,12 @@ def test_the_controller_killed_at_each_named_point_on_the_real_cluster(release, 
     """SIGKILL right after a proposal is written, right after an outcome is written, just before a Job is
     created, and just before a finished trial is collected; then a clean run finishes the search exactly."""
     kube, ns = release.kube, release.ns
-    runlog, faults, n = release.shared / "runlog", release.shared / "faults.json", 8
-    cfg = release.config_file({"FAKE_TRIAL_RUNLOG": str(runlog), "FAKE_TRIAL_FAULTS": str(faults)})
+    faults, n = release.shared / "faults.json", 8
+    cfg = release.config_file({"FAKE_TRIAL_FAULTS": str(faults)})
     faults.write_text(json.dumps({"1": "exit1"}))  # a failure, so that `outcome` is reached
     env = {**os.environ, "KUBECONFIG": str(release.kubeconfig), "POD_NAME": "ctl-0"}
     args = ["run", "--config", str(cfg), "--max-trials", str(n), "--parallelism", "2"]
-    with JobRecorder(kube, ns) as jobs:
+    with JobRecorder(kube, ns) as jobs, PodStarts(kube, ns) as starts:
         for point in NAMED_POINTS:
             p = subprocess.run([PY, str(ROOT / "tests" / "crashy_controller.py"), *args], cwd=ROOT,
                                env={**env, "CRASH_AT": point}, capture_output=True, text=True, timeout=180)
@@ -219,12 +225,8 @@ def test_the_controller_killed_at_each_named_point_on_the_real_cluster(release, 
         final = subprocess.run([PY, "-m", "controller", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                                timeout=300)
         assert final.returncode == 0, final.stderr[-3000:]
+        started = starts.starts("cifar100")
     trials = release.trials()
-    ran = Counter(int(x) for x in runlog.read_text().split())
-    fig = {"points": list(NAMED_POINTS), "finished": len(trials), "budget": n,
-           "failed": sorted(t["tid"] for t in trials if t["state"] == "failed"), "jobs_created": len(jobs.created),
-           "jobs_created_twice": jobs.twice(), "ran_twice": sorted(t for t, c in ran.items() if c > 1),
-           "never_ran": sorted(set(range(n)) - set(ran))}
-    assert [t["tid"] for t in trials] == list(range(n)) and fig["failed"] == [1], fig
-    assert fig["jobs_created"] == n and fig["jobs_created_twice"] == [] and fig["ran_twice"] == [] == fig["never_ran"]
-    record_figure("controller killed at each named point, real cluster", fig)
+    _assert_exact(trials, n, started, jobs, failed=[1])
+    record_figure("controller killed at each named point, real cluster", search_figure(
+        trials, n, started, planted=(1,), jobs=jobs.figure(), points=list(NAMED_POINTS)))

@@ -35,7 +35,8 @@ def test_job_names_carry_the_search_and_stay_unique_within_63_characters():
     a, b = (job_prefix(KubeSettings(release="r" * 40), s * 40) for s in "ab")
     long_a, long_b = job_name(a, 123456), job_name(b, 123456)
     assert len(long_a) <= 63 and len(long_b) <= 63 and long_a != long_b and long_a.endswith("-t123456")
-    assert job_name(a, 1) == job_name(a, 1)  # stable across restarts
+    # Stable across restarts and releases (a restarted controller finds its Jobs by name): the value itself.
+    assert job_name(a, 1) == "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr-aaaaaaaaaaaa-1e3be4-t1"
 
 
 def test_the_dataset_cache_can_be_a_claim_or_a_node_folder():

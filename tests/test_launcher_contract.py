@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from realkube import wait_for
-from scripted import Plan, ScriptedLauncher
+from scripted import Plan, Platform, ScriptedLauncher
 
 from controller.launcher import Launcher, TrialExit, TrialLaunch
 from controller.store import MemoryStore
@@ -37,11 +37,12 @@ class Harness:
         self.kind, self.folder, self.kube, self.ns = kind, folder, kube, ns
         self.claim = kube.shared_dir(ns, folder) if kube is not None and ns is not None else None
         self.root = MemoryStore()
-        self.scripted: ScriptedLauncher | None = None
+        self.platform = Platform()  # the scripted launcher's trials: what a restarted controller finds
         self.codes: dict[int, int] = {}
         self.made: list[Launcher] = []
 
-    def launcher(self) -> Launcher:
+    def launcher(self, unplaceable: bool = False) -> Launcher:
+        """A new instance (a restarted controller). unplaceable: its trials ask for more than the node has."""
         made: Launcher
         if self.kind == "process":
             from controller.local_launcher import ProcessLauncher
@@ -58,15 +59,13 @@ class Harness:
             # The test image (it has python), the folder at /cache through a claim.
             settings = KubeSettings(namespace=self.ns, release="c", gpu_count=0, backoff_limit=0,
                                     image=next(r for r in self.kube.info["images"] if "cifar-hpo-objective:" in r),
-                                    data_cache_claim=self.claim, requests={"cpu": "10m", "memory": "32Mi"},
+                                    data_cache_claim=self.claim,
+                                    requests={"cpu": "1000" if unplaceable else "10m", "memory": "32Mi"},
                                     limits={}, termination_grace_seconds=5, resync_seconds=5)
             made = KubernetesLauncher(KubeClient(api, self.ns), settings, "contract")
         else:
-            # The scripted launcher's state is the platform's: a restarted controller finds the same one.
-            if self.scripted is None:
-                self.scripted = ScriptedLauncher(self.root, lambda tid, p: Plan(
-                    exit_code=self.codes[tid], result=False, wait_reason="gate closed"))
-            made = self.scripted
+            made = ScriptedLauncher(self.root, lambda tid, p: Plan(exit_code=self.codes[tid], result=False,
+                                                                   wait_reason="gate closed"), self.platform)
         self.made.append(made)
         return made
 
@@ -81,17 +80,18 @@ class Harness:
 
     def open(self, tid: int) -> None:
         (self.folder / f"gate-{tid}").touch()
-        if self.scripted is not None and tid in self.scripted.live:
-            self.scripted.start(tid)
+        if tid in self.platform.live:
+            self.platform.live[tid].held = False
 
     def runs(self, tid: int) -> int:
-        if self.scripted is not None:
-            return self.scripted.launches.get(tid, 0)
+        """Starts of the trial's program: its own count of its runs, or (scripted) the platform's record."""
+        if self.kind == "scripted":
+            return self.platform.starts.get(tid, 0)
         path = self.folder / "runs" / str(tid)
         return len(path.read_text()) if path.exists() else 0
 
     def started(self, tid: int) -> bool:
-        return self.runs(tid) > 0 if self.kind != "scripted" else tid in self.scripted.live  # type: ignore[union-attr]
+        return self.runs(tid) > 0
 
 
 @pytest.fixture(params=["scripted", "process", "kubernetes"])
@@ -178,11 +178,38 @@ def test_an_end_never_released_is_reported_again_after_a_restart(harness):
     assert harness.runs(6) == 1
 
 
-def test_waiting_names_a_reason_per_trial(harness):
-    launcher = harness.launcher()
-    launcher.launch(harness.trial(7))
-    waiting = launcher.waiting()
-    assert isinstance(waiting, dict)
-    assert all(isinstance(t, int) and isinstance(why, str) and why for t, why in waiting.items())
-    assert set(waiting) <= {7}
+def test_a_new_launcher_that_launches_instead_of_adopting_still_runs_nothing_twice(harness):
+    """Where the three could differ: a restarted controller's launch() of a trial that still runs, or that ended
+    and was heard but never released. A Job that exists is not created again; a live or unreleased local process is
+    adopted; none is started a second time, and both ends are reported to the new launcher."""
+    first = harness.launcher()
+    first.launch(harness.trial(8))
+    first.launch(harness.trial(9))
+    wait_for("trials 8 and 9 to start", lambda: harness.started(8) and harness.started(9))
+    harness.open(9)
+    assert _end_of(first, 9).exit_code == 0  # heard, never released: the controller died
+    second = harness.launcher()
+    second.launch(harness.trial(8))
+    second.launch(harness.trial(9))
+    assert {8, 9} <= second.running()
+    assert _end_of(second, 9).exit_code == 0
+    harness.open(8)
+    assert _end_of(second, 8).exit_code == 0
+    assert (harness.runs(8), harness.runs(9)) == (1, 1)
 
+
+def test_waiting_names_the_reason_a_trial_cannot_start(harness):
+    """A trial the platform cannot start yet is named with the platform's reason; a local process starts at once."""
+    if harness.kind == "process":
+        launcher = harness.launcher()
+        launcher.launch(harness.trial(7))
+        wait_for("trial 7 to start", lambda: harness.started(7))
+        assert launcher.waiting() == {}
+        return
+    launcher = harness.launcher(unplaceable=True)  # scripted: held at its closed gate
+    launcher.launch(harness.trial(7))
+    expected = "gate closed" if harness.kind == "scripted" else "Insufficient cpu"
+    wait_for("trial 7 to be waiting with its reason", lambda: expected in launcher.waiting().get(7, ""))
+    assert set(launcher.waiting()) == {7}
+    if harness.kind == "kubernetes":
+        assert not harness.started(7)  # its pod was never placed: the program never ran

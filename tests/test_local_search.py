@@ -6,10 +6,9 @@ import random
 import signal
 import subprocess
 import time
-from collections import Counter
 
 import pytest
-from conftest import PY, ROOT, run_cli
+from conftest import PY, ROOT, local_starts, run_cli
 from realkube import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -138,32 +137,35 @@ def test_goal_stops_early_and_stops_running_trials(tmp_path, fake_trial_config):
     assert [t["state"] for t in doc["trials"]] == ["ok", "stopped", "stopped"]  # SIGTERM, then they reported
 
 
-def _kill_loop(args, env, rng, kills, grace=(0.4, 2.0)):
-    """Start the controller, SIGKILL it after a random delay, `kills` times; then let it finish."""
-    done = 0
-    for _ in range(kills):
+def _kill_loop(args, env, rng, kills, gate, startlog):
+    """Start the controller and SIGKILL it at a random moment after trial 2k has started, `kills` times; then let it
+    finish. The gate holds trials 2k on, so no machine is fast enough for the search to end before a kill."""
+    gate.mkdir()
+    for k in range(kills):
+        for tid in range(2 * k):
+            (gate / str(tid)).touch()
         proc = subprocess.Popen([PY, "-m", "controller", *args], cwd=ROOT, env={**os.environ, **env},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(*grace))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            done += 1
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(f"trial {2 * k} to start", lambda k=k: 2 * k in local_starts(startlog), proc=proc)
+        time.sleep(rng.uniform(0.0, 0.5))
+        assert proc.poll() is None, "the search ended although the gate held trials back"
+        proc.send_signal(signal.SIGKILL)
         proc.wait()
-    return done, run_cli(*args, env=env)
+    (gate / "all").touch()
+    return run_cli(*args, env=env)
 
 
-def _assert_ran_once(runlog, n):
-    starts = Counter(int(x) for x in runlog.read_text().split())
-    assert sorted(starts) == list(range(n)) and set(starts.values()) == {1}, starts
+def _assert_ran_once(startlog, n):
+    assert local_starts(startlog) == dict.fromkeys(range(n), 1)  # counted by tests/startlog.sh, outside the program
 
 
 @pytest.mark.parametrize("point", ["proposal:1", "launch:3", "collect:2", "outcome:1"])
 def test_sigkill_at_each_critical_point(tmp_path, fake_trial_config, point):
     store = str(tmp_path / "runs")
-    runlog = tmp_path / "runlog"
+    startlog = tmp_path / "startlog"
     ffile = tmp_path / "faults.json"
     ffile.write_text(json.dumps({"1": "exit1"}))  # so that 'outcome' is reached
-    env = {"FAKE_TRIAL_RUNLOG": str(runlog), "FAKE_TRIAL_FAULTS": str(ffile), "FAKE_TRIAL_SLEEP": "0.1"}
+    env = {"FAKE_TRIAL_STARTLOG": str(startlog), "FAKE_TRIAL_FAULTS": str(ffile), "FAKE_TRIAL_SLEEP": "0.1"}
     args = ["--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "6",
             "--parallelism", "2", "--seed", "3"]
     crashed = subprocess.run([PY, str(ROOT / "tests" / "crashy_controller.py"), "run", *args], cwd=ROOT,
@@ -174,21 +176,20 @@ def test_sigkill_at_each_critical_point(tmp_path, fake_trial_config, point):
     doc = _status(store)
     _assert_exact_budget(doc, 6)
     assert doc["trials"][1]["state"] == "failed"
-    _assert_ran_once(runlog, 6)
+    _assert_ran_once(startlog, 6)
 
 
 def test_s3_store_killed_and_rerun(bucket, fake_trial_config, tmp_path):
     store = f"s3://{bucket}/searches"
-    runlog = tmp_path / "runlog"
-    env = {"FAKE_TRIAL_SLEEP": "0.2", "FAKE_TRIAL_RUNLOG": str(runlog)}
+    startlog, gate = tmp_path / "startlog", tmp_path / "gate"
+    env = {"FAKE_TRIAL_SLEEP": "0.2", "FAKE_TRIAL_STARTLOG": str(startlog), "FAKE_TRIAL_GATE": str(gate)}
     args = ["run", "--config", str(fake_trial_config()), "--local", "--store", store, "--max-trials", "6",
             "--parallelism", "2", "--seed", "5"]
-    kills, final = _kill_loop(args, env, random.Random(5), kills=3, grace=(1.5, 3.0))
-    assert kills >= 2
+    final = _kill_loop(args, env, random.Random(5), kills=3, gate=gate, startlog=startlog)
     assert json.loads(final.stdout)["finished"] == 6
     doc = _status(store)
     _assert_exact_budget(doc, 6)
-    _assert_ran_once(runlog, 6)
+    _assert_ran_once(startlog, 6)
     out = tmp_path / "best"
     got = json.loads(run_cli("best", "--store", store, "--download", str(out)).stdout)
     assert got["tid"] == doc["best"]["tid"]

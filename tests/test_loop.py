@@ -52,11 +52,11 @@ def test_the_budget_is_run_exactly_with_parallelism_honoured():
     launcher = ScriptedLauncher(root, lambda tid, p: Plan(curve=[0.1, 0.2 + tid / 100]))
     loop = _loop(_settings(), root, launcher)
     original_wait = launcher.wait
-    launcher.wait = lambda t: (seen_running.append(len(launcher.live)), original_wait(t))[1]  # type: ignore
+    launcher.wait = lambda t: (seen_running.append(len(launcher.platform.live)), original_wait(t))[1]  # type: ignore
     status = loop.run()
     assert status.state == "succeeded" and status.finished == 6 and status.budget_left == 0
     assert _states(root) == dict.fromkeys(range(6), "ok")
-    assert launcher.launches == dict.fromkeys(range(6), 1)  # none ran twice
+    assert launcher.starts == dict.fromkeys(range(6), 1)  # none ran twice
     assert max(seen_running) == 2  # parallelism
     best = get_json(root.child("cifar100"), "best.json")
     assert best["tid"] == 5 and best["objective"] == pytest.approx(0.25)
@@ -70,7 +70,7 @@ def test_max_failed_trials_stops_the_search_and_says_which_trial_failed_last():
     assert status.reason.startswith("3 trials failed (search.maxFailedTrials=3); "
                                     "last: trial 2: it wrote no result.json")
     assert "exit code 1" in status.reason
-    assert sorted(launcher.launches) == [0, 1, 2]
+    assert sorted(launcher.starts) == [0, 1, 2]
 
 
 def test_the_goal_ends_the_search_and_stops_what_still_runs():
@@ -119,36 +119,42 @@ def test_a_launcher_reporting_a_trial_without_a_proposal_is_ignored_not_a_crash(
     launcher = ScriptedLauncher(root)
     from controller.launcher import TrialExit
 
-    launcher.ended[99] = TrialExit(99, 0)  # a stray Job of this search's labels, say, with no proposal.json
+    launcher.platform.ended[99] = TrialExit(99, 0)  # a stray Job of this search's labels, with no proposal.json
     status = _loop(_settings({"maxTrials": 2}), root, launcher).run()
     assert status.state == "succeeded" and sorted(_states(root)) == [0, 1]
-    assert 99 in launcher.released
+    assert 99 in launcher.platform.released
 
 
 @pytest.mark.parametrize("crash_after_waits", [1, 2, 3, 5])
 def test_a_crash_anywhere_loses_nothing_and_runs_nothing_twice(crash_after_waits):
+    """A controller dropped after its n-th wait, and a new one on a new launcher (as a restarted process has): the
+    new loop must adopt what runs or ended unreported, never launch it again. Counted twice: the platform's starts,
+    and every launch() call (a relaunch of a running trial that a Job's AlreadyExists would hide)."""
     root = MemoryStore()
-    launcher = ScriptedLauncher(root, lambda tid, p: Plan(curve=[0.2, 0.3, 0.4 + tid / 100]))
+    first = ScriptedLauncher(root, lambda tid, p: Plan(curve=[0.2, 0.3, 0.4 + tid / 100]))
     settings = _settings({"maxTrials": 5})
 
     class Crash(BaseException):
         pass
 
-    original_wait = launcher.wait
+    original_wait = first.wait
 
     def crashing_wait(timeout: float):
-        if launcher.waits == crash_after_waits:
+        if first.waits == crash_after_waits:
             raise Crash()
         return original_wait(timeout)
 
-    launcher.wait = crashing_wait  # type: ignore[method-assign]
+    first.wait = crashing_wait  # type: ignore[method-assign]
     with pytest.raises(Crash):
-        _loop(settings, root, launcher).run()
-    launcher.wait = original_wait  # type: ignore[method-assign]
-    status = _loop(settings, root, launcher).run()  # the restarted controller, same store and platform
+        _loop(settings, root, first).run()
+    assert first.platform.live or first.platform.ended  # the crash left trials running or ended unreported
+    second = first.restarted()
+    status = _loop(settings, root, second).run()  # the restarted controller, same store and platform
     assert status.state == "succeeded" and status.finished == 5
     assert _states(root) == dict.fromkeys(range(5), "ok")
-    assert launcher.launches == dict.fromkeys(range(5), 1)
+    assert second.starts == dict.fromkeys(range(5), 1)
+    calls = {t: first.calls.get(t, 0) + second.calls.get(t, 0) for t in range(5)}
+    assert calls == dict.fromkeys(range(5), 1), (first.calls, second.calls)
 
 
 def test_a_store_outage_mid_search_is_waited_out():
@@ -169,7 +175,7 @@ def test_a_store_outage_mid_search_is_waited_out():
         status = _loop(_settings({"maxTrials": 3}), root, launcher, backoff=Backoff(sleep=waited.append)).run()
     finally:
         MemoryStore.put = original_put  # type: ignore[method-assign]
-    assert status.state == "succeeded" and launcher.launches == {0: 1, 1: 1, 2: 1}
+    assert status.state == "succeeded" and launcher.starts == {0: 1, 1: 1, 2: 1}
     assert waited == [1.0, 2.0, 4.0]  # one backoff, doubling
 
 
@@ -207,5 +213,5 @@ def test_resume_with_a_raised_budget_extends_the_same_search():
     root = MemoryStore()
     launcher = ScriptedLauncher(root)
     _loop(_settings({"maxTrials": 2}), root, launcher).run()
-    status = _loop(_settings({"maxTrials": 4}), root, launcher).run()
-    assert status.finished == 4 and launcher.launches == dict.fromkeys(range(4), 1)
+    status = _loop(_settings({"maxTrials": 4}), root, launcher.restarted()).run()
+    assert status.finished == 4 and launcher.starts == dict.fromkeys(range(4), 1)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 from clusterkit import CREDS, _finished, trial_env
-from conftest import ROOT, record_figure
-from realkube import JobRecorder, wait_for
+from conftest import ROOT, record_figure, search_figure
+from realkube import JobRecorder, PodStarts, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -108,30 +108,38 @@ def test_an_invalid_search_is_refused_by_the_api_server_naming_the_field(crd, ku
 
 
 def test_three_searches_on_one_operator_killed_at_random_moments(crd, release, kube_ns, tmp_path, work):
+    """Five kill -9s of one operator running three Searches. Trials wait at gates: before kill k, trials 0..k of each
+    Search may end, so every kill comes after more trials have ended and while Searches still run (gamma's last
+    trial is held to the end), on any machine; within that, each kill lands at a random moment."""
     budgets = {"alpha": 4, "beta": 5, "gamma": 6}
     cfg = _operator_config(release)
     log = tmp_path / "operator.log"
     rng = random.Random(7)
-    kills = 0
-    with JobRecorder(crd, kube_ns) as jobs:
+    kills, running_at_kill = 0, []
+    state = lambda name: _status(crd, kube_ns, name).get("state")
+    with JobRecorder(crd, kube_ns) as jobs, PodStarts(crd, kube_ns) as starts:
         for name, n in budgets.items():
-            _apply(crd, kube_ns, _search(name, n, work=work), tmp_path / f"{name}.yaml")
+            _apply(crd, kube_ns, _search(name, n, work=work, gate=True), tmp_path / f"{name}.yaml")
         op = release.operator(cfg, log=log)
-        total = sum(budgets.values())
         done = lambda: sum(len([t for t in release.trials(name) if t["state"] == "ok"]) for name in budgets)
-        for k in range(5):  # each kill after more trials have ended: progress, not time, decides when
-            target = (k + 1) * total // 7
-            wait_for(f"{target} trials done before kill {k}", lambda t=target: done() >= t, proc=op)
+        for k in range(5):
+            for name in budgets:
+                (work / f"gate-{name}" / str(k)).touch()
+            opened = sum(min(k + 1, n) for n in budgets.values())
+            wait_for(f"{opened - 2} trials done before kill {k}", lambda t=opened - 2: done() >= t, proc=op)
             if k == 2:
                 during = crd.kubectl("-n", kube_ns, "get", "searches")
             time.sleep(rng.uniform(0.0, 1.0))  # a random moment past that progress: mid-step, mid-launch, mid-write
+            running_at_kill.append(sum(state(name) != "Succeeded" for name in budgets))
+            assert running_at_kill[-1] > 0, "a kill with no Search running"
             op.kill()
             op.wait()
             kills += 1
             op = release.operator(cfg, log=log)
         for name in budgets:
-            wait_for(f"Search {name} to succeed", lambda name=name: _status(crd, kube_ns, name).get("state")
-                     == "Succeeded", proc=op)
+            (work / f"gate-{name}" / "all").touch()
+        for name in budgets:
+            wait_for(f"Search {name} to succeed", lambda name=name: state(name) == "Succeeded", proc=op)
         get = crd.kubectl("-n", kube_ns, "get", "searches")
         op.terminate()
         assert op.wait(60) == 0
@@ -142,15 +150,16 @@ def test_three_searches_on_one_operator_killed_at_random_moments(crd, release, k
         assert [t["tid"] for t in trials] == list(range(n)) and {t["state"] for t in trials} == {"ok"}, trials
         assert status["counts"]["ok"] == n and status["budgetLeft"] == 0 and status["best"]["objective"] > 0
         assert status["records"] == f"{release.store}/{name}" and status["bestModel"].endswith("model.keras")
-        ran = sorted(int(t) for t in (work / f"{name}.runlog").read_text().split())
-        assert ran == list(range(n)), (name, ran)  # each trial ran once
-        per_search[name] = {"budget": n, "ok": status["counts"]["ok"], "ran": len(ran)}
+        assert starts.starts(name) == dict.fromkeys(range(n), 1), (name, starts.starts(name))  # the kubelet's count
+        per_search[name] = search_figure(trials, n, starts.starts(name),
+                                         jobs={"created": sum(j.startswith(f"{name}-t") for j in jobs.created),
+                                               "twice": [j for j in jobs.twice() if j.startswith(f"{name}-t")]})
     assert sorted(jobs.created) == sorted(f"{name}-t{i}" for name, n in budgets.items() for i in range(n))
     assert jobs.twice() == []
     assert all(name in get and "Succeeded" in get for name in budgets), get
     record_figure("three Searches, one operator killed -9 five times", {
-        "kills": kills, "searches": per_search, "jobs_created_twice": jobs.twice(),
-        "kubectl get searches (during)": during, "kubectl get searches (after)": get})
+        "kills": kills, "searches_running_at_each_kill": running_at_kill, "searches": per_search,
+        "jobs": jobs.figure(), "kubectl get searches (during)": during, "kubectl get searches (after)": get})
 
 
 def test_deleting_a_search_stops_its_jobs_keeps_its_records_and_spares_the_others(crd, release, kube_ns, tmp_path,

@@ -10,11 +10,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections import Counter
 
 import boto3
 import pytest
-from conftest import PY, ROOT, SEED_RESULTS, record_figure, run_cli
+from conftest import PY, ROOT, SEED_RESULTS, local_starts, record_figure, run_cli, search_figure
 from faultproxy import FaultProxy
 from realkube import wait_for
 
@@ -25,35 +24,27 @@ def _trials(store):
     return json.loads(run_cli("status", "--store", store, "--json").stdout)["trials"]
 
 
-def _lost_or_doubled(trials, n, runlog):
-    starts = Counter(int(x) for x in runlog.read_text().split()) if runlog.exists() else Counter()
-    return {
-        "finished": sum(t["state"] in ("ok", "failed", "stopped") for t in trials),
-        "budget": n,
-        "ids_exact": [t["tid"] for t in trials] == list(range(n)),
-        "distinct_params": len({json.dumps(t["params"], sort_keys=True) for t in trials}) == len(trials),
-        "ran_twice": sorted(t for t, c in starts.items() if c > 1),
-        "never_ran": sorted(set(range(n)) - set(starts)),
-    }
+def _assert_nothing_lost(trials, n, starts):
+    assert [t["tid"] for t in trials] == list(range(n)), trials
+    assert all(t["state"] in ("ok", "failed", "stopped") for t in trials), trials
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == n, trials  # no proposal twice
+    assert starts == dict.fromkeys(range(n), 1), starts  # each program started once (tests/startlog.sh)
 
 
-def _assert_nothing_lost(fig):
-    assert fig["finished"] == fig["budget"] and fig["ids_exact"] and fig["distinct_params"], fig
-    assert fig["ran_twice"] == [] and fig["never_ran"] == [], fig
-
-
-def _await_line(proc, text, timeout=60.0):
-    """Wait until the process logs a line containing `text`; keep draining its stderr after that."""
-    seen = threading.Event()
+def _await_line(proc, text):
+    """Wait until the process logs a line containing `text` (fails if it exits first); keep draining its stderr."""
+    seen, said = threading.Event(), {"it": False}
 
     def read():
         for line in proc.stderr:
             if text in line:
+                said["it"] = True
                 seen.set()
         seen.set()  # it exited
 
     threading.Thread(target=read, daemon=True).start()
-    seen.wait(timeout)
+    seen.wait()
+    assert said["it"], f"the controller exited ({proc.wait()}) before it logged {text!r}"
 
 
 def _finished_in(search) -> int:
@@ -68,10 +59,10 @@ def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config
     """20 SIGKILLs spread through a 32-trial search. The test decides how far the search may get before each
     kill (FAKE_TRIAL_GATE: trial t may end once gate/t exists), so the search cannot finish early on a fast
     machine nor lag the kills on a slow one; within that, each kill lands at a random moment."""
-    store, runlog, gate, n, kills = str(tmp_path / "runs"), tmp_path / "runlog", tmp_path / "gate", 32, 20
+    store, startlog, gate, n, kills = str(tmp_path / "runs"), tmp_path / "startlog", tmp_path / "gate", 32, 20
     gate.mkdir()
     search = tmp_path / "runs" / "cifar100"
-    env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.1", "FAKE_TRIAL_RUNLOG": str(runlog), "FAKE_TRIAL_GATE": str(gate)}
+    env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.1", "FAKE_TRIAL_STARTLOG": str(startlog), "FAKE_TRIAL_GATE": str(gate)}
     args = [PY, "-m", "controller", "run", "--config", str(fake_trial_config()), "--local", "--store", store,
             "--max-trials", str(n), "--parallelism", "3", "--epochs", "4", "--seed", "8"]
     rng = random.Random(20)
@@ -94,62 +85,78 @@ def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config
     (gate / "all").touch()
     final = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
-    trials = _trials(store)
-    fig = {"kills": len(proposed_at_kill), "proposals_at_each_kill": proposed_at_kill,
-           "collected_at_each_kill": collected_at_kill, "ended_ok": sum(t["state"] == "ok" for t in trials),
-           **_lost_or_doubled(trials, n, runlog)}
-    assert fig["kills"] == kills, fig
+    trials, starts = _trials(store), local_starts(startlog)
+    assert len(proposed_at_kill) == kills
     # The kills land all through the search, not only at its start or its end.
-    assert len(set(collected_at_kill)) >= 5 and collected_at_kill[-1] >= n // 2, fig
-    assert fig["ended_ok"] == n, fig  # no fault was planted: every trial must end ok
-    _assert_nothing_lost(fig)
-    record_figure("controller SIGKILL, local mode", fig)
+    assert len(set(collected_at_kill)) >= 5 and collected_at_kill[-1] >= n // 2, collected_at_kill
+    assert [t["state"] for t in trials] == ["ok"] * n, trials  # no fault was planted: every trial must end ok
+    _assert_nothing_lost(trials, n, starts)
+    record_figure("controller SIGKILL, local mode", search_figure(
+        trials, n, starts, kills=kills, proposals_at_each_kill=proposed_at_kill,
+        collected_at_each_kill=collected_at_kill))
 
 
 def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket, fake_trial_config):
-    runlog, n = tmp_path / "runlog", 8
+    """Five fault phases against moto's server, each kept on until it has met its traffic. Trials wait at a gate,
+    and the next one is let through only when the store has gone quiet, so the search cannot end before every phase
+    is done, on any machine; a phase that never meets its traffic fails the test."""
+    startlog, gate, n = tmp_path / "startlog", tmp_path / "gate", 8
+    gate.mkdir()
     with FaultProxy(s3_endpoint) as proxy:
         cfg = fake_trial_config(f"store: {{endpointUrl: '{proxy.url}', timeoutSeconds: 2}}\n")
-        env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.3", "FAKE_TRIAL_RUNLOG": str(runlog),
-               "AWS_ENDPOINT_URL_S3": proxy.url}
+        env = {**os.environ, "FAKE_TRIAL_SLEEP": "0.3", "FAKE_TRIAL_STARTLOG": str(startlog),
+               "FAKE_TRIAL_GATE": str(gate), "AWS_ENDPOINT_URL_S3": proxy.url}
         proc = subprocess.Popen([PY, "-m", "controller", "run", "--config", str(cfg), "--local", "--store",
                                  f"s3://{bucket}/searches", "--max-trials", str(n), "--parallelism", "2",
                                  "--epochs", "4"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         f = proxy.faults
         f.hang_seconds = 5
+        opened = {"next": 0}
 
-        def until(kind, count, limit=8.0, at_least=0.0):
-            # Each fault stays on until it has met traffic (or `limit` s), so none lands in a quiet moment.
-            start = time.monotonic()
-            while ((f.counts.get(kind, 0) < count or time.monotonic() - start < at_least)
-                   and time.monotonic() - start < limit and proc.poll() is None):
-                time.sleep(0.02)
+        def until(kind, count, at_least=0.0):
+            """Keep the fault on until it met `count` requests (and `at_least` s passed); when the store is quiet
+            (every running trial at its gate), one more trial may end. False if the search ended first."""
+            start, last = time.monotonic(), -1
+            while f.counts.get(kind, 0) < count or time.monotonic() - start < at_least:
+                if proc.poll() is not None:
+                    return False
+                seen = sum(f.counts.values())
+                if seen == last and opened["next"] < n:
+                    (gate / str(opened["next"])).touch()
+                    opened["next"] += 1
+                last = seen
+                time.sleep(0.5)
+            return True
 
-        lasted = {}
+        lasted, met = {}, {}
 
         def inject():
-            until("forward", 3, limit=60)  # the controller is up and talking to the store
+            met["up"] = until("forward", 3)  # the controller is up and talking to the store
             for name, action, kind, count, at_least in [
                     ("errors", lambda: f.errors.extend([503, 503, 503, 500, 500]), "error", 5, 0),
                     ("slow", lambda: setattr(f, "delay", 0.4), "forward", f.counts.get("forward", 0) + 6, 1.0),
-                    ("down", lambda: setattr(f, "down", True), "down", 3, 3.0),  # a restart: 3 to 8 s
+                    ("down", lambda: setattr(f, "down", True), "down", 3, 3.0),  # a restart: at least 3 s
                     ("hang", lambda: setattr(f, "hang", 2), "hang", 2, 0),
                     ("errors again", lambda: f.errors.extend([503] * 3), "error", 8, 0)]:
                 began = time.monotonic()
                 with f.lock:
                     action()
-                until(kind, count, at_least=at_least)
+                met[name] = until(kind, count, at_least=at_least)
                 with f.lock:
                     f.delay, f.down = 0.0, False
                 lasted[name] = round(time.monotonic() - began, 1)
+            (gate / "all").touch()
 
         t = threading.Thread(target=inject)
         t.start()
-        out, err = proc.communicate(timeout=300)
+        out, err = proc.communicate(timeout=600)
         t.join()
     assert proc.returncode == 0, err[-3000:]
-    trials = _trials(f"s3://{bucket}/searches")
+    assert met == dict.fromkeys(["up", "errors", "slow", "down", "hang", "errors again"], True), (met, f.counts)
+    # Every planted error and hang was served, and no other.
+    assert f.counts.get("error") == 8 and f.counts.get("hang") == 2 and f.counts.get("down", 0) >= 3, f.counts
+    trials, starts = _trials(f"s3://{bucket}/searches"), local_starts(startlog)
     s3 = boto3.client("s3")
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
@@ -160,13 +167,10 @@ def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket
                 json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
             except ValueError:
                 torn.append(key)
-    fig = {"injected": dict(f.counts), "seconds": lasted, "records_checked": len(keys), "torn_records": torn,
-           "failed_trials": [(t["tid"], t.get("reason")) for t in trials if t["state"] == "failed"],
-           **_lost_or_doubled(trials, n, runlog)}
-    assert f.counts.get("error", 0) >= 5 and f.counts.get("down", 0) >= 1 and f.counts.get("hang", 0) >= 1
-    assert torn == [] and fig["failed_trials"] == []
-    _assert_nothing_lost(fig)
-    record_figure("S3 faults (500/503 bursts, slow, hung, restart)", fig)
+    assert torn == [] and [t["state"] for t in trials] == ["ok"] * n, (torn, trials)
+    _assert_nothing_lost(trials, n, starts)
+    record_figure("S3 faults (500/503 bursts, slow, hung, restart)", search_figure(
+        trials, n, starts, injected=dict(f.counts), seconds=lasted, records_checked=len(keys), torn_records=torn))
 
 
 BAD_INPUTS = [
@@ -195,25 +199,48 @@ def finished_search(tmp_path_factory):
     return d / "runs"
 
 
+def _everything(store, file_in_the_way):
+    """What a bad command could have touched: the search's folder, the file in the way, and every object of every
+    bucket on the S3 server (a refused bucket must not have been created either). (count, digest)."""
+    import hashlib
+
+    h, n = hashlib.sha256(), 0
+    for p in sorted(store.rglob("*")):
+        if p.is_file() and ".local" not in p.parts:
+            h.update(str(p.relative_to(store)).encode() + b"\0" + p.read_bytes())
+            n += 1
+    h.update(b"FILE\0" + file_in_the_way.read_bytes())
+    n += 1
+    s3 = boto3.client("s3")
+    for b in sorted(x["Name"] for x in s3.list_buckets()["Buckets"]):
+        h.update(b"bucket\0" + b.encode())
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b):
+            for o in page.get("Contents", []):
+                h.update(f"{b}/{o['Key']}\0{o['ETag']}".encode())
+                n += 1
+    return n, h.hexdigest()
+
+
 @pytest.mark.parametrize("case, extra, flags, message", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_is_refused_naming_the_field_and_nothing_stored_is_lost(tmp_path, fake_trial_config, s3_endpoint,
                                                                           finished_search, case, extra, flags,
                                                                           message):
-    store = tmp_path / "runs"
+    store, file_in_the_way = tmp_path / "runs", tmp_path / "FILE"
     shutil.copytree(finished_search, store)
-    before = {p: p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and ".local" not in p.parts}
-    (tmp_path / "FILE").write_text("in the way")
-    flags = [str(tmp_path / "FILE") if f == "FILE" else f for f in flags]
+    file_in_the_way.write_text("in the way")
+    count, before = _everything(store, file_in_the_way)
+    flags = [str(file_in_the_way) if f == "FILE" else f for f in flags]
     if "--store" not in flags:
         flags = ["--store", str(store), *flags]
     p = run_cli("run", "--config", str(fake_trial_config(extra)), "--local", *flags, check=False)
-    after = {p: p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and ".local" not in p.parts}
+    _, after = _everything(store, file_in_the_way)
     said = p.stderr.strip().splitlines()[-1].replace(str(tmp_path), "<tmp>") if p.stderr.strip() else ""
     assert p.returncode == 2, p.stderr
     assert message in p.stderr, p.stderr
     assert before == after
     record_figure(f"bad input: {case}", {"case": case, "exit": p.returncode, "message": said,
-                                         "records_changed": before != after})
+                                         "compared": "search folder, the file in the way, every S3 bucket",
+                                         "files_compared": count, "digest_before": before, "digest_after": after})
 
 
 def test_corrupted_records_are_reported_and_skipped_never_resetting_history(tmp_path):

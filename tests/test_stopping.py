@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
 from conftest import SEED_RESULTS, run_cli
@@ -80,5 +82,13 @@ def test_local_search_with_the_median_rule(tmp_path, fake_trial_config):
         assert t["reason"].startswith("early-stopped: median rule") and t["objective"] > 0
     # SIGTERM lands mid-epoch, so a trial stopped near its end may still finish; most save epochs
     assert any(t["metrics"]["epochs_run"] < 8 for t in stopped), stopped
-    best = max((t for t in trials if t["objective"] is not None), key=lambda t: t["objective"])
-    assert best["state"] == "ok"
+    # Each cut was right when it was made: the trial's own best at that epoch (from its recorded history) is the one
+    # the reason quotes, below the median of at least minTrials peers. (The stand-in's curves cross, so the best
+    # trial's survival is not a consequence of the curve shape; the rule promises this, not that.)
+    for t in stopped:
+        m = re.search(r"best ([\d.]+) at epoch (\d+) < median ([\d.]+) of (\d+) trials", t["reason"])
+        assert m, t["reason"]
+        mine, k, cut, peers = float(m[1]), int(m[2]), float(m[3]), int(m[4])
+        curve = json.loads((Path(store) / "cifar100" / "trials" / f"{t['tid']:06d}" / "result.json").read_text())
+        assert round(float(best_so_far(curve["history"]["val_fine_outputs_acc"])[k - 1]), 4) == mine, (t, curve)
+        assert mine < cut and peers >= 2 and k >= 2, t["reason"]
