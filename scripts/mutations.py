@@ -5,8 +5,8 @@ reliability section names, against the test that backs the claim, and records wh
     .venv/bin/python scripts/mutations.py                 # all (the cluster ones need CIFAR_HPO_KUBE_DIR)
     .venv/bin/python scripts/mutations.py --only loop      # those whose id contains 'loop'
 
-Each mutation is applied to a scratch copy of the working tree (never to the checkout), the test is run there, and
-the copy is removed. A mutation whose text is no longer in its file fails the run: the list must follow the code.
+Each mutation is applied to a scratch copy of the committed tree (HEAD; never to the checkout), the test is run there,
+and the copy is removed. A mutation whose text is no longer in its file fails the run: the list must follow the code.
 Caught means the test failed (pytest exit status 1); anything else is recorded as it was.
 """
 
@@ -52,15 +52,16 @@ MUTATIONS = [
       "tests/test_launcher_contract.py::test_a_new_launcher_that_launches_instead_of_adopting_still_runs_nothing_twice"
       "[process]"),
     M("local-kills", "controller SIGKILL, local mode: nothing lost, nothing run twice", "controller/local_launcher.py",
-      "trials that ended while the controller was down are forgotten (neither adopted nor guarded): run again",
-      (("            if self._locked(tid) or (self._dir(tid) / \"exit.json\").exists():",
-        "            if self._locked(tid):"),
-       ("        if self._locked(tid) or self._unreleased_end(tid):", "        if self._locked(tid):")),
+      "a restarted controller cannot tell a live trial from a dead one (the supervisor's lock is never seen held)",
+      (("        \"\"\"True while a supervisor holds the trial's lock (it is alive).\"\"\"\n",
+        "        \"\"\"True while a supervisor holds the trial's lock (it is alive).\"\"\"\n        return False\n"),),
       "tests/test_reliability.py::test_controller_sigkilled_20_times_in_local_mode"),
     M("s3-503", "S3 faults: 500/503 bursts, slowness, hangs and a restart are waited out", "controller/s3store.py",
-      "a 5xx from the store is taken as permanent (no retry)",
-      (("            if status >= 500 or code in (\"SlowDown\", \"RequestTimeout\", \"Throttling\"):",
-        "            if code in (\"SlowDown\", \"RequestTimeout\", \"Throttling\"):"),),
+      "the store gives up at its first error: botocore's retries off, and every error taken as permanent",
+      (("        from botocore.exceptions import ClientError\n\n        if isinstance(e, ClientError):",
+        "        return PermanentError(f\"{what} in {self.uri}: {e}\")\n        if isinstance(e, ClientError):"),
+       ("                retries={\"mode\": \"standard\", \"max_attempts\": max_attempts},",
+        "                retries={\"mode\": \"standard\", \"max_attempts\": 1},")),
       "tests/test_reliability.py::test_s3_bursts_slowness_timeouts_and_a_restart"),
     M("bad-seed", "bad input is refused naming the field, and nothing stored changes", "controller/loop.py",
       "another seed for an existing search is accepted",
@@ -134,15 +135,11 @@ MUTATIONS = [
 
 
 def _scratch() -> Path:
-    """The working tree (tracked and untracked-not-ignored files) in a new folder; the venv and tools linked."""
+    """The committed tree (HEAD, so that a result names exactly what it ran on) in a new folder; the venv and tools
+    linked."""
     dest = Path(tempfile.mkdtemp(prefix="mutant-", dir=Path.home() / ".cache" / "cifar-hpo"))
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, files):
-        src = ROOT / name.decode()
-        if src.is_file():
-            (dest / name.decode()).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name.decode())
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     for linked in (".venv", ".tools"):
         (dest / linked).symlink_to(ROOT / linked)
     return dest
@@ -167,9 +164,12 @@ def run(m: Mutation) -> dict[str, object]:
         p = subprocess.run([str(tree / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-x", "-p",
                             "no:cacheprovider", m.test], cwd=tree, capture_output=True, text=True, timeout=1200,
                            env={**os.environ, "CIFAR_HPO_TEST_RUN": f"mutant-{m.id}"})
-        summary = (p.stdout.strip().splitlines() or ["(no output)"])[-1]
+        lines = p.stdout.strip().splitlines() or ["(no output)"]
+        # What failed and why (the first line of pytest's error report), so that a test failing for another
+        # reason than the mutation shows.
+        why = next((line[1:].strip() for line in lines if line.startswith("E ") and line[1:].strip()), lines[-1])
         return {**{k: v for k, v in asdict(m).items() if k != "edits"}, "caught": p.returncode == 1,
-                "outcome": f"pytest exit {p.returncode}: {summary}", "seconds": round(time.monotonic() - started)}
+                "outcome": f"pytest exit {p.returncode}: {why[:200]}", "seconds": round(time.monotonic() - started)}
     finally:
         if m.file.startswith("charts/crds/") and os.environ.get("CIFAR_HPO_KUBE_DIR"):
             # The test applied the mutated CRD to the shared cluster: put the real one back.
@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
+    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "controller", "tests", "charts", "scripts"],
+                      cwd=ROOT).returncode != 0:
+        print("note: the working tree differs from HEAD; the mutations run on HEAD", file=sys.stderr)
     chosen = [m for m in MUTATIONS if not args.only or args.only in m.id]
     previous = {r["id"]: r for r in json.loads(OUT.read_text())} if OUT.exists() else {}
     for m in chosen:

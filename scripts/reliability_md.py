@@ -193,7 +193,7 @@ def render(meta: dict[str, Any], figures: dict[str, dict[str, Any]], mutations: 
                          f"{'**YES**' if bad_input_changed(b) else 'no'} |" for b in bad)
     sources = "\n".join(f"| {name} | `{doc['test']}` |" for name, doc in sorted(figures.items()))
     mutation_rows = "\n".join(f"| {m['claim']} | `{m['file']}`: {m['mutation']} | `{m['test']}` | "
-                               f"{'caught' if m['caught'] else '**NOT CAUGHT**'} ({m['outcome']}) |"
+                               f"{'caught' if m['caught'] else '**NOT CAUGHT**'} ({m['outcome'].replace('|', '/')}) |"
                                for m in mutations)
     return f"""# Reliability and security: what was tried, and what was lost
 
@@ -219,7 +219,8 @@ trials from the test image).
 |---|---|---|---|---|---|---|---|
 {kill_rows}
 
-- Local mode: trials collected at each kill {local['collected_at_each_kill']}.
+- Local mode: trials collected at each kill {local['collected_at_each_kill']}; after each kill, one trial was let
+  end while no controller ran (the next one had to adopt it, not run it again): {_need(local, 'ended_while_down')[0]}.
 - Real cluster: the chart's controller pod, kill -9 of its process; the real kubelet (containerd) restarted the
   container in its pod {pod['container_restarts']} times. Trials done at each kill:
   {pod['trials_done_at_each_kill']}.

@@ -130,9 +130,9 @@ class Versitygw:
         binary = ROOT / ".tools" / "bin" / "versitygw"
         if not binary.exists():
             raise RuntimeError(f"{binary} is missing: run scripts/install-tools.sh")
-        with socket.socket() as s:
-            s.bind((host_ip(), 0))
-            port = s.getsockname()[1]
+        from localkube.cluster import free_port
+
+        port = free_port()
         self.endpoint = f"http://{host_ip()}:{port}"
         self.keys = {"aws_access_key_id": "vgw-root-" + uuid.uuid4().hex[:8],
                      "aws_secret_access_key": uuid.uuid4().hex}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -57,6 +58,21 @@ class Kube:
 
     def helm(self, *args: str, **kw: Any) -> str:
         return self.run(str(TOOLS / "helm"), *args, **kw).stdout
+
+    @contextmanager
+    def port_forward(self, ns: str, target: str, remote: int) -> Iterator[int]:
+        """`kubectl port-forward` to target's remote port (through the API server and the kubelet, as a person
+        does it); yields the local port kubectl picked."""
+        proc = subprocess.Popen([str(TOOLS / "kubectl"), "-n", ns, "port-forward", target, f":{remote}"], cwd=ROOT,
+                                env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stdout.readline() if proc.stdout else ""  # "Forwarding from 127.0.0.1:PORT -> remote"
+            m = re.search(r"127\.0\.0\.1:(\d+)", line)
+            assert m, f"kubectl port-forward {target}: {line}{proc.stderr.read() if proc.stderr else ''}"
+            yield int(m.group(1))
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
     # -- namespaces and identities ------------------------------------------------------------------------
     def namespace(self, prefix: str = "t", restricted: bool = True) -> str:

@@ -2,23 +2,15 @@
 
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 from conftest import PY, ROOT
+from localkube.cluster import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _scrape(port):
@@ -27,7 +19,7 @@ def _scrape(port):
 
 
 def test_metrics_during_a_local_run(tmp_path, fake_trial_config):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([PY, "-m", "controller", "run", "--config", str(fake_trial_config()), "--local",
                              "--store", str(tmp_path / "runs"), "--max-trials", "6", "--parallelism", "2",
                              "--epochs", "4", "--metrics-port", str(port)], cwd=ROOT,

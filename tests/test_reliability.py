@@ -66,7 +66,11 @@ def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config
     args = [PY, "-m", "controller", "run", "--config", str(fake_trial_config()), "--local", "--store", store,
             "--max-trials", str(n), "--parallelism", "3", "--epochs", "4", "--seed", "8"]
     rng = random.Random(20)
-    proposed_at_kill, collected_at_kill = [], []
+    proposed_at_kill, collected_at_kill, ended_while_down = [], [], []
+
+    def held() -> list[int]:
+        """Trials whose program started and has not ended (its supervisor wrote no exit.json)."""
+        return sorted(t for t in local_starts(startlog) if not (search / ".local" / f"{t:06d}" / "exit.json").exists())
     for k in range(kills):
         opened = (k * (n - 4)) // kills  # trials 0..opened-1 may end before kill k; never all n
         for tid in range(opened):
@@ -76,12 +80,19 @@ def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config
         collected = max(0, opened - 3)
         wait_for(f"{collected} trials collected before kill {k}", lambda n=collected: _finished_in(search) >= n,
                  proc=proc)
+        wait_for(f"a trial running before kill {k}", lambda: bool(held()), proc=proc)
         time.sleep(rng.uniform(0.0, 0.5))
         assert proc.poll() is None, "the search ended although the gate held trials back"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proposed_at_kill.append(len(list((search / "trials").glob("*/proposal.json"))))
         collected_at_kill.append(_finished_in(search))
+        # A trial ends while no controller runs: the next one must hear of it (adopt), never run it again.
+        tid = held()[0]
+        (gate / str(tid)).touch()
+        wait_for(f"trial {tid} to end while the controller is down",
+                 lambda t=tid: (search / ".local" / f"{t:06d}" / "exit.json").exists())
+        ended_while_down.append(tid)
     (gate / "all").touch()
     final = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
@@ -93,7 +104,7 @@ def test_controller_sigkilled_20_times_in_local_mode(tmp_path, fake_trial_config
     _assert_nothing_lost(trials, n, starts)
     record_figure("controller SIGKILL, local mode", search_figure(
         trials, n, starts, kills=kills, proposals_at_each_kill=proposed_at_kill,
-        collected_at_each_kill=collected_at_kill))
+        collected_at_each_kill=collected_at_kill, ended_while_down=ended_while_down))
 
 
 def test_s3_bursts_slowness_timeouts_and_a_restart(tmp_path, s3_endpoint, bucket, fake_trial_config):

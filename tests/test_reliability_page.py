@@ -20,7 +20,7 @@ def _search(n=6, planted=(), jobs=True, **more):
 
 
 FIGURES = {
-    reliability_md.KILLS[0]: _search(32, jobs=False, kills=20, collected_at_each_kill=[0, 3]),
+    reliability_md.KILLS[0]: _search(32, jobs=False, kills=20, collected_at_each_kill=[0, 3], ended_while_down=[0, 4]),
     reliability_md.KILLS[1]: _search(24, planted=(2, 9), kills=20, container_restarts=20,
                                      trials_done_at_each_kill=[0, 5]),
     reliability_md.KILLS[2]: _search(8, planted=(1,), points=["proposal:2"]),

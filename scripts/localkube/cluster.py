@@ -33,9 +33,24 @@ CONTROLLERS = ",".join([
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a server that binds it itself, later. Port 0 would hand out one of the kernel's ephemeral range,
+    which any outgoing connection may take before that server binds it: so a random port between 20000 (past
+    Kubernetes' own 10250-10259) and the start of the ephemeral range, checked free on every address."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, max(ephemeral, 20001))
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between 20000 and {ephemeral}")
 
 
 def terminate(proc: subprocess.Popen | None, grace: float) -> None:
