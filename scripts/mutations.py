@@ -51,10 +51,10 @@ MUTATIONS = [
       (("        if self._locked(tid) or self._unreleased_end(tid):", "        if False:"),),
       "tests/test_launcher_contract.py::test_a_new_launcher_that_launches_instead_of_adopting_still_runs_nothing_twice"
       "[process]"),
-    M("local-kills", "controller SIGKILL, local mode: nothing lost, nothing run twice", "controller/local_launcher.py",
-      "a restarted controller cannot tell a live trial from a dead one (the supervisor's lock is never seen held)",
-      (("        \"\"\"True while a supervisor holds the trial's lock (it is alive).\"\"\"\n",
-        "        \"\"\"True while a supervisor holds the trial's lock (it is alive).\"\"\"\n        return False\n"),),
+    M("local-kills", "controller SIGKILL, local mode: nothing lost, nothing run twice", "controller/supervise.py",
+      "the supervisor does not take the trial's lock, so a restarted controller cannot tell a live trial from a dead "
+      "one (the ledger, the launcher's guard and the supervisor's own check all rest on that lock)",
+      (("        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n", "        pass\n"),),
       "tests/test_reliability.py::test_controller_sigkilled_20_times_in_local_mode"),
     M("s3-503", "S3 faults: 500/503 bursts, slowness, hangs and a restart are waited out", "controller/s3store.py",
       "the store gives up at its first error: botocore's retries off, and every error taken as permanent",
@@ -69,8 +69,10 @@ MUTATIONS = [
       "tests/test_reliability.py::test_bad_input_is_refused_naming_the_field_and_nothing_stored_is_lost"
       "[another seed for an existing search]"),
     M("corrupt-proposal", "corrupted records are reported, never dropped", "controller/ledger.py",
-      "a torn proposal.json drops its trial from the history",
-      (("        return _damaged(tid, f\"corrupt proposal: {proposal}\")", "        return None"),),
+      "a trial whose proposal.json is torn is dropped from the history",
+      (("                if rec is not None:\n                    out[tid] = rec",
+        "                if rec is not None and not (rec.reason or \"\").startswith(\"corrupt proposal\"):\n"
+        "                    out[tid] = rec"),),
       "tests/test_reliability.py::test_corrupted_records_are_reported_and_skipped_never_resetting_history"),
     M("named-points", "controller killed at each named point, real cluster: the budget exact", "controller/loop.py",
       "a trial proposed before a crash but never launched is not launched by the restarted controller",
@@ -167,7 +169,8 @@ def run(m: Mutation) -> dict[str, object]:
         lines = p.stdout.strip().splitlines() or ["(no output)"]
         # What failed and why (the first line of pytest's error report), so that a test failing for another
         # reason than the mutation shows.
-        why = next((line[1:].strip() for line in lines if line.startswith("E ") and line[1:].strip()), lines[-1])
+        errors = [line[1:].strip() for line in lines if line.startswith("E ") and line[1:].strip()]
+        why = next((e for e in errors if e.rstrip(":") != "AssertionError"), errors[0] if errors else lines[-1])
         return {**{k: v for k, v in asdict(m).items() if k != "edits"}, "caught": p.returncode == 1,
                 "outcome": f"pytest exit {p.returncode}: {why[:200]}", "seconds": round(time.monotonic() - started)}
     finally:

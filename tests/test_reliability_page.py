@@ -97,7 +97,7 @@ def test_the_page_generator_refuses_a_failed_partial_or_selected_run(tmp_path, c
         kwargs["options"] = {}
         kwargs["paths"] = ()
     code, err = _page(tmp_path, capsys, **kwargs)
-    assert code == 2 and says in err, err
+    assert code == 2 and says in err, f"exit {code}: {err[:300]}"
     assert not (tmp_path / "page.md").exists() and not (tmp_path / "record").exists()
 
 
@@ -133,7 +133,8 @@ DOCTORED = [
 @pytest.mark.parametrize("case, name, change, says", DOCTORED, ids=[d[0] for d in DOCTORED])
 def test_doctored_figures_are_never_called_nothing_lost(tmp_path, case, name, change, says):
     code, page = _page(tmp_path, figures={**FIGURES, name: {**FIGURES[name], **change}})
-    assert code == 0 and says in page, page
+    lost = [line for line in page.splitlines() if "LOST" in line]
+    assert code == 0 and says in page, f"{says!r} is not on the page: {lost}"
     assert page.count("**nothing**") == 8  # the untouched verdicts stay
 
 
