@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# S2: mutmut over the pure core (stopping, space, suggest, ledger), each mutant run against the pure tests that
-# reach it. Runs in a scratch copy of the working tree (mutmut writes a mutants/ folder there); prints the counts
+# S2: mutmut over the pure core (stopping, space, suggest, ledger), each mutant run against the pure tests of those
+# modules and of the loop that uses them. Runs in a scratch copy of the working tree (mutmut writes a mutants/ folder there); prints the counts
 # and the score (killed / (killed + survived)), and the surviving mutants' names.
 #   benchmarks/mutmut_core.sh [module ...]      # default: the four modules of the pure core
 set -euo pipefail
@@ -16,9 +16,10 @@ ln -s "$root/.venv" "$work/.venv"
 cat >>"$work/pyproject.toml" <<TOML
 
 [tool.mutmut]
-paths_to_mutate = [${paths%, }]
-tests_dir = ["tests/"]
-also_copy = ["controller/", "scripts/", "examples/", "charts/"]
+source_paths = [${paths%, }]
+pytest_add_cli_args_test_selection = ["tests/test_stopping.py", "tests/test_space.py", "tests/test_suggest.py",
+                                      "tests/test_ledger.py", "tests/test_loop.py"]
+also_copy = ["controller/", "scripts/", "examples/", "charts/", "tests/"]
 pytest_add_cli_args = ["-m", "pure", "-p", "no:xdist", "-p", "no:cacheprovider"]
 TOML
 cd "$work"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.config import Settings, read_config, settings_from_mapping, with_overrides
+from controller.dashboard.server import serve as serve_dashboard
 from controller.dataset import stage
 from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError, PermanentError, TemporaryError
@@ -331,6 +332,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
     # The store is checked by each Search's worker, which shows a failure on that Search and retries: a missing
     # bucket must not put the operator in CrashLoopBackOff with the reason only in its log.
     root = _root_store(settings.store.uri, settings)
+    if settings.controller.dashboard_port:
+        # Read-only, and served by a standby too: the pod's port (the chart's Service and NetworkPolicy guard it).
+        serve_dashboard(root, "0.0.0.0", settings.controller.dashboard_port)
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     kube = KubeClient(_kube_api(), settings.kube.namespace, identity)
     lease = _lead(kube, settings, identity)
@@ -341,6 +345,27 @@ def cmd_operator(args: argparse.Namespace) -> int:
     finally:
         if lease:
             lease.release()
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    _setup_logging("text", args.verbose)
+    if not 0 < args.refresh_seconds <= 3600:
+        raise ConfigError(f"--refresh-seconds: {args.refresh_seconds} must be in (0, 3600]")
+    root = _root_store(args.store, _load(args.config) if args.config else None)
+    try:
+        server = serve_dashboard(root, args.host, args.port, args.refresh_seconds)
+    except OSError as e:
+        raise ConfigError(f"--host/--port: cannot listen on {args.host}:{args.port} ({e}); pick another --port") from e
+    host, port = server.server_address[:2]
+    print(f"dashboard: http://{host!s}:{port}/ (read-only; Ctrl-C stops it)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
     return 0
 
 
@@ -422,6 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--store", required=True)
         c.add_argument("--search")
         c.set_defaults(func=func)
+    dash = sub.add_parser("dashboard", help="a live, read-only web page of the store's searches")
+    dash.add_argument("--store", required=True, help="s3://bucket/prefix or a directory (also a finished search's)")
+    dash.add_argument("--config", help="YAML config file: the store's endpoint, region, CA bundle")
+    dash.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    dash.add_argument("--port", type=int, default=8080)
+    dash.add_argument("--refresh-seconds", type=float, default=2.0,
+                      help="read a watched search again at most this often")
+    dash.set_defaults(func=cmd_dashboard)
     sub.choices["status"].add_argument("--json", action="store_true")
     sub.choices["best"].add_argument("--download", metavar="DIR")
     sub.choices["report"].add_argument("--out", metavar="DIR")

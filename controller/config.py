@@ -148,6 +148,8 @@ class ControllerSection:
     log_format: str = field(default="text", metadata=limit(enum=("text", "json")))
     metrics_port: int = field(default=0, metadata=limit(minimum=0, maximum=65535, hint="(0: off)"))
     """Serve Prometheus metrics on this port (/metrics); 0: off."""
+    dashboard_port: int = field(default=0, metadata=limit(minimum=0, maximum=65535, hint="(0: off)"))
+    """The operator serves the read-only dashboard (every search of its store) on this port; 0: off."""
     report_seconds: float = field(default=30.0, metadata=limit(minimum=0))
     """Rebuild report/ in the store after a finished trial at most this often (and at the end); 0: after each."""
 

@@ -264,10 +264,14 @@ class Ledger:
             return self.load_full()
         known: dict[int, TrialRecord] = {r.tid: r for r in cp[0]}
         next_tid = cp[1]
-        open_tids = [t for t in range(next_tid) if t not in known]
-        newer = self._tids(self.store.list("trials/", start_after=trial_prefix(next_tid - 1) + "/~"))
-        known.update(self._read_many(open_tids + sorted(newer)))
+        known.update(self.read_since([t for t in range(next_tid) if t not in known], next_tid - 1))
         return dict(sorted(known.items()))
+
+    def read_since(self, open_tids: list[int], highest: int) -> dict[int, TrialRecord]:
+        """The records of trials still open and of every trial newer than `highest`: what can have changed since
+        a load() (decided records never change)."""
+        newer = self._tids(self.store.list("trials/", start_after=trial_prefix(highest) + "/~"))
+        return self._read_many(open_tids + sorted(newer))
 
     def load_full(self) -> dict[int, TrialRecord]:
         """Rebuild from the listing alone (no checkpoint): reads every trial's records."""

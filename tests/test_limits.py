@@ -39,6 +39,8 @@ CHART_ONLY = {
 DIFFERENT = {
     "controller.metricsPort": "the chart always serves metrics (its Service and probe need a port), so 0 (off) "
                               "is the settings' only",
+    "controller.dashboard.port": "the chart's off-switch is controller.dashboard.enabled (it renders 0), so 0 (off) "
+                                 "is the settings' only",
 }
 
 

@@ -80,6 +80,7 @@ trial:
 controller:
   logFormat: {{ .Values.controller.logFormat }}
   metricsPort: {{ .Values.controller.metricsPort }}
+  dashboardPort: {{ .Values.controller.dashboard.port | mul (ternary 1 0 .Values.controller.dashboard.enabled) }}
 kube:
   namespace: {{ .Release.Namespace | quote }}
   release: {{ $full | quote }}
