@@ -12,7 +12,9 @@ mapping with `dist` naming a distribution:
     head:           {dist: choice, options: [{kind: small}, {kind: big, width: {dist: uniform, ...}}]}
 
 A choice option may itself be a distribution (its value becomes the choice's value) or a mapping of
-names to specs (a conditional group, decoded as a dict). `label` overrides the hyperopt label, which
+names to specs (a conditional group, decoded as a dict). Anywhere else a mapping must be a distribution or an explicit
+literal, `{literal: {any: value}}`: a mistyped distribution (`{loguniform: {low: 0.1}}`) is refused with its path, never
+taken for a value and sent to every trial. `label` overrides the hyperopt label, which
 defaults to the key; labels must be unique, because hyperopt keys its raw values by them.
 
 Decoding a point gives the same structure with every distribution replaced by its value, with
@@ -52,6 +54,12 @@ _ALLOWED_KEYS = {
     "qlognormal": {"mu", "sigma", "q"},
     "choice": {"options"},
 }
+# The form each distribution is written in, for the hint when a mapping names one without `dist`.
+_FORM = {"uniform": ("low: ..", "high: .."), "quniform": ("low: ..", "high: ..", "q: .."),
+         "loguniform": ("low: ..", "high: .."), "qloguniform": ("low: ..", "high: ..", "q: .."),
+         "randint": ("low: ..", "high: .."), "normal": ("mu: ..", "sigma: .."),
+         "qnormal": ("mu: ..", "sigma: ..", "q: .."), "lognormal": ("mu: ..", "sigma: .."),
+         "qlognormal": ("mu: ..", "sigma: ..", "q: .."), "choice": ("options: [..]",)}
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,15 @@ def _same_literal(a: Value, b: Value) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _literal(value: Any, path: str) -> Any:
+    """An explicit literal: any JSON value with finite numbers."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise SpaceError(f"{path}: a literal must be plain JSON with finite numbers ({e})") from e
+    return json.loads(text)
+
+
 class _Parser:
     def __init__(self) -> None:
         self.labels: dict[str, str] = {}
@@ -105,15 +122,26 @@ class _Parser:
             members.append((name, self.node(sub, f"{path}.{name}", default_label=name)))
         return Group(tuple(members))
 
-    def node(self, spec: Any, path: str, default_label: str) -> Node:
+    def node(self, spec: Any, path: str, default_label: str, group_ok: bool = False) -> Node:
+        """group_ok: a mapping of specs is a conditional group here (a choice's option); anywhere else a mapping must
+        be a distribution or an explicit literal, so that a mistyped distribution is never taken for a value."""
         if spec is None or isinstance(spec, (str, bool, int, float)):
             if isinstance(spec, float) and not math.isfinite(spec):
                 raise SpaceError(f"{path}: literal values must be finite, got {spec!r}")
             return Literal(spec)
         if isinstance(spec, Mapping) and "dist" in spec:
             return self.dist(spec, path, default_label)
-        if isinstance(spec, Mapping):
+        if isinstance(spec, Mapping) and set(spec) == {"literal"}:
+            return Literal(_literal(spec["literal"], f"{path}.literal"))
+        if isinstance(spec, Mapping) and group_ok:
             return self.group(spec, path)
+        if isinstance(spec, Mapping):
+            named = [k for k in spec if k in DISTRIBUTIONS]
+            hint = (f"did you mean {{dist: {named[0]}, {', '.join(_FORM[named[0]])}}}? " if named else "")
+            raise SpaceError(
+                f"{path}: a mapping without 'dist' is neither a distribution nor a literal; {hint}write "
+                f"{{dist: <{' | '.join(DISTRIBUTIONS)}>, ...}}, or {{literal: {dict(spec)!r}}} for a fixed mapping "
+                "value (a mapping of specs is a conditional group only as a choice's option)")
         raise SpaceError(
             f"{path}: expected a literal or a mapping with 'dist' (one of {', '.join(DISTRIBUTIONS)}), "
             f"got {type(spec).__name__} {spec!r}"
@@ -146,7 +174,8 @@ class _Parser:
             if not isinstance(options, list) or not options:
                 raise SpaceError(f"{path}.options: a choice needs a non-empty list of options, got {options!r}")
             parsed = tuple(
-                self.node(opt, f"{path}.options[{i}]", default_label=f"{label}_{i}") for i, opt in enumerate(options)
+                self.node(opt, f"{path}.options[{i}]", default_label=f"{label}_{i}", group_ok=True)
+                for i, opt in enumerate(options)
             )
             return Dist("choice", label, path, (), parsed)
         return Dist(kind, label, path, self._numeric_args(kind, spec, path))

@@ -56,6 +56,12 @@ def test_loguniform_accepts_values_or_log_bounds():
         a.encode({"lr": 0.5})
 
 
+def test_a_fixed_mapping_is_written_as_an_explicit_literal():
+    space = Space.from_spec({"head": {"literal": {"width": 3, "kinds": ["a", "b"]}},
+                             "lr": {"dist": "uniform", "low": 0, "high": 1}})
+    assert space.decode({"lr": 0.5}) == {"head": {"width": 3, "kinds": ["a", "b"]}, "lr": 0.5}
+
+
 def test_nested_group_options_decode_to_dicts():
     space = Space.from_spec({
         "opt": {"dist": "choice", "options": [
@@ -85,6 +91,15 @@ def test_nested_group_options_decode_to_dicts():
     ({"a": [1, 2]}, r"space\.a: expected a literal or a mapping"),
     ({}, r"space: expected a non-empty mapping"),
     ({"a": {"dist": "loguniform", "low": 0, "high": 1}}, r"space\.a\.low: loguniform bounds must be > 0"),
+    # As a new user writes them: the distribution as a key, `high` missing; a group where no choice makes one.
+    ({"lr_rate_mult": {"loguniform": {"low": 0.1}}},
+     r"space\.lr_rate_mult: a mapping without 'dist' is neither a distribution nor a literal; did you mean "
+     r"\{dist: loguniform, low: \.\., high: \.\.\}\?"),
+    ({"head": {"width": 3, "depth": {"dist": "uniform", "low": 0, "high": 1}}},
+     r"space\.head: a mapping without 'dist'.*\{literal: "),
+    ({"a": {"dist": "choice", "options": [{"b": {"uniform": {"low": 0, "high": 1}}}]}},
+     r"space\.a\.options\[0\]\.b: a mapping without 'dist'.*did you mean \{dist: uniform"),
+    ({"a": {"literal": {"x": float("inf")}}}, r"space\.a\.literal: a literal must be plain JSON"),
 ])
 def test_invalid_spaces_name_the_bad_entry(spec, message):
     with pytest.raises(SpaceError, match=message):
@@ -110,3 +125,14 @@ def test_diff_names_the_first_difference():
     spec["batch_size"]["high"] = 700
     assert a.diff(Space.from_spec(spec)) == "space.batch_size.high"
     assert a.diff(Space.default()) is None
+
+
+def test_a_search_with_a_mistyped_distribution_is_refused_naming_its_spec_path():
+    from controller.config import Settings
+    from controller.errors import ConfigError
+    from controller.searchspec import settings_of
+
+    doc = {"apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": "s"},
+           "spec": {"search": {"maxTrials": 3, "space": {"lr_rate_mult": {"loguniform": {"low": 0.1}}}}}}
+    with pytest.raises(ConfigError, match=r"Search s: spec\.search\.space\.lr_rate_mult: a mapping without 'dist'"):
+        settings_of(doc, Settings()).validate()
