@@ -120,7 +120,7 @@ class TrialSection:
 
     def argv(self, trial_uri: str) -> list[str]:
         args = [*self.command, "--trial", trial_uri]
-        if self.data:
+        if self.data and self.data != "none":
             args += ["--data", self.data]
         if self.data_sha256:
             args += ["--data-sha256", self.data_sha256]

@@ -57,7 +57,7 @@ def stage(data: str | None, sha256: str | None, root: Store, policy: PolicySetti
     """Stage the dataset named by `data` in `root` (None: generated or already staged data, nothing to do), if
     `policy` allows that source (local mode: LOCAL; the operator: its own). Errors name `field`."""
     spec = check_data(policy, data, sha256, bucket_of(root), field)
-    if spec.kind in ("synthetic", "npz"):
+    if spec.kind in ("synthetic", "npz", "none"):
         return None
     source = CIFAR100_URL if spec.kind == "cifar100" else spec.spec
     expected = (sha256 or (CIFAR100_SHA256 if spec.kind == "cifar100" else None) or "").lower() or None

@@ -3,6 +3,7 @@ first trial instead of failing every trial with it. Pure: no I/O.
 
   cifar100            Keras' download (https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz)
   synthetic[:N]       N generated training images (default 5000, at least 100)
+  none                no dataset: the trial program brings its own (nothing fetched, staged or passed)
   https://host/path   the standard cifar-100-python.tar.gz at a URL (http:// too)
   s3://bucket/key     the same archive in a bucket
   PATH                the same archive on a local disk (or in the trial's container)
@@ -22,7 +23,7 @@ SYNTHETIC_MIN = 100
 @dataclass(frozen=True)
 class DataSpec:
     kind: str
-    """cifar100 | synthetic | http | s3 | path | npz"""
+    """cifar100 | synthetic | http | s3 | path | npz | none"""
     spec: str
     size: int | None = None
     """Training images, for synthetic."""
@@ -33,6 +34,8 @@ def parse_data_spec(spec: str, field: str = "--data") -> DataSpec:
         raise ConfigError(f"{field}: must name a dataset: cifar100, synthetic[:N], s3://bucket/key or a path")
     if spec == "cifar100":
         return DataSpec("cifar100", spec)
+    if spec == "none":  # a trial program that brings its own data (examples/digits): nothing to fetch or stage
+        return DataSpec("none", spec)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         _, _, n = spec.partition(":")
         try:

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
+from controller.contract import check_record
 from controller.errors import PermanentError, RecordError
 from controller.records import (
     RESULT_SUMMARY,
@@ -127,10 +128,11 @@ def _finite(x: Any) -> bool:
 
 
 def curve_of(doc: Any) -> list[float | None]:
-    """The per-epoch validation fine accuracy in a result or progress record (the seed's series name)."""
-    if not isinstance(doc, Mapping):
+    """The per-step objective in a result or progress record: the contract's `objective` series, or the CIFAR
+    trainer's per-epoch validation fine accuracy (the seed's series name)."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("history"), Mapping):
         return []
-    series = (doc.get("history") or {}).get(VAL_FINE_ACC) or []
+    series = doc["history"].get(VAL_FINE_ACC) or doc["history"].get("objective") or []
     return [v if _finite(v) else None for v in series] if isinstance(series, list) else []
 
 
@@ -152,6 +154,9 @@ def judge_result(raw: Any, tid: int) -> tuple[TrialState, float | None, str | No
     objective = raw.get("objective")
     if not _finite(objective):
         return failed, None, f"result.json objective is {objective!r}, not a finite number", metrics
+    problem = check_record("result", raw)  # the rest of the contract's schema (docs/TRIAL_CONTRACT.md)
+    if problem:
+        return failed, None, f"result.json: {problem}", metrics
     return status.state, float(cast(float, objective)), None, metrics
 
 

@@ -125,7 +125,7 @@ def check_data(policy: PolicySettings, data: str | None, sha256: str | None, sto
                field_name: str = "spec.trial.data") -> DataSpec:
     """The parsed data spec if the policy allows it as a source (the address rule is checked at fetch time)."""
     spec = parse_data_spec(data or "cifar100", field_name)
-    if spec.kind in ("cifar100", "synthetic"):
+    if spec.kind in ("cifar100", "synthetic", "none"):
         return spec
     scheme = {"http": spec.spec.split("://", 1)[0], "s3": "s3", "path": "path"}.get(spec.kind, "s3")
     if spec.kind == "npz" and not spec.spec.startswith("s3://"):

@@ -19,8 +19,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from controller.errors import TemporaryError
-from controller.grant import open_trial, patiently
 from controller.store import dumps, get_json, put_json
+from controller.trial import open_trial, patiently
 
 
 def synthetic_objective(params: dict) -> float:

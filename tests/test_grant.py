@@ -15,15 +15,16 @@ import pytest
 from conftest import ROOT
 
 from controller.config import Settings
-from controller.grant import GRANT_ENV, trial_grants
+from controller.grant import trial_grants
 from controller.s3store import S3Store
+from controller.trial import GRANT_ENV
 
 pytestmark = pytest.mark.e2e
 
 # The trial program: what any code in a trial pod could try, with nothing but its environment.
 ATTACKS = r'''
 import json, os, sys, urllib.request, urllib.error
-from controller.grant import open_trial
+from controller.trial import open_trial
 from controller.errors import ConfigError
 
 grant = json.loads(os.environ["CIFAR_HPO_TRIAL_GRANT"])

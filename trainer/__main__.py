@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.grant import open_trial, patiently
 from controller.records import (
     DEADLINE_ENV,
     DEADLINE_MARGIN_S,
@@ -31,6 +30,7 @@ from controller.records import (
     ResultStatus,
 )
 from controller.store import Store, get_json
+from controller.trial import open_trial, patiently
 from trainer.report import Reporter
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     # Who runs it, where: on a cluster the first thing to check when a file cannot be written or a device is unseen.
     log.info("trial %s: uid %d gid %d, host %s, NVIDIA_VISIBLE_DEVICES=%s", tid, os.getuid(), os.getgid(),
              socket.gethostname(), os.environ.get("NVIDIA_VISIBLE_DEVICES", "(unset)"))
-    reporter = Reporter(store, tid)
+    reporter = Reporter(store, tid, proposal)
     try:
         return _run(args, proposal, reporter, stop, data_opener)
     except (ConfigError, PermanentError) as e:
@@ -161,7 +161,7 @@ def _log_epoch(tid: int, epochs: int, snap: dict[str, Any]) -> None:
 
 
 def _result(out: Outcome, params: dict[str, Any], data_source: str, startup: dict[str, float]) -> ResultDoc:
-    """result.json of a finished training (Reporter adds tid, finished_at and the schema version)."""
+    """result.json of a finished training (the trial library adds tid, finished_at and the schema version)."""
     import tensorflow as tf
 
     test = out.test or {}

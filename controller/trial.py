@@ -1,0 +1,266 @@
+"""The trial side of the trial contract (docs/TRIAL_CONTRACT.md): what a trial program calls, whatever it trains.
+
+    from controller import trial
+
+    t = trial.start()                       # --trial URI from the command line; reads proposal.json
+    model = build(**t.params)               # the point to train, as the search space decodes it
+    for epoch in range(1, epochs + 1):
+        score = train_one_epoch(model)
+        t.report(epoch, objective=score, loss=loss)   # progress.json: what early stopping reads
+        if t.should_stop():                 # stop.json written by the controller, or a SIGTERM
+            break
+    t.save_model(model_bytes)               # optional: model.keras (the contract's name, whatever the format)
+    sys.exit(t.finish())                    # result.json, once; the exit code the controller expects
+
+Higher is better: the objective is maximised. A trial's store is its grant's (presigned URLs, on a cluster) or the
+URI with the environment's credentials (local mode); both are Stores, with the same once-only rules. Importing this
+module imports no TensorFlow, Kubernetes client or boto3 (boto3 only when the trial's store is S3 without a grant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from controller.backoff import Backoff
+from controller.contract import check_record
+from controller.errors import ConfigError, TemporaryError
+from controller.finite import finite_json, finite_or_none
+from controller.records import EXIT_BAD_INPUT, EXIT_INTERRUPTED, SCHEMA_VERSION, ResultStatus
+from controller.storage import open_store
+from controller.store import Store, create_json, get_json, put_json
+
+log = logging.getLogger(__name__)
+
+GRANT_ENV = "CIFAR_HPO_TRIAL_GRANT"
+T = TypeVar("T")
+# The trial contract's keys and what a trial may do with each.
+TRIAL_KEYS = {"proposal.json": ("GET",), "stop.json": ("HEAD",), "progress.json": ("PUT",),
+              "model.keras": ("PUT",), "result.json": ("CREATE",)}
+EXIT_OK = 0
+EXIT_RETRY = 1
+"""A failure a retry may not repeat (a store outage past PATIENCE_SECONDS): the Job retries, up to its backoffLimit."""
+
+
+class GrantStore:
+    """The Store a trial gets from its grant: the signed requests, nothing more."""
+
+    def __init__(self, uri: str, urls: Mapping[str, Mapping[str, str]], timeout_s: float = 60.0):
+        self.uri = uri
+        self.urls = urls
+        self.timeout_s = timeout_s
+
+    def _url(self, key: str, method: str) -> str:
+        url = (self.urls.get(key) or {}).get(method)
+        if not url:
+            raise ConfigError(f"{self.uri}/{key}: the trial's grant does not allow {method} (a trial may read "
+                              "proposal.json, write progress.json, model.keras and result.json; nothing else)")
+        return url
+
+    def _send(self, key: str, method: str, data: bytes | None = None) -> tuple[int, bytes]:
+        wire = "PUT" if method == "CREATE" else method
+        headers = {"If-None-Match": "*"} if method == "CREATE" else {}
+        if data is not None:  # else urllib sends a form's content type, and a server may read the body as a form
+            headers["Content-Type"] = "application/octet-stream"
+        req = urllib.request.Request(self._url(key, method), data=data, method=wire, headers=headers)
+        # A store behind a private CA: the same bundle boto3 would use.
+        context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s, context=context) as resp:
+                return int(resp.status), resp.read()
+        except urllib.error.HTTPError as e:
+            if e.code in (404, 412):
+                return e.code, b""
+            if e.code >= 500 or e.code == 429:
+                raise TemporaryError(f"{wire} {self.uri}/{key}: HTTP {e.code}") from e
+            raise ConfigError(f"{wire} {self.uri}/{key}: HTTP {e.code} {e.reason} (the grant expired or was "
+                              "refused by the store)") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise TemporaryError(f"{wire} {self.uri}/{key}: {getattr(e, 'reason', e)}") from e
+
+    def get(self, key: str) -> bytes | None:
+        status, body = self._send(key, "GET")
+        return None if status == 404 else body
+
+    def put(self, key: str, data: bytes) -> None:
+        self._send(key, "PUT", data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        status, _ = self._send(key, "CREATE", data)
+        return status != 412
+
+    def exists(self, key: str) -> bool:
+        status, _ = self._send(key, "HEAD")
+        return status != 404
+
+    def list(self, prefix: str = "", start_after: str = "") -> list[str]:
+        raise ConfigError(f"{self.uri}: a trial's grant cannot list keys")
+
+    def child(self, name: str) -> Store:
+        raise ConfigError(f"{self.uri}: a trial's grant reaches its own folder only, not {name}/")
+
+    def check(self) -> None:
+        return None
+
+
+# A store outage at a trial's start or end must not cost the trial (its hours of training, at the end): the
+# contract's one-off records are retried this long, with backoff, before the trial gives up (exit 1: a retry).
+PATIENCE_SECONDS = 900.0
+
+
+def patiently(what: str, fn: Callable[[], T]) -> T:
+    """fn() retried on TemporaryError for PATIENCE_SECONDS (reading proposal.json, writing result.json)."""
+    return Backoff(cap=30.0).retrying(what, fn, give_up_after=PATIENCE_SECONDS)
+
+
+def open_trial(uri: str) -> tuple[Store, Callable[[str], Store] | None]:
+    """The trial contract's entry: the trial's store (from its grant when it has one, else the URI with the
+    environment's credentials) and, with a grant, the opener that reads its dataset."""
+    raw = os.environ.get(GRANT_ENV)
+    if not raw:
+        return open_store(uri), None
+    try:
+        grant = json.loads(raw)
+        store = GrantStore(str(grant["trial"]), grant["urls"])
+        data = grant.get("data")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{GRANT_ENV}: not a trial grant ({e})") from e
+
+    def data_opener(parent: str) -> Store:
+        if not data or not str(data.get("uri", "")).startswith(parent.rstrip("/") + "/"):
+            raise ConfigError(f"{parent}: the trial's grant reads only its staged dataset")
+        name = str(data["uri"])[len(parent.rstrip("/")) + 1:]
+        return GrantStore(parent, {name: {"GET": str(data["GET"])}})
+
+    return store, data_opener
+
+
+class Trial:
+    """One trial's side of the contract: its point, its progress, its stop requests, its one result."""
+
+    def __init__(self, store: Store, proposal: Mapping[str, Any],
+                 data_opener: Callable[[str], Store] | None = None):
+        self.store, self.proposal, self.data_opener = store, proposal, data_opener
+        self.tid: int = int(proposal["tid"])
+        self.history: dict[str, list[float | None]] = {}
+        self.sigterm = False
+        self._stop_requested = False
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.proposal["params"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.proposal.get("seed") or 0)
+
+    def handle_sigterm(self) -> None:
+        """A SIGTERM sets should_stop() (the program ends its step, then finishes) instead of killing it."""
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "sigterm", True))
+
+    # -- progress ------------------------------------------------------------------------------------------
+    def report(self, step: int, objective: float | None = None, **metrics: float | None) -> None:
+        """After each step (an epoch): appends objective and metrics to the history and writes progress.json.
+        A non-finite value (a diverged step) is kept as null."""
+        for name, value in {"objective": objective, **metrics}.items():
+            self.history.setdefault(name, []).append(value)
+        self.progress({"epoch": step, "history": self.history})
+
+    def progress(self, snapshot: Mapping[str, Any]) -> None:
+        """progress.json from a snapshot the program keeps itself (epoch, history of series, ...): overwritten each
+        step; advisory, so a store outage is logged and training goes on."""
+        doc = finite_or_none({"schema_version": SCHEMA_VERSION, "tid": self.tid, "updated_at": time.time(),
+                              **snapshot})
+        try:
+            put_json(self.store, "progress.json", doc)
+        except TemporaryError as e:
+            log.warning("trial %d: progress.json not written (%s); training goes on", self.tid, e)
+
+    def should_stop(self) -> bool:
+        """True once the controller asked this trial to stop (stop.json: early stopping, the search's end) or the
+        platform sent SIGTERM (a drain, an eviction: finish() then leaves no result, so the trial runs again)."""
+        if not self._stop_requested:
+            try:
+                self._stop_requested = self.store.exists("stop.json")
+            except TemporaryError as e:
+                log.warning("trial %d: could not look for stop.json (%s); going on", self.tid, e)
+        return self._stop_requested or self.sigterm
+
+    # -- the end ---------------------------------------------------------------------------------------------
+    def save_model(self, data: bytes) -> None:
+        patiently("writing model.keras", lambda: self.store.put("model.keras", data))
+
+    def result(self, record: Mapping[str, Any]) -> bool:
+        """result.json, written once (create-only: never overwritten; False if one exists). Non-finite values are
+        stored as null and counted. The record is checked against the contract's schema first."""
+        doc, non_finite = finite_json(dict(record))
+        if non_finite:
+            doc["non_finite_values"] = non_finite
+        body = {"schema_version": SCHEMA_VERSION, "tid": self.tid, "finished_at": time.time(), **doc}
+        problem = check_record("result", body)
+        if problem:
+            raise ConfigError(f"result.json: {problem}")
+        done = patiently("writing result.json", lambda: create_json(self.store, "result.json", body))
+        if not done:
+            log.warning("trial %d: result.json already exists; keeping the first one", self.tid)
+        return done
+
+    def finish(self, objective: float | None = None, **fields: Any) -> int:
+        """Writes the result and returns the exit code: 'ok', or 'stopped' when the controller asked; objective
+        defaults to the best reported. A SIGTERM nobody asked for writes nothing and returns 143 (run again)."""
+        if self.sigterm and not self._requested():
+            log.warning("trial %d: SIGTERM without a stop request: no result, exit 143 (the trial runs again)",
+                        self.tid)
+            return EXIT_INTERRUPTED
+        reported = [v for v in self.history.get("objective", []) if v is not None and math.isfinite(v)]
+        if objective is None and reported:
+            objective = max(reported)
+        if objective is None:
+            return self.fail("no step reported an objective", retry=False)
+        status = ResultStatus.STOPPED if self._requested() else ResultStatus.OK
+        record = {"status": status, "objective": objective, "history": self.history,
+                  "epochs_run": len(self.history.get("objective", [])), "params": self.params, **fields}
+        self.result(record)
+        return EXIT_OK
+
+    def fail(self, error: str, retry: bool = False) -> int:
+        """A failure: bad parameters or data (the same input fails again: a 'fail' result, exit 3, no retry), or,
+        with retry, one that may pass another time (no result, exit 1: the Job retries)."""
+        if retry:
+            log.error("trial %d: %s (exit 1: a retry may succeed)", self.tid, error)
+            return EXIT_RETRY
+        log.error("trial %d: %s", self.tid, error)
+        self.result({"status": ResultStatus.FAIL, "error": error, "params": self.params})
+        return EXIT_BAD_INPUT
+
+    def _requested(self) -> bool:
+        self.should_stop()
+        return self._stop_requested
+
+
+def start(argv: Sequence[str] | None = None, handle_sigterm: bool = True) -> Trial:
+    """The trial named by --trial URI (the rest of argv is the program's), its proposal read and checked."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--trial", required=True, help="the trial's folder in the store (the controller passes it)")
+    args, _ = ap.parse_known_args(argv)
+    store, data_opener = open_trial(args.trial)
+    proposal = patiently("reading proposal.json", lambda: get_json(store, "proposal.json"))
+    if proposal is None:
+        raise ConfigError(f"{store.uri}: no proposal.json; is --trial the trial's folder?")
+    problem = check_record("proposal", proposal)
+    if problem:
+        raise ConfigError(f"{store.uri}/proposal.json: {problem}")
+    t = Trial(store, proposal, data_opener)
+    if handle_sigterm:
+        t.handle_sigterm()
+    return t

@@ -1,0 +1,74 @@
+"""A second trial program, not Keras: a small neural network (scikit-learn's MLPClassifier) on the handwritten digits
+that ship inside scikit-learn, one epoch per `partial_fit`, its validation accuracy reported after each epoch through
+the trial library, so that early stopping can cut it like the CIFAR trainer. The whole trial side is the library's
+(controller/trial.py; docs/TRIAL_CONTRACT.md):
+
+    python examples/digits/trainer.py --trial URI [--epochs N]      # as the controller runs it
+
+Its model is saved as arrays (model.keras is the contract's key; the bytes are a NumPy .npz of the weights, never a
+pickle). Parameters (examples/digits/space.yaml): hidden (units), alpha (L2), lr (initial learning rate), batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # a checkout, or /app in the example's image
+
+from controller import trial
+
+CHECKS = {"hidden": (4, 512), "alpha": (1e-7, 1.0), "lr": (1e-5, 1.0), "batch": (8, 512)}
+
+
+def bad_params(params: dict) -> str | None:
+    """The first parameter this program cannot train with, named; None if all are usable."""
+    for name, (low, high) in CHECKS.items():
+        value = params.get(name)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+            return f"params.{name}: {value!r} is not a number in [{low}, {high}]"
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=20)
+    args, _ = ap.parse_known_args()  # --trial is the library's; --data is the CIFAR trainer's, not needed here
+    t = trial.start()
+    problem = bad_params(t.params)
+    if problem:
+        return t.fail(problem)  # exit 3: the same point fails again, so it is not retried
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    p = t.params
+    x, y = load_digits(return_X_y=True)
+    x_train, x_val, y_train, y_val = train_test_split(x / 16.0, y, test_size=0.25, random_state=0, stratify=y)
+    model = MLPClassifier(hidden_layer_sizes=(int(p["hidden"]),), alpha=float(p["alpha"]),
+                          learning_rate_init=float(p["lr"]), batch_size=int(p["batch"]), random_state=t.seed)
+    classes = np.unique(y)
+    rng = np.random.default_rng(t.seed)
+    started = time.monotonic()
+    for epoch in range(1, args.epochs + 1):
+        order = rng.permutation(len(x_train))
+        for i in range(0, len(order), int(p["batch"])):
+            batch = order[i:i + int(p["batch"])]
+            model.partial_fit(x_train[batch], y_train[batch], classes=classes)
+        t.report(epoch, objective=float(model.score(x_val, y_val)), loss=float(model.loss_))
+        if t.should_stop():
+            break
+    weights = io.BytesIO()
+    np.savez(weights, **{f"coef_{i}": c for i, c in enumerate(model.coefs_)},
+             **{f"intercept_{i}": b for i, b in enumerate(model.intercepts_)})
+    t.save_model(weights.getvalue())
+    return t.finish(objective_name="validation accuracy (best epoch)",
+                    train_seconds=round(time.monotonic() - started, 3))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
