@@ -12,7 +12,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cifar-hpo/images}"
-wanted=(${IMAGES:-controller trainer objective pause})
+wanted=(${IMAGES:-controller trainer objective digits pause})
 tf_package="${TRAINER_TF_PACKAGE:-tensorflow-cpu==2.21.0}"
 k8s_version="v1.34.4"
 mkdir -p "$cache/archives"
@@ -102,6 +102,13 @@ for name in "${wanted[@]}"; do
       tag="$(inputs_hash tests/images/Dockerfile.objective tests/objective.py)-${ctrl_ref##*:}"
       image objective "${tag:0:40}" -f "$root/tests/images/Dockerfile.objective" \
         --build-arg "CONTROLLER_IMAGE=$ctrl_ref" "$root" ;;
+    digits)  # examples/digits: the second trainer (scikit-learn), on the controller image like the test image
+      ensure_base
+      read -r ctrl_ref ctrl_archive < <(image controller "$controller_tag" -f "$root/Dockerfile.controller" "$root")
+      "${podman[@]}" image exists "$ctrl_ref" || "${podman[@]}" load -q -i "$ctrl_archive" >/dev/null
+      tag="$(inputs_hash examples/digits/Dockerfile examples/digits/trainer.py)-${ctrl_ref##*:}"
+      image digits "${tag:0:40}" -f "$root/examples/digits/Dockerfile" --build-arg "CONTROLLER_IMAGE=$ctrl_ref" \
+        "$root" ;;
     pause)
       command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
       src="$(cd "$root/scripts/k8s" && GOTOOLCHAIN=local GOWORK=off go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
@@ -115,6 +122,6 @@ for name in "${wanted[@]}"; do
         rm -rf "$t"
       fi
       echo "registry.k8s.io/pause:3.10.1 $archive" ;;
-    *) log "unknown image '$name' (controller, trainer, objective, pause)"; exit 2 ;;
+    *) log "unknown image '$name' (controller, trainer, objective, digits, pause)"; exit 2 ;;
   esac
 done

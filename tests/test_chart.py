@@ -186,7 +186,7 @@ def test_invalid_values_are_refused_naming_the_key(values, pattern):
 
 def test_dockerfiles_pass_hadolint_and_run_as_non_root():
     hadolint = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
-    for name in ("Dockerfile.trainer", "Dockerfile.controller"):
+    for name in ("Dockerfile.trainer", "Dockerfile.controller", "examples/digits/Dockerfile"):
         p = subprocess.run([hadolint, str(ROOT / name)], capture_output=True, text=True)
         assert p.returncode == 0, p.stdout + p.stderr
         users = re.findall(r"^USER\s+(\S+)", (ROOT / name).read_text(), re.M)

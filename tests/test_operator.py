@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from clusterkit import CREDS, _finished, trial_env
-from conftest import ROOT, record_figure, search_figure
+from conftest import ROOT, record_figure, run_cli, search_figure
 from realkube import JobRecorder, PodStarts, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -438,3 +438,41 @@ def test_a_folder_another_releases_search_started_is_refused_naming_it(crd, rele
     finally:
         op.terminate()
         op.wait(60)
+
+
+def test_a_search_of_the_digits_trainer_runs_with_its_own_image(crd, release, kube_ns, tmp_path):
+    """The second trainer (examples/digits: scikit-learn, not Keras) as a Search on the operator: its own image,
+    allowed by the operator's policy, no command (the image's entrypoint), no dataset; early stopping cuts the
+    trials whose learning rate is far too small; `best --download` brings its model."""
+    digits = next(r for r in crd.info["images"] if r.startswith("localhost/cifar-hpo-digits:"))
+    op = release.operator(_operator_config(release, policy={"allowCustomCommand": False, "images": [digits]}),
+                          log=tmp_path / "operator.log")
+    try:
+        doc = {"apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": "digits"}, "spec": {
+            "search": {"maxTrials": 8, "parallelism": 2, "seed": 2, "maxFailedTrials": 0, "space": {
+                "hidden": {"dist": "quniform", "low": 16, "high": 128, "q": 16},
+                "alpha": {"dist": "loguniform", "low": 1.0e-5, "high": 1.0e-2},
+                "lr": {"dist": "choice", "options": [1.0e-4, 1.0e-2]},  # half the trials learn far too slowly
+                "batch": {"dist": "choice", "options": [32, 64]}}},
+            "tpe": {"nStartupJobs": 4},
+            "trial": {"image": digits, "data": "none", "epochs": 40},
+            "earlyStopping": {"rule": "median", "startEpoch": 2, "minTrials": 2, "checkSeconds": 1}}}
+        _apply(crd, kube_ns, doc, tmp_path / "digits.yaml")
+        wait_for("the digits Search to succeed", lambda: _status(crd, kube_ns, "digits").get("state") == "Succeeded",
+                 proc=op, timeout=600)
+    finally:
+        op.terminate()
+        op.wait(60)
+    trials = release.trials("digits")
+    states = {t["tid"]: t["state"] for t in trials}
+    assert sorted(states) == list(range(8)) and set(states.values()) <= {"ok", "stopped"}, trials
+    stopped = [t for t in trials if t["state"] == "stopped"]
+    assert stopped and all(t["reason"].startswith("early-stopped: median rule") for t in stopped), trials
+    best = max((t for t in trials if t["objective"] is not None), key=lambda t: t["objective"])
+    assert best["objective"] > 0.9 and best["params"]["lr"] == 1.0e-2, best
+    jobs = crd.batch.list_namespaced_job(kube_ns).items
+    assert {c.image for j in jobs for c in j.spec.template.spec.containers} == {digits}
+    assert all(not c.command for j in jobs for c in j.spec.template.spec.containers)  # the image's entrypoint
+    got = json.loads(run_cli("best", "--store", release.store, "--search", "digits", "--download",
+                             str(tmp_path / "best")).stdout)
+    assert "model.keras" in got["files"] and (tmp_path / "best" / "model.keras").read_bytes()[:2] == b"PK"  # .npz
