@@ -165,7 +165,8 @@ def test_the_committed_page_is_its_committed_run_rendered(tmp_path):
         assert (ROOT / "RELIABILITY.md").read_text() == reliability_md.NO_RECORD
         return
     out = tmp_path / "page.md"
-    assert reliability_md.main(["--run", str(ROOT / "reliability"), "--out", str(out)]) == 0
+    assert reliability_md.main(["--run", str(ROOT / "reliability"), "--out", str(out), "--mutations",
+                                str(ROOT / "reliability" / "mutations.json")]) == 0
     assert out.read_text() == (ROOT / "RELIABILITY.md").read_text()
     mutations = json.loads((ROOT / "reliability" / "mutations.json").read_text())
     assert mutations and all(m["caught"] for m in mutations), [m for m in mutations if not m["caught"]]
