@@ -211,10 +211,15 @@ class Ledger:
     def read_curve(self, tid: int) -> list[float | None]:
         """A running trial's learning curve so far (progress.json); [] if there is none or it is unreadable."""
         try:
-            return curve_of(get_json(self.store, trial_key(tid, "progress.json")))
+            doc = get_json(self.store, trial_key(tid, "progress.json"))
         except RecordError as e:
             log.warning("trial %d: %s; its progress is skipped this time", tid, e)
             return []
+        problem = check_record("progress", doc) if doc is not None else None
+        if problem:
+            log.warning("trial %d: progress.json: %s; its progress is skipped this time", tid, problem)
+            return []
+        return curve_of(doc)
 
     def write_stop_request(self, tid: int, reason: str) -> None:
         """Written before the controller stops a trial, so that the trainer can tell this SIGTERM (report a

@@ -69,6 +69,17 @@ def test_the_controller_fails_a_result_that_breaks_the_schema_and_says_where():
     assert reason == "result.json: history.loss[1]: expected number or null, got str 'nan'"
 
 
+@pytest.mark.pure
+def test_progress_breaking_the_schema_is_skipped_naming_the_field(caplog):
+    root = MemoryStore()
+    store = root.child("s")
+    store.put("trials/000002/progress.json", dumps({"tid": 2, "epoch": 1, "history": {"objective": ["0.4"]}}))
+    assert Ledger(store).read_curve(2) == []
+    assert "progress.json: history.objective[0]: expected number or null, got str '0.4'" in caplog.text
+    store.put("trials/000002/progress.json", dumps({"tid": 2, "epoch": 2, "history": {"objective": [0.4, None]}}))
+    assert Ledger(store).read_curve(2) == [0.4, None]
+
+
 def _trial(params=None) -> tuple[Trial, MemoryStore]:
     root = MemoryStore()
     store = root.child("s").child("trials/000005")
