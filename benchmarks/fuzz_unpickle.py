@@ -4,8 +4,8 @@
   results  controller.importer.pickle_trials: the input is a results.pkl
 
 Either may only return data or raise ConfigError; any other exception, a crash (SIGSEGV) or a hang is a finding,
-saved by libFuzzer as crash-* in the working folder. Every finding becomes a file under tests/data/pickle-crashers/
-(tests/test_safepickle.py loads each one in a subprocess).
+saved by libFuzzer as crash-* in the working folder. Every finding becomes an entry (base64) of
+tests/data/pickle-crashers.json (tests/test_safepickle.py loads each one in a subprocess).
 
     python benchmarks/fuzz_unpickle.py seed CORPUS           # write the seed corpus (real-format files)
     python benchmarks/fuzz_unpickle.py batch|results SECONDS CORPUS

@@ -353,8 +353,9 @@ def test_a_forged_archive_fails_its_search_and_nothing_else(crd, release, kube_n
     import hashlib
 
     import boto3
+    from test_safepickle import crasher
 
-    payload = (ROOT / "tests" / "data" / "pickle-crashers" / "forged-dtype.tar.gz").read_bytes()
+    payload = crasher("forged-dtype.tar.gz")
     bucket = release.store.split("/")[2]
     boto3.client("s3").put_object(Bucket=bucket, Key="uploads/cifar-100-python.tar.gz", Body=payload)
     op = release.operator(_operator_config(release), log=tmp_path / "operator.log")

@@ -1,11 +1,14 @@
 """The two readers of untrusted pickles (the CIFAR-100 archive, results.pkl) return plain data or refuse: no code
 runs, no memory is touched that the file did not hold, no allocation beyond the file's size. The files under
-tests/data/pickle-crashers/ are every input that ever crashed one of them (the forged-dtype archive of the security
-review; what benchmarks/fuzz_unpickle.py found): each is read in a subprocess, which must exit 2 with a message."""
+tests/data/pickle-crashers.json holds every input that ever crashed one of them (the forged-dtype archive of the
+security review; what benchmarks/fuzz_unpickle.py found), base64-encoded so that no pickle file is committed: each is
+written to a temporary file and read in a subprocess, which must exit 2 with a message."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import pickle
 import tarfile
 from pathlib import Path
@@ -17,7 +20,13 @@ from conftest import ROOT, run_cli
 from controller.errors import ConfigError
 from controller.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 
-CRASHERS = sorted(p for p in (ROOT / "tests" / "data" / "pickle-crashers").iterdir() if p.suffix in (".pkl", ".gz"))
+CRASHERS = sorted(json.loads((ROOT / "tests" / "data" / "pickle-crashers.json").read_text())["crashers"])
+
+
+def crasher(name: str) -> bytes:
+    """One hostile input's bytes (tests/data/pickle-crashers.json)."""
+    doc = json.loads((ROOT / "tests" / "data" / "pickle-crashers.json").read_text())
+    return base64.b64decode(doc["crashers"][name])
 
 
 def _loads(data: bytes):
@@ -63,7 +72,7 @@ def test_the_forged_dtype_archive_is_refused_in_process():
     from controller.cifar import load_archive
 
     with pytest.raises(ConfigError, match=r"refusing to unpickle dtype 'V8'"):
-        load_archive((ROOT / "tests/data/pickle-crashers/forged-dtype.tar.gz").read_bytes(), "evil")
+        load_archive(crasher("forged-dtype.tar.gz"), "evil")
 
 
 @pytest.mark.pure
@@ -81,8 +90,10 @@ def test_an_archive_that_is_not_the_layout_is_refused_before_it_is_read():
         load_archive(out.getvalue(), "many")
 
 
-def _read_in_a_subprocess(path: Path, tmp_path: Path):
+def _read_in_a_subprocess(name: str, tmp_path: Path):
     """What a user or the operator does with such a file: stage it as a search's data, or import it."""
+    path = tmp_path / name
+    path.write_bytes(crasher(name))
     if path.name.startswith("results-"):
         return run_cli("import", "--store", str(tmp_path / "runs"), str(path), check=False)
     archive = path
@@ -96,9 +107,9 @@ def _read_in_a_subprocess(path: Path, tmp_path: Path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("crasher", CRASHERS, ids=[p.name for p in CRASHERS])
-def test_every_input_that_ever_crashed_a_reader_exits_2_with_a_message(crasher, tmp_path):
-    p = _read_in_a_subprocess(crasher, tmp_path)
+@pytest.mark.parametrize("name", CRASHERS)
+def test_every_input_that_ever_crashed_a_reader_exits_2_with_a_message(name, tmp_path):
+    p = _read_in_a_subprocess(name, tmp_path)
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
     assert "not a readable pickle" in p.stderr or "refusing to unpickle" in p.stderr, p.stderr[-2000:]
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("trials/*/proposal.json"))
