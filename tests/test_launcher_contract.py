@@ -103,8 +103,11 @@ def harness(request):
         kube, ns = request.getfixturevalue("kube"), request.getfixturevalue("kube_ns")
     h = Harness(request.param, folder, kube, ns)
     yield h
+    for launcher in h.made:
+        for tid in list(h.codes):
+            launcher.cancel(tid)  # nothing is left waiting on its gate once the folder is gone
     for tid in list(h.codes):
-        h.open(tid)  # nothing is left waiting on a gate
+        h.open(tid)
     for launcher in h.made:
         launcher.close()
     shutil.rmtree(folder, ignore_errors=True)
