@@ -36,7 +36,7 @@ from controller.loop import SearchLoop, open_search
 from controller.metrics import Metrics
 from controller.publish import Notifier, Publisher, SearchStatus
 from controller.records import SearchState, TrialState
-from controller.report import download_best, status_json, status_table
+from controller.report import download_best, search_names, status_json, status_table
 from controller.searchspec import is_search, settings_mapping
 from controller.storage import open_store
 from controller.store import LocalStore, Store
@@ -110,7 +110,7 @@ def _search_store(root: Store, search: str | None) -> tuple[Store, str]:
     """The named search, or the only one in the store."""
     if search:
         return root.child(search), search
-    names = sorted({k.split("/")[0] for k in root.list() if k.endswith("/search.json") and k.count("/") == 1})
+    names = search_names(root)
     if len(names) == 1:
         return root.child(names[0]), names[0]
     if not names:

@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 KEY_PARAMS = 4
 
 
+def search_names(root: Store) -> list[str]:
+    """The searches of a store: the prefixes that hold a search.json."""
+    return sorted({k.split("/")[0] for k in root.list() if k.endswith("/search.json") and k.count("/") == 1})
+
+
 def live_states(store: Store, records: dict[int, TrialRecord]) -> None:
     """Open trials are 'running' once their trainer has reported progress, else 'pending'."""
     for r in records.values():

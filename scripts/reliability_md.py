@@ -44,12 +44,6 @@ BAD_INPUT_CASES = ("unknown config key", "wrong type", "out of range", "invalid 
                    "store that is a file", "bucket that does not exist", "unknown store scheme")
 RECORD = ROOT / "reliability"
 """The page's run, committed beside it (run.json, figures/), and the mutations run against its claims."""
-NO_RECORD = """# Reliability and security: what was tried, and what was lost
-
-No whole, passing run of the suite is recorded in `reliability/` yet, so this page says nothing. Run the suite
-(`./scripts/test.sh`), then `.venv/bin/python scripts/reliability_md.py --run .reliability/runs/<run id>`.
-"""
-"""The page while no run is recorded (a new checkout of the record's format): it claims nothing."""
 
 
 def load_run(run: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -123,11 +117,6 @@ def verdict(problems: list[str]) -> str:
 def _started(fig: dict[str, Any]) -> str:
     starts, budget = _need(fig, "starts", "budget")
     return f"{sum(starts.values())} starts of {budget} trials"
-
-
-def _v(fig: dict[str, Any], key: str) -> str:
-    value = fig.get(key)
-    return "n/a" if value is None else str(value)
 
 
 def api_problems(fig: dict[str, Any]) -> list[str]:

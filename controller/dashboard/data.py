@@ -245,8 +245,3 @@ class SearchView:
             "failures": failures(trials),
             "trials": [trial_json(r, self.progress.get(r.tid)) for r in trials],
         }
-
-
-def search_names(root: Store) -> list[str]:
-    """The searches of a store: the prefixes that hold a search.json."""
-    return sorted({k.split("/")[0] for k in root.list() if k.endswith("/search.json") and k.count("/") == 1})

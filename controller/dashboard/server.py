@@ -21,8 +21,9 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from controller.dashboard.data import SearchView, search_names
+from controller.dashboard.data import SearchView
 from controller.ledger import trial_key
+from controller.report import search_names
 from controller.store import Store
 
 log = logging.getLogger(__name__)
