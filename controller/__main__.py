@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from controller.config import Settings, read_config, settings_from_mapping, with
 from controller.dashboard.server import serve as serve_dashboard
 from controller.dataset import stage
 from controller.dataspec import parse_data_spec
+from controller.drawer import BackgroundDrawer
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.grant import trial_grants
 from controller.htmlreport import render
@@ -325,9 +327,13 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if settings.controller.metrics_port:
         families.serve(settings.controller.metrics_port)  # at once: it is the pod's readiness too
 
+    drawer = BackgroundDrawer()
+    # With the dashboard served, the live view is the browser's: report/ is drawn once, when a search ends.
+    report_seconds = math.inf if settings.controller.dashboard_port else None
+
     def publisher(s: Settings, store: Store, notifier: Notifier) -> Publisher:
         return Publisher(store, s.search.name, notifier=notifier, metrics=Metrics(s.search.name, families),
-                         report_seconds=s.controller.report_seconds)
+                         report_seconds=report_seconds or s.controller.report_seconds, drawer=drawer)
 
     # The store is checked by each Search's worker, which shows a failure on that Search and retries: a missing
     # bucket must not put the operator in CrashLoopBackOff with the reason only in its log.
@@ -343,6 +349,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     try:
         Operator(kube, settings, root, publisher, all_namespaces=args.all_namespaces, selector=args.selector).run(stop)
     finally:
+        drawer.close()
         if lease:
             lease.release()
     return 0

@@ -24,19 +24,23 @@ SCORED = (TrialState.OK, TrialState.STOPPED)
 TOP = 5
 
 
+def _figure(**kwargs: Any) -> Any:
+    # A Figure of its own, not pyplot's: pyplot keeps every figure in one global registry, which is not safe from
+    # threads and holds the figures until closed.
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def _fig_bytes(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return buf.getvalue()
 
 
 def _best_so_far_plot(records: list[TrialRecord]) -> bytes:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = _figure(figsize=(8, 4))
+    ax = fig.subplots()
     best, xs, ys = -math.inf, [], []
     for r in records:
         if r.objective is not None and r.state in SCORED:
@@ -60,9 +64,8 @@ def _best_so_far_plot(records: list[TrialRecord]) -> bytes:
 
 
 def _curves_plot(records: list[TrialRecord]) -> bytes:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = _figure(figsize=(8, 4))
+    ax = fig.subplots()
     top = sorted((r for r in records if r.curve and r.objective is not None), key=lambda r: -(r.objective or 0.0))[:TOP]
     for r in top:
         ys = [math.nan if v is None else v for v in r.curve]
@@ -77,13 +80,12 @@ def _curves_plot(records: list[TrialRecord]) -> bytes:
 
 
 def _params_plot(records: list[TrialRecord]) -> bytes:
-    import matplotlib.pyplot as plt
-
     scored = [r for r in records if r.objective is not None and r.params]
     names = list(scored[0].params) if scored else []
     cols = 4
     rows = max(1, math.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.0 * rows), squeeze=False)
+    fig = _figure(figsize=(4 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
         values = [r.params.get(name) for r in scored]
         ys = [r.objective for r in scored]
@@ -120,9 +122,6 @@ def _table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> str:
 
 
 def render(records: Iterable[TrialRecord], search: str) -> dict[str, bytes]:
-    import matplotlib
-
-    matplotlib.use("Agg")
     recs = sorted(records, key=lambda r: r.tid)
     best = best_of(recs)
     counts: dict[str, int] = {}

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controller.htmlreport import render
+from controller.drawer import Drawer, InlineDrawer
 from controller.ledger import TrialRecord, best_record, trial_key
 from controller.metrics import Metrics
 from controller.records import SCHEMA_VERSION, SearchState, TrialState
@@ -61,15 +61,15 @@ class NullNotifier:
 class Publisher:
     def __init__(self, store: Store, search: str, *, notifier: Notifier | None = None, metrics: Metrics | None = None,
                  report_seconds: float = 30.0, on_change: Callable[[SearchStatus], None] | None = None,
-                 renderer: Callable[[Iterable[TrialRecord], str], dict[str, bytes]] = render):
+                 drawer: Drawer | None = None):
+        """report_seconds: report/ is drawn at most this often while the search runs (inf: only at its end)."""
         self.store = store
         self.search = search
         self.notifier = notifier or NullNotifier()
         self.metrics = metrics
         self.report_seconds = report_seconds
         self.on_change = on_change
-        self.renderer = renderer
-        """Draws report/ (matplotlib, seconds per call): in-process tests give one that draws nothing."""
+        self.drawer = drawer or InlineDrawer()
         self._next_report = 0.0
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
@@ -115,15 +115,11 @@ class Publisher:
         self.event("NewBest", f"trial {best.tid}: new best objective {best.objective:.4f}")
 
     def report(self, records: Iterable[TrialRecord], force: bool = False) -> None:
-        """report/ in the store, at most every report_seconds: derived, so a failure to draw it is logged."""
+        """report/ in the store, at most every report_seconds, and always at the end (force)."""
         if not force and time.monotonic() < self._next_report:
             return
         self._next_report = time.monotonic() + self.report_seconds
-        try:
-            for name, data in self.renderer(records, self.search).items():
-                self.store.put(f"report/{name}", data)
-        except (ValueError, RuntimeError, OSError) as e:
-            log.warning("could not draw report/: %s", e)
+        self.drawer.draw(self.store, self.search, records)
 
     def proposed(self, seconds: float) -> None:
         if self.metrics:

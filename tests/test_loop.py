@@ -14,6 +14,7 @@ from scripted import Plan, ScriptedLauncher
 
 from controller.backoff import Backoff
 from controller.config import settings_from_mapping
+from controller.drawer import InlineDrawer
 from controller.errors import TemporaryError
 from controller.ledger import Ledger, trial_key
 from controller.loop import SearchLoop
@@ -37,7 +38,7 @@ def _no_drawing(records, search) -> dict[str, bytes]:
 def _loop(settings, root: MemoryStore, launcher: ScriptedLauncher, backoff: Backoff | None = None,
           **publish) -> SearchLoop:
     store = root.child(settings.search.name)
-    publisher = Publisher(store, settings.search.name, renderer=_no_drawing, **publish)
+    publisher = Publisher(store, settings.search.name, drawer=InlineDrawer(_no_drawing), **publish)
     return SearchLoop(settings, store, launcher, publisher=publisher, wait_seconds=0.0,
                       backoff=backoff or Backoff(sleep=lambda s: None))
 

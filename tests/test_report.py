@@ -1,12 +1,15 @@
 """The HTML/PNG report: for the imported seed results, and for a search with ok, failed and stopped trials."""
 
 import json
+import os
 
 import pytest
 from conftest import SEED_RESULTS, run_cli
 
+from controller.drawer import BackgroundDrawer
 from controller.htmlreport import render
 from controller.ledger import TrialRecord
+from controller.store import MemoryStore
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -55,3 +58,32 @@ def test_a_search_writes_its_report_to_the_store(tmp_path, fake_trial_config):
     run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", str(store), "--max-trials", "3")
     page = (store / "cifar100" / "report" / "index.html").read_text()
     assert "3 trials: 3 ok" in page
+
+
+def _fails_for_broken(records, search):
+    """A renderer that fails for one search (sent to the drawing process by name, so module-level)."""
+    if search == "broken":
+        raise ValueError("cannot draw this one")
+    return {**render(records, search), "pid": str(os.getpid()).encode()}
+
+
+@pytest.mark.e2e
+def test_the_operators_drawer_draws_in_another_process_and_keeps_the_newest_request():
+    """The operator's reports: drawn by a child process (the loops' process keeps its GIL), one at a time, only the
+    newest request per search, and a report that fails to draw is logged while the others are still drawn."""
+    root = MemoryStore()
+    drawer = BackgroundDrawer(_fails_for_broken)
+    try:
+        recs = [TrialRecord(t, {"lr": 0.1 * (t + 1)}, {}, t, "tpe", state="ok", objective=0.1 * t, curve=[0.1 * t])
+                for t in range(3)]
+        drawer.draw(root.child("broken"), "broken", recs)
+        for n in range(1, 4):  # three requests for one search, queued behind the broken one
+            drawer.draw(root.child("a"), "a", recs[:n])
+        assert drawer.idle(timeout=300)
+        page = root.child("a").get("report/index.html").decode()
+        assert "3 trials: 3 ok" in page  # the newest of its requests
+        assert drawer.drawn <= 2  # the first request of "a" at most, and the newest: never all three
+        assert not root.child("broken").list("report/")
+        assert int(root.child("a").get("report/pid")) != os.getpid()
+    finally:
+        drawer.close()

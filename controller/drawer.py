@@ -1,0 +1,117 @@
+"""Drawing report/ (matplotlib: a second or more per report, all of it holding the GIL).
+
+InlineDrawer draws in the caller's thread: local mode runs one search, which waits for nothing while it draws (the
+next trials start before the bookkeeping). BackgroundDrawer is the operator's, shared by every Search: drawn in
+the loops' process, reports starved every search loop of the GIL (a minute without a new Job while 20 finished
+Searches drew at once) and held memory per Search. It draws one report at a time in one child process, and keeps
+only the newest request per search, so the cost is one drawing at a time whatever the number of Searches.
+A report is derived from the records: a failure to draw or store it is logged and the next request draws again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Protocol
+
+from controller.errors import PermanentError, TemporaryError
+from controller.htmlreport import render
+from controller.ledger import TrialRecord
+from controller.store import Store
+
+log = logging.getLogger(__name__)
+
+Renderer = Callable[[list[TrialRecord], str], dict[str, bytes]]
+DRAW_ERRORS = (ValueError, RuntimeError, OSError, TemporaryError, PermanentError)
+
+
+class Drawer(Protocol):
+    def draw(self, store: Store, search: str, records: Iterable[TrialRecord]) -> None: ...
+
+
+def _put(store: Store, search: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        store.put(f"report/{name}", data)
+    log.debug("search %s: report/ drawn (%d files)", search, len(files))
+
+
+class InlineDrawer:
+    def __init__(self, renderer: Renderer = render):
+        self.renderer = renderer
+
+    def draw(self, store: Store, search: str, records: Iterable[TrialRecord]) -> None:
+        try:
+            _put(store, search, self.renderer(list(records), search))
+        except DRAW_ERRORS as e:
+            log.warning("search %s: could not draw report/: %s", search, e)
+
+
+class BackgroundDrawer:
+    def __init__(self, renderer: Renderer = render):
+        """renderer: a module-level function (it is sent to the child process by name)."""
+        self.renderer = renderer
+        self._pending: dict[str, tuple[Store, str, list[TrialRecord]]] = {}
+        self._busy = False
+        self._closed = False
+        self._cond = threading.Condition()
+        self._pool: ProcessPoolExecutor | None = None
+        self.drawn = 0
+        """Reports drawn and stored (tests and benchmarks read it)."""
+        self._thread = threading.Thread(target=self._run, name="report-drawer", daemon=True)
+        self._thread.start()
+
+    def draw(self, store: Store, search: str, records: Iterable[TrialRecord]) -> None:
+        # A copy of each record: the loop goes on changing its own while this one waits its turn.
+        snapshot = [copy.copy(r) for r in records]
+        with self._cond:
+            self._pending[store.uri] = (store, search, snapshot)  # replaces an older request for the same search
+            self._cond.notify_all()
+
+    def idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is pending or being drawn; False if timeout came first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Draw what is pending (a final report among it) for up to timeout seconds, then stop."""
+        self.idle(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closed)
+                if self._closed:
+                    return
+                uri = next(iter(self._pending))
+                store, search, records = self._pending.pop(uri)
+                self._busy = True
+            try:
+                _put(store, search, self._render(records, search))
+                self.drawn += 1
+            except DRAW_ERRORS as e:
+                log.warning("search %s: could not draw report/: %s", search, e)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _render(self, records: list[TrialRecord], search: str) -> dict[str, bytes]:
+        if self._pool is None:
+            # spawn, not fork: a fork of a process with threads may copy a lock some thread holds.
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return self._pool.submit(self.renderer, records, search).result()
+        except BrokenProcessPool as e:
+            self._pool = None  # the child died (killed for memory?): the next report starts another
+            raise RuntimeError(f"the drawing process died: {e}") from e
