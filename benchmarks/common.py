@@ -58,20 +58,25 @@ class MotoServer:
     """moto's S3 server as its own process (so it does not share the client's GIL). host: "node" for this machine's
     own address, where the local cluster's pods reach it."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", record: Path | None = None):
+        """record: the server appends every request it serves there (moto's recorder), for S3Counts."""
         if host == "node":
             from conftest import host_ip
 
             host = host_ip()
         self.host = host
+        self.record = record
 
     def __enter__(self) -> str:
         s = socket.socket()
         s.bind((self.host, 0))
         port = s.getsockname()[1]
         s.close()
+        env = dict(os.environ)
+        if self.record is not None:
+            env.update(MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(self.record))
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         url = f"http://{self.host}:{port}"
         for _ in range(100):
             try:
@@ -87,3 +92,36 @@ class MotoServer:
     def __exit__(self, *exc) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def s3_operation(entry: dict) -> str:
+    """The S3 operation of one request moto recorded: GET (object), LIST, HEAD, PUT, DELETE, ... by method and
+    query."""
+    from urllib.parse import parse_qs, urlparse
+
+    url = urlparse(entry["url"])
+    query = parse_qs(url.query)
+    key = url.path.strip("/").partition("/")[2]
+    if entry["method"] == "GET" and ("list-type" in query or not key):
+        return "LIST"
+    if entry["method"] == "POST" and "delete" in query:
+        return "DELETE (batch)"
+    return f"{entry['method']} object"
+
+
+class RecordCursor:
+    """Reads a line-per-entry file (moto's recording, the API server's audit log) from where it was last read."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line being written is read next time
+        self.offset += end
+        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]

@@ -104,7 +104,7 @@ def test_rbac_is_namespaced_and_exactly_the_verbs_used():
              for r in role["rules"]}
     assert rules == {
         ("batch", "jobs", ()): ["create", "delete", "get", "list", "patch", "watch"],
-        ("", "pods", ()): ["list"],
+        ("", "pods", ()): ["list", "watch"],
         ("", "pods/log", ()): ["get"],
         ("", "events", ()): ["create"],
         ("cifar-hpo.io", "searches", ()): ["get", "list", "watch"],

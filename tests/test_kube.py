@@ -118,3 +118,48 @@ def test_a_lease_expires_by_the_contenders_own_clock_not_the_holders_timestamps(
     assert lease.try_acquire() is False
     now[0] = 116.0
     assert lease.try_acquire() is True and api.replaced == 1  # 16 s unchanged by our clock: taken over
+
+
+class _PodsAndLogs:
+    """The calls the launcher makes while it judges watch events: a Job's pods, a pod's log."""
+
+    def pod_log(self, pod):
+        return f"log of {pod}\n".encode()
+
+    def list_pods(self, selector):
+        return [_obj(2, {"containerStatuses": [{"state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]},
+                     "s-t2-fghij")]
+
+
+def _obj(tid, status, name="s-t1"):
+    return {"metadata": {"name": name, "labels": {"cifar-hpo.io/trial": str(tid)}}, "status": status}
+
+
+def _job(tid, condition, reason=None):
+    return _obj(tid, {"conditions": [{"type": condition, "status": "True", "reason": reason}]})
+
+
+def test_a_trial_ends_when_its_pod_succeeds_and_a_failing_pod_waits_for_its_jobs_verdict(caplog):
+    """The next trial's slot frees at the pod's success, a Job-controller round trip before the Job's Complete; a pod
+    that fails ends nothing (the Job may retry it, or its failure policy decide), and the Job's verdict counts then;
+    a Job that fails after its pod succeeded is logged, not reported twice."""
+    from controller.kube.launcher import POD, KubernetesLauncher
+
+    launcher = KubernetesLauncher(_PodsAndLogs(), KubeSettings(), "s")
+    launcher._tracked.update({1, 2, 3})
+    launcher._cancelled.add(3)
+    (end,) = launcher._handle(POD, _obj(1, {"phase": "Succeeded"}, "s-t1-abcde"))
+    assert (end.tid, end.exit_code, end.reason, end.log) == (1, 0, None, b"log of s-t1-abcde\n")
+    assert launcher._handle("MODIFIED", _job(1, "Complete")) == []  # its Job's verdict: no second end
+    assert launcher.running() == {2, 3}
+
+    assert launcher._handle(POD, _obj(2, {"phase": "Failed"})) == []  # a retry may follow
+    assert launcher._handle(POD, _obj(2, {"phase": "Running"})) == []
+    assert launcher._handle(POD, _obj(3, {"phase": "Succeeded"})) == []  # being stopped: its Job's deletion says so
+    (end,) = launcher._handle("MODIFIED", _job(2, "Failed", "BackoffLimitExceeded"))
+    assert (end.tid, end.exit_code, end.reason) == (2, 1, "BackoffLimitExceeded; Error")
+
+    launcher._tracked.add(4)
+    assert [e.tid for e in launcher._handle(POD, _obj(4, {"phase": "Succeeded"}))] == [4]
+    assert launcher._handle("MODIFIED", _job(4, "Failed", "DeadlineExceeded")) == []
+    assert "trial 4: its Job failed after its pod succeeded (DeadlineExceeded" in caplog.text

@@ -143,8 +143,16 @@ class KubeClient:
 
     # -- pods ----------------------------------------------------------------------------------------
     def list_pods(self, label_selector: str) -> list[Pod]:
-        listing = self.call("list pods", self.core.list_namespaced_pod, self.ns, label_selector=label_selector)
-        return cast(list[Pod], listing["items"])
+        return cast(list[Pod], self.pod_listing(label_selector)["items"])
+
+    def pod_listing(self, label_selector: str) -> dict[str, Any]:
+        return self.call("list pods", self.core.list_namespaced_pod, self.ns, label_selector=label_selector)
+
+    def watch_pods(self, label_selector: str, version: str | None, timeout_seconds: int) -> Any:
+        """A watch stream of pods from a listing's resourceVersion (the caller reads and closes it)."""
+        return self.raw("watch pods", self.core.list_namespaced_pod, self.ns, label_selector=label_selector,
+                        resource_version=version, watch=True, allow_watch_bookmarks=False,
+                        timeout_seconds=timeout_seconds)
 
     def pod_log(self, pod: str, limit_bytes: int = 16 * 2**20) -> bytes | None:
         """A pod's whole log (its first limit_bytes), kept in the bucket as trial.log; None if it cannot be read (a

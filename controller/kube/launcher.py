@@ -1,9 +1,15 @@
 """KubernetesLauncher: the ProcessLauncher's twin behind the Launcher protocol, with trials as Jobs.
 
 Jobs have deterministic names (controller/kube/jobs.py), so an AlreadyExists after a restart means the Job
-is ours. Completion is watch-driven: a background thread watches the search's Jobs (label selector),
-re-lists on 410 Gone or a dropped watch, and re-lists every resync period to heal anything missed; wait()
-blocks on what it finds.
+is ours. Completion is watch-driven: background threads watch the search's Jobs and their pods (label selector),
+re-list on 410 Gone or a dropped watch, and re-list every resync period to heal anything missed; wait() blocks on
+what they find.
+
+A trial ends when its pod has succeeded, not when its Job says Complete: the Job controller batches pod updates
+and finishes a Job a second or so later, and that is time the next trial waits for its slot. A succeeded pod
+means the Job completes (restartPolicy Never, one completion), and what the trial achieved is its result.json
+either way. Retries, backoffLimit and podFailurePolicy still decide every trial whose pod fails: those wait for
+the Job's verdict. A Job that fails after its pod succeeded (its deadline raced the exit) is logged when it comes.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import queue
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from controller.errors import PermanentError
 from controller.kube.api import KubeClient
@@ -33,7 +39,7 @@ from controller.kube.jobs import (
     started,
     tid_of,
 )
-from controller.kube.objects import Job, OwnerRef
+from controller.kube.objects import Job, OwnerRef, Pod
 from controller.kube.settings import KubeSettings
 from controller.kube.watch import Watcher
 from controller.launcher import TrialExit, TrialLaunch, log_tail
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 # While a launched trial has not started, wait() returns this often so that the loop reads its pod: an image that
 # cannot be pulled is reported within seconds, not after a quiet spell of resyncSeconds.
 START_POLL_SECONDS = 2.0
+POD = "POD"
+"""The kind of the pod watch's events on the launcher's queue (the Job watch's are ADDED, MODIFIED, DELETED)."""
 
 
 class KubernetesLauncher:
@@ -65,10 +73,15 @@ class KubernetesLauncher:
         self._started: set[int] = set()
         self._stuck_since: dict[int, float] = {}
         self._start_failed: dict[int, str] = {}
+        self._ended_early: set[int] = set()
+        """Trials reported when their pod succeeded, whose Job's own verdict has not come yet."""
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.watch = Watcher("Job", lambda: kube.list_jobs(self.selector),
                              lambda version, timeout: kube.watch_jobs(self.selector, version, timeout),
                              lambda kind, job: self._events.put((kind, job)), settings.resync_seconds)
+        self.pod_watch = Watcher("pod", lambda: kube.pod_listing(self.selector),
+                                 lambda version, timeout: kube.watch_pods(self.selector, version, timeout),
+                                 lambda kind, pod: self._events.put((POD, pod)), settings.resync_seconds)
 
     # -- Launcher ------------------------------------------------------------------------------------
     def launch(self, trial: TrialLaunch) -> None:
@@ -172,6 +185,7 @@ class KubernetesLauncher:
 
     def close(self) -> None:
         self.watch.close()
+        self.pod_watch.close()
 
     @property
     def watch_errors(self) -> list[int]:
@@ -181,6 +195,13 @@ class KubernetesLauncher:
     # -- what ended ----------------------------------------------------------------------------------
     def _handle(self, kind: str, job: Job) -> list[TrialExit]:
         tid = tid_of(job)
+        if kind == POD:
+            return self._pod_succeeded(tid, cast(Pod, job))
+        if tid in self._ended_early and (kind == "DELETED" or finished(job)):
+            self._ended_early.discard(tid)
+            if finished(job) == "Failed":
+                log.warning("trial %d: its Job failed after its pod succeeded (%s); the trial's record stands",
+                            tid, failure_reason(job))
         if tid is None or tid not in self._tracked or tid in self._reported:
             return []
         name = job["metadata"]["name"]
@@ -197,6 +218,16 @@ class KubernetesLauncher:
         if state == "Complete":
             return [self._report(tid, 0, None, output)]
         return [self._report(tid, code, "; ".join(r for r in (failure_reason(job), reason) if r), output)]
+
+    def _pod_succeeded(self, tid: int | None, pod: Pod) -> list[TrialExit]:
+        """The trial's end at its pod's success, a Job-controller round trip before its Job completes. A trial
+        being stopped or failed to start ends with its Job, which says why."""
+        if (tid is None or tid not in self._tracked or tid in self._reported or tid in self._cancelled
+                or tid in self._start_failed or (pod.get("status") or {}).get("phase") != "Succeeded"):
+            return []
+        self._ended_early.add(tid)
+        log.debug("trial %d: pod %s succeeded", tid, pod["metadata"]["name"])
+        return [self._report(tid, 0, None, self.kube.pod_log(pod["metadata"]["name"]))]
 
     def _last_pod(self, job: str) -> tuple[int | None, str | None, bytes | None]:
         """(exit code, reason, whole log) of the Job's last pod."""
@@ -216,3 +247,4 @@ class KubernetesLauncher:
 
     def _ensure_watch(self) -> None:
         self.watch.start()
+        self.pod_watch.start()
