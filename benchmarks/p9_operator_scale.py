@@ -147,12 +147,18 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--parallelism", type=int, default=2)
     ap.add_argument("--resume", type=int, default=50, help="running Searches a restarted operator picks up (0: skip)")
+    ap.add_argument("--operator-commit", help="run the operator of this commit (a git worktree), not this checkout's")
     args = ap.parse_args()
     phases = [int(n) for n in args.searches.split(",")]
     print(f"P9 operator scale: phases {phases} Searches × {args.trials} trials, parallelism {args.parallelism}; "
-          f"resume of {args.resume} — {machine()}")
+          f"resume of {args.resume}; operator of {args.operator_commit or 'this checkout'} — {machine()}")
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
+        args.code = ROOT
+        if args.operator_commit:
+            args.code = tmp / "operator-code"
+            subprocess.run(["git", "worktree", "add", "--detach", str(args.code), args.operator_commit], cwd=ROOT,
+                           check=True, capture_output=True)
         recording = tmp / "s3-requests.jsonl"
         with MotoServer("node", record=recording) as s3url:
             os.environ["AWS_ENDPOINT_URL_S3"] = s3url
@@ -165,6 +171,8 @@ def main() -> None:
                 if up is not None:
                     up.terminate()
                     up.wait(120)
+                if args.operator_commit:
+                    subprocess.run(["git", "worktree", "remove", "--force", str(args.code)], cwd=ROOT, check=False)
 
 
 def run(kube: Kube, tmp: Path, recording: Path, phases: list[int], args: argparse.Namespace) -> None:
@@ -180,7 +188,7 @@ def run(kube: Kube, tmp: Path, recording: Path, phases: list[int], args: argpars
     audit = RecordCursor(kube.dir / "logs" / "audit.log")
     s3_log = RecordCursor(recording)
     log = tmp / "operator.log"
-    op = release.operator(cfg, log=log)
+    op = release.operator(cfg, log=log, code=args.code)
     sampler = Sampler(op.pid)
     rows = []
     total = 0
@@ -235,7 +243,7 @@ def resume(kube: Kube, ns: str, release, work: Path, tmp: Path, args: argparse.N
     op.wait()
     log2 = tmp / "operator-2.log"
     t0 = time.time()
-    op2 = release.operator(cfg, log=log2)
+    op2 = release.operator(cfg, log=log2, code=args.code)
     try:
         until("every Search's state rebuilt and its Job adopted",
               lambda: {m.group(1) for _, m in log_times(log2, r"Search \S+/(\S+): starting")} >= set(names)

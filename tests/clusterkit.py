@@ -128,11 +128,13 @@ class Release:
                                 stdout=subprocess.PIPE, stderr=open(log, "w") if log else subprocess.PIPE, text=True)
 
     def operator(self, cfg: Path, *args: str, pod_name: str = "operator-0", log: Path | None = None,
-                 kubeconfig: Path | None = None):
+                 kubeconfig: Path | None = None, code: Path = ROOT):
         """`controller operator` as this test's process, as the chart's ServiceAccount (or kubeconfig's user). A
-        fixed POD_NAME: like a restarted container, a restarted operator takes its own Lease back at once."""
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig), "POD_NAME": pod_name}
-        return subprocess.Popen([PY, "-m", "controller", "operator", "--config", str(cfg), *args], cwd=ROOT, env=env,
+        fixed POD_NAME: like a restarted container, a restarted operator takes its own Lease back at once. code: the
+        checkout whose controller runs (a benchmark compares two commits)."""
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig), "POD_NAME": pod_name,
+               "PYTHONPATH": str(code)}
+        return subprocess.Popen([PY, "-m", "controller", "operator", "--config", str(cfg), *args], cwd=code, env=env,
                                 stdout=subprocess.DEVNULL, stderr=open(log, "a") if log else subprocess.DEVNULL,
                                 text=True)
 

@@ -194,6 +194,11 @@ class SearchWorker:
             loop.run()
         finally:
             launcher.close()
+            if not loop.halted:
+                # Ended: nothing of it stays in memory (records, TPE's history). An edit of the Search (a larger
+                # budget) runs a new loop, which reads the store again.
+                with self._lock:
+                    self.loop, self.launcher = None, None
 
     def _check_folder_owner(self, settings: Settings) -> None:
         """A folder another operator's Search started (another namespace: two releases sharing a bucket and
