@@ -159,6 +159,13 @@ def test_a_trial_ends_when_its_pod_succeeds_and_a_failing_pod_waits_for_its_jobs
     (end,) = launcher._handle("MODIFIED", _job(2, "Failed", "BackoffLimitExceeded"))
     assert (end.tid, end.exit_code, end.reason) == (2, 1, "BackoffLimitExceeded; Error")
 
+    # The kubelet reports the container's exit a pod teardown before the phase: that is the end already.
+    launcher._tracked.update({5, 6})
+    exited = {"phase": "Running", "containerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": 0}}}]}
+    assert [e.tid for e in launcher._handle(POD, _obj(5, exited))] == [5]
+    exited["containerStatuses"][0]["state"]["terminated"]["exitCode"] = 1
+    assert launcher._handle(POD, _obj(6, exited)) == []
+
     launcher._tracked.add(4)
     assert [e.tid for e in launcher._handle(POD, _obj(4, {"phase": "Succeeded"}))] == [4]
     assert launcher._handle("MODIFIED", _job(4, "Failed", "DeadlineExceeded")) == []

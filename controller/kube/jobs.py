@@ -17,6 +17,7 @@ COLLECTED = "cifar-hpo.io/collected"
 SEARCH_LABEL = "cifar-hpo.io/search"
 TRIAL_LABEL = "cifar-hpo.io/trial"
 TRAINER_ENTRYPOINT = ["python", "-m", "trainer"]
+CONTAINER = "trainer"
 TRAINER_UID = 10002
 # The chart's store.caBundle: mounted here in the operator's pod and every trial's.
 CA_DIR = "/etc/cifar-hpo/ca"  # Dockerfile.trainer's user: not 1000, the first user of many hosts
@@ -59,7 +60,7 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
         "ttlSecondsAfterFinished": s.ttl_seconds_after_finished,
         # Node disruption does not burn a retry; bad parameters fail the Job at once.
         "podFailurePolicy": {"rules": [
-            {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In",
+            {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
                                                   "values": [EXIT_BAD_INPUT]}},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]},
@@ -112,7 +113,7 @@ def _container(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> 
     trainer = list(argv[:3]) == TRAINER_ENTRYPOINT
     command = {} if trainer else {"command": [argv[0]]}
     return {
-        "name": "trainer",
+        "name": CONTAINER,
         "image": s.image,
         "imagePullPolicy": s.image_pull_policy,
         **command,
@@ -175,6 +176,15 @@ def pod_exit(pod: Pod) -> tuple[int | None, str | None]:
 START_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
                             "RegistryUnavailable", "CreateContainerConfigError", "CreateContainerError",
                             "RunContainerError"})
+
+
+def succeeded(pod: Pod) -> bool:
+    """The trial's container exited 0. With restartPolicy Never and one container that decides the pod's phase and
+    so the Job's completion; the kubelet reports it a pod-teardown earlier than the phase Succeeded."""
+    if (pod.get("status") or {}).get("phase") == "Succeeded":
+        return True
+    return any(cs.get("name") == CONTAINER and ((cs.get("state") or {}).get("terminated") or {}).get("exitCode") == 0
+               for cs in (pod.get("status") or {}).get("containerStatuses") or [])
 
 
 def start_failure(pod: Pod) -> str | None:

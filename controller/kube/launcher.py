@@ -5,11 +5,12 @@ is ours. Completion is watch-driven: background threads watch the search's Jobs 
 re-list on 410 Gone or a dropped watch, and re-list every resync period to heal anything missed; wait() blocks on
 what they find.
 
-A trial ends when its pod has succeeded, not when its Job says Complete: the Job controller batches pod updates
-and finishes a Job a second or so later, and that is time the next trial waits for its slot. A succeeded pod
-means the Job completes (restartPolicy Never, one completion), and what the trial achieved is its result.json
-either way. Retries, backoffLimit and podFailurePolicy still decide every trial whose pod fails: those wait for
-the Job's verdict. A Job that fails after its pod succeeded (its deadline raced the exit) is logged when it comes.
+A trial ends when its container has exited 0, not when its Job says Complete: the kubelet tears the pod down
+before it reports the phase Succeeded, and the Job controller batches pod updates before it completes the Job,
+time the next trial would wait for its slot. A container that exited 0 means the Job completes (restartPolicy
+Never, one container, one completion), and what the trial achieved is its result.json either way. Retries,
+backoffLimit and podFailurePolicy still decide every trial whose container fails: those wait for the Job's verdict.
+A Job that fails after its container succeeded (its deadline raced the exit) is logged when it comes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from controller.kube.jobs import (
     selector,
     start_failure,
     started,
+    succeeded,
     tid_of,
 )
 from controller.kube.objects import Job, OwnerRef, Pod
@@ -223,10 +225,10 @@ class KubernetesLauncher:
         """The trial's end at its pod's success, a Job-controller round trip before its Job completes. A trial
         being stopped or failed to start ends with its Job, which says why."""
         if (tid is None or tid not in self._tracked or tid in self._reported or tid in self._cancelled
-                or tid in self._start_failed or (pod.get("status") or {}).get("phase") != "Succeeded"):
+                or tid in self._start_failed or not succeeded(pod)):
             return []
         self._ended_early.add(tid)
-        log.debug("trial %d: pod %s succeeded", tid, pod["metadata"]["name"])
+        log.info("trial %d: its container exited 0 (pod %s)", tid, pod["metadata"]["name"])
         return [self._report(tid, 0, None, self.kube.pod_log(pod["metadata"]["name"]))]
 
     def _last_pod(self, job: str) -> tuple[int | None, str | None, bytes | None]:
