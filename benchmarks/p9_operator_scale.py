@@ -7,8 +7,9 @@ cluster) of --trials trials each, parallelism --parallelism. Per phase: API requ
 counted by the API server (its audit log: the operator's ServiceAccount only); S3 requests per trial by operation,
 counted by the S3 server (moto's recorder: the operator's own requests apart from the trials' presigned ones);
 operator CPU-seconds per trial (/proc); the operator's RSS and threads after the phase, against the Searches it
-holds; result landed → next Job created, p50/p95 (the k-th result of a Search frees the slot the (k+parallelism)-th
-Job fills). Last, --resume Searches whose trials wait at a gate: the operator is killed -9 and a new one started;
+holds; result landed → next Job created, p50/p95 (the k-th result of a Search frees the slot the
+(k+parallelism)-th Job fills), and the operator's own part of it (from its log line on seeing the container's
+exit). Last, --resume Searches whose trials wait at a gate: the operator is killed -9 and a new one started;
 the time until it has rebuilt every Search's state and adopted every running Job.
 """
 
@@ -100,7 +101,7 @@ def states(kube: Kube, ns: str) -> dict[str, str]:
 
     items = client.CustomObjectsApi(kube.api).list_namespaced_custom_object("cifar-hpo.io", "v1alpha1", ns,
                                                                             "searches")["items"]
-    return {i["metadata"]["name"]: (i.get("status") or {}).get("state", "") for i in items}
+    return {i["metadata"]["name"]: ((i.get("status") or {}).get("state") or "").lower() for i in items}
 
 
 def ended(kube: Kube, ns: str, names: list[str]) -> bool:
@@ -117,24 +118,33 @@ def log_times(log: Path, pattern: str) -> list[tuple[float, re.Match]]:
     return out
 
 
-def p3(log: Path, names: list[str], parallelism: int) -> list[float]:
-    """result landed → the Job its freed slot got, for every result of these Searches that freed a slot."""
+def p3(log: Path, names: list[str], parallelism: int) -> tuple[list[float], list[float], list[float]]:
+    """result landed → the Job its freed slot got, for every result of these Searches that freed a slot; and its two
+    parts: landed → the operator saw the container's exit (the kubelet, the watch), seen → that Job (the operator)."""
     created: dict[str, list[float]] = {n: [] for n in names}
     for t, m in log_times(log, r"created Job (\S+)-t\d+"):
         if m.group(1) in created:
             created[m.group(1)].append(t)
+    seen: dict[str, dict[int, float]] = {n: {} for n in names}
+    for t, m in log_times(log, r"trial (\d+): its container exited 0 \(pod (\S+)-t\d+-\w+\)"):
+        if m.group(2) in seen:
+            seen[m.group(2)][int(m.group(1))] = t
     s3 = boto3.client("s3")
-    out = []
+    total, kubelet, operator = [], [], []
     for name in names:
-        landed = []
+        landed = {}
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"searches/{name}/trials/"):
             for o in page.get("Contents", []):
                 if o["Key"].endswith("/result.json"):
                     doc = json.loads(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read())
-                    landed.append(doc["finished_at"])
+                    landed[doc["tid"]] = doc["finished_at"]
         jobs = sorted(created[name])
-        out += [jobs[k + parallelism] - t for k, t in enumerate(sorted(landed)) if k + parallelism < len(jobs)]
-    return out
+        total += [jobs[k + parallelism] - t for k, t in enumerate(sorted(landed.values()))
+                  if k + parallelism < len(jobs)]
+        kubelet += [seen[name][tid] - t for tid, t in landed.items() if tid in seen[name]]
+        operator += [jobs[k + parallelism] - t for k, t in enumerate(sorted(seen[name].values()))
+                     if k + parallelism < len(jobs)]
+    return total, kubelet, operator
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -189,6 +199,7 @@ def run(kube: Kube, tmp: Path, recording: Path, phases: list[int], args: argpars
     s3_log = RecordCursor(recording)
     log = tmp / "operator.log"
     op = release.operator(cfg, log=log, code=args.code)
+    until("the operator to watch Searches", lambda: log_times(log, r"operator: watching Searches"), op)
     sampler = Sampler(op.pid)
     rows = []
     total = 0
@@ -209,13 +220,14 @@ def run(kube: Kube, tmp: Path, recording: Path, phases: list[int], args: argpars
             served = s3_log.read()
             ours = Counter(s3_operation(e) for e in served if "authorization" in {h.lower() for h in e["headers"]})
             trials_s3 = len(served) - sum(ours.values())
-            lat = p3(log, names, args.parallelism)
+            lat, kubelet, operator = p3(log, names, args.parallelism)
             s3_log.read()  # the benchmark's own reads of the results
             rss, threads = sampler.read()
             rows.append({"searches": n, "held": total, "trials": n * args.trials, "wall": wall, "cpu": cpu,
                          "rss": rss, "peak": sampler.peak_rss, "threads": threads, "api": api, "s3": ours,
-                         "trial_s3": trials_s3, "p50": statistics.median(lat) if lat else float("nan"),
-                         "p95": pct(lat, 0.95)})
+                         "trial_s3": trials_s3, "p50": pct(lat, 0.5), "p95": pct(lat, 0.95),
+                         "kubelet": (pct(kubelet, 0.5), pct(kubelet, 0.95)),
+                         "operator": (pct(operator, 0.5), pct(operator, 0.95))})
             print_row(rows[-1])
         if args.resume:
             resume(kube, ns, release, work, tmp, args, op, log, cfg)
@@ -248,13 +260,15 @@ def resume(kube: Kube, ns: str, release, work: Path, tmp: Path, args: argparse.N
         until("every Search's state rebuilt and its Job adopted",
               lambda: {m.group(1) for _, m in log_times(log2, r"Search \S+/(\S+): starting")} >= set(names)
               and len(log_times(log2, r"trial 0: adopted Job r-\d+-t0")) >= len(names), op2)
-        started = [t for t, m in log_times(log2, r"Search \S+/(r-\S+): starting")]
+        watching = log_times(log2, r"operator: watching Searches")[0][0]
+        started = [t for t, m in log_times(log2, r"Search \S+/(\S+): starting")]
         rebuilt = [t for t, m in log_times(log2, r"search (r-\S+): \d+ trials on record")]
         adopted = [t for t, m in log_times(log2, r"trial 0: adopted Job r-\d+-t0")]
-        print(f"resumed operator, {args.resume} running Searches (and the {len(started) - args.resume} ended ones): "
-              f"every Search started {max(started) - t0:.1f} s, state rebuilt {max(rebuilt) - t0:.1f} s, every "
-              f"running Job adopted {max(adopted) - t0:.1f} s after the new process started "
-              f"(median Job adopted at {statistics.median(adopted) - t0:.1f} s)")
+        print(f"\nresumed operator (killed -9, a new process started): it watched Searches after "
+              f"{watching - t0:.1f} s; all {len(started)} Searches it holds ({args.resume} running) started "
+              f"{max(started) - t0:.1f} s; the running ones' state rebuilt {max(rebuilt) - t0:.1f} s and every running "
+              f"Job adopted {max(adopted) - t0:.1f} s after the start (median Job adopted at "
+              f"{statistics.median(adopted) - t0:.1f} s)")
         (gate / "all").touch()
         until("the resumed Searches to end", lambda: ended(kube, ns, names), op2)
     finally:
@@ -266,7 +280,9 @@ def print_row(r: dict) -> None:
     n = r["trials"]
     print(f"\n+{r['searches']} Searches ({r['held']} held), {n} trials: {r['wall']:.0f} s; operator "
           f"{r['cpu'] / n:.2f} CPU-s/trial; RSS {r['rss']} MB after (peak {r['peak']}), {r['threads']} threads; "
-          f"result → next Job p50 {r['p50']:.3f} s, p95 {r['p95']:.3f} s")
+          f"result → next Job p50 {r['p50']:.3f} s, p95 {r['p95']:.3f} s (landed → exit seen p50/p95 "
+          f"{r['kubelet'][0]:.3f}/{r['kubelet'][1]:.3f} s; exit seen → next Job {r['operator'][0]:.3f}/"
+          f"{r['operator'][1]:.3f} s)")
     print("  API requests per trial: " + ", ".join(f"{v} {res} {c / n:.2f}" for (v, res), c in sorted(
         r["api"].items(), key=lambda kv: -kv[1])))
     print("  S3 requests per trial (operator): " + ", ".join(f"{op} {c / n:.2f}" for op, c in sorted(
@@ -275,12 +291,13 @@ def print_row(r: dict) -> None:
 
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'+Searches':>9} {'held':>5} {'trials':>6} {'wall s':>7} {'API/trial':>9} {'S3/trial':>8} "
-          f"{'CPU-s/trial':>11} {'RSS MB':>7} {'peak MB':>7} {'threads':>7} {'P3 p50':>7} {'P3 p95':>7}")
+          f"{'CPU-s/trial':>11} {'RSS MB':>7} {'peak MB':>7} {'threads':>7} {'P3 p50':>7} {'P3 p95':>7} "
+          f"{'op. p50':>7} {'op. p95':>7}")
     for r in rows:
         n = r["trials"]
         print(f"{r['searches']:>9} {r['held']:>5} {n:>6} {r['wall']:>7.0f} {sum(r['api'].values()) / n:>9.1f} "
               f"{sum(r['s3'].values()) / n:>8.1f} {r['cpu'] / n:>11.2f} {r['rss']:>7} {r['peak']:>7} "
-              f"{r['threads']:>7} {r['p50']:>7.3f} {r['p95']:>7.3f}")
+              f"{r['threads']:>7} {r['p50']:>7.3f} {r['p95']:>7.3f} {r['operator'][0]:>7.3f} {r['operator'][1]:>7.3f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from controller.kube.jobs import build_job, job_name, job_prefix
+from controller.kube.launcher import POD, KubernetesLauncher
 from controller.kube.settings import KubeSettings
 
 pytestmark = pytest.mark.pure
@@ -120,6 +121,9 @@ def test_a_lease_expires_by_the_contenders_own_clock_not_the_holders_timestamps(
     assert lease.try_acquire() is True and api.replaced == 1  # 16 s unchanged by our clock: taken over
 
 
+POD_SEEN = f"{POD} MODIFIED"
+
+
 class _PodsAndLogs:
     """The calls the launcher makes while it judges watch events: a Job's pods, a pod's log."""
 
@@ -143,30 +147,62 @@ def test_a_trial_ends_when_its_pod_succeeds_and_a_failing_pod_waits_for_its_jobs
     """The next trial's slot frees at the pod's success, a Job-controller round trip before the Job's Complete; a pod
     that fails ends nothing (the Job may retry it, or its failure policy decide), and the Job's verdict counts then;
     a Job that fails after its pod succeeded is logged, not reported twice."""
-    from controller.kube.launcher import POD, KubernetesLauncher
-
     launcher = KubernetesLauncher(_PodsAndLogs(), KubeSettings(), "s")
     launcher._tracked.update({1, 2, 3})
     launcher._cancelled.add(3)
-    (end,) = launcher._handle(POD, _obj(1, {"phase": "Succeeded"}, "s-t1-abcde"))
+    (end,) = launcher._handle(POD_SEEN, _obj(1, {"phase": "Succeeded"}, "s-t1-abcde"))
     assert (end.tid, end.exit_code, end.reason, end.log) == (1, 0, None, b"log of s-t1-abcde\n")
     assert launcher._handle("MODIFIED", _job(1, "Complete")) == []  # its Job's verdict: no second end
     assert launcher.running() == {2, 3}
 
-    assert launcher._handle(POD, _obj(2, {"phase": "Failed"})) == []  # a retry may follow
-    assert launcher._handle(POD, _obj(2, {"phase": "Running"})) == []
-    assert launcher._handle(POD, _obj(3, {"phase": "Succeeded"})) == []  # being stopped: its Job's deletion says so
+    assert launcher._handle(POD_SEEN, _obj(2, {"phase": "Failed"})) == []  # a retry may follow
+    assert launcher._handle(POD_SEEN, _obj(2, {"phase": "Running"})) == []
+    assert launcher._handle(POD_SEEN, _obj(3, {"phase": "Succeeded"})) == []  # stopped: its Job's deletion says so
     (end,) = launcher._handle("MODIFIED", _job(2, "Failed", "BackoffLimitExceeded"))
     assert (end.tid, end.exit_code, end.reason) == (2, 1, "BackoffLimitExceeded; Error")
 
     # The kubelet reports the container's exit a pod teardown before the phase: that is the end already.
     launcher._tracked.update({5, 6})
     exited = {"phase": "Running", "containerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": 0}}}]}
-    assert [e.tid for e in launcher._handle(POD, _obj(5, exited))] == [5]
+    assert [e.tid for e in launcher._handle(POD_SEEN, _obj(5, exited))] == [5]
     exited["containerStatuses"][0]["state"]["terminated"]["exitCode"] = 1
-    assert launcher._handle(POD, _obj(6, exited)) == []
+    assert launcher._handle(POD_SEEN, _obj(6, exited)) == []
 
     launcher._tracked.add(4)
-    assert [e.tid for e in launcher._handle(POD, _obj(4, {"phase": "Succeeded"}))] == [4]
+    assert [e.tid for e in launcher._handle(POD_SEEN, _obj(4, {"phase": "Succeeded"}))] == [4]
     assert launcher._handle("MODIFIED", _job(4, "Failed", "DeadlineExceeded")) == []
     assert "trial 4: its Job failed after its pod succeeded (DeadlineExceeded" in caplog.text
+
+
+class _NoListing(_PodsAndLogs):
+    def list_pods(self, selector):
+        raise AssertionError("waiting() listed pods: it reads what the pod watch showed")
+
+
+def test_why_a_trial_waits_comes_from_the_pod_watch_and_its_newest_pod():
+    """waiting() lists nothing (a list per Search every two seconds while trials wait grew with the Searches): it
+    reads each trial's newest pod as the watch last showed it, and forgets a deleted or ended one."""
+    launcher = KubernetesLauncher(_NoListing(), KubeSettings(), "s")
+    launcher._tracked.update({1, 2})
+    unschedulable = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                                                         "message": "0/1 nodes are available: 1 Insufficient cpu."}]}
+    pulling = {"phase": "Pending", "containerStatuses": [{"name": "trainer", "state": {"waiting": {
+        "reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}
+
+    def pod(tid, status, uid, created):
+        doc = _obj(tid, status, f"s-t{tid}-{uid}")
+        doc["metadata"].update(uid=uid, creationTimestamp=created)
+        return doc
+
+    launcher._handle(POD_SEEN, pod(1, unschedulable, "a", "2026-11-30T10:00:00Z"))
+    launcher._handle(POD_SEEN, pod(2, pulling, "b", "2026-11-30T10:00:01Z"))
+    launcher._handle(POD_SEEN, pod(3, unschedulable, "c", "2026-11-30T10:00:01Z"))  # not this launcher's trial
+    assert launcher.waiting() == {1: "waiting for a node: 0/1 nodes are available: 1 Insufficient cpu.",
+                                  2: "ImagePullBackOff: Back-off pulling image"}
+    # Trial 1's Job retries: an older pod's late event does not hide its newest pod's state.
+    launcher._handle(POD_SEEN, pod(1, {"phase": "Running", "containerStatuses": [{"name": "trainer", "state": {
+        "running": {"startedAt": "2026-11-30T10:05:02Z"}}}]}, "d", "2026-11-30T10:05:00Z"))
+    launcher._handle(POD_SEEN, pod(1, unschedulable, "a", "2026-11-30T10:00:00Z"))
+    launcher._handle(f"{POD} DELETED", pod(2, pulling, "b", "2026-11-30T10:00:01Z"))
+    assert launcher.waiting() == {}
+    assert launcher._started == {1}

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 # cannot be pulled is reported within seconds, not after a quiet spell of resyncSeconds.
 START_POLL_SECONDS = 2.0
 POD = "POD"
-"""The kind of the pod watch's events on the launcher's queue (the Job watch's are ADDED, MODIFIED, DELETED)."""
+"""The pod watch's events are "POD ADDED", "POD MODIFIED", "POD DELETED" on the launcher's queue (the Job watch's
+are ADDED, MODIFIED, DELETED)."""
 
 
 class KubernetesLauncher:
@@ -83,7 +84,10 @@ class KubernetesLauncher:
                              lambda kind, job: self._events.put((kind, job)), settings.resync_seconds)
         self.pod_watch = Watcher("pod", lambda: kube.pod_listing(self.selector),
                                  lambda version, timeout: kube.watch_pods(self.selector, version, timeout),
-                                 lambda kind, pod: self._events.put((POD, pod)), settings.resync_seconds)
+                                 lambda kind, pod: self._events.put((f"{POD} {kind}", pod)), settings.resync_seconds)
+        self._pods: dict[int, Pod] = {}
+        """Each tracked trial's newest pod, as the pod watch last showed it: waiting() reads it, listing nothing (a
+        list per Search every few seconds while trials wait for a node grew with the Searches)."""
 
     # -- Launcher ------------------------------------------------------------------------------------
     def launch(self, trial: TrialLaunch) -> None:
@@ -137,9 +141,8 @@ class KubernetesLauncher:
         (image, Secret), which fails the trial once it has lasted start_timeout_seconds."""
         out = {}
         stuck = {}
-        for pod in self.kube.list_pods(self.selector):
-            tid = tid_of(pod)
-            if tid is None or tid not in self._tracked or tid in self._start_failed:
+        for tid, pod in self._pods.items():
+            if tid not in self._tracked or tid in self._start_failed:
                 continue
             if started(pod):
                 self._started.add(tid)
@@ -197,7 +200,8 @@ class KubernetesLauncher:
     # -- what ended ----------------------------------------------------------------------------------
     def _handle(self, kind: str, job: Job) -> list[TrialExit]:
         tid = tid_of(job)
-        if kind == POD:
+        if kind.startswith(POD):
+            self._keep_pod(tid, kind.endswith("DELETED"), cast(Pod, job))
             return self._pod_succeeded(tid, cast(Pod, job))
         if tid in self._ended_early and (kind == "DELETED" or finished(job)):
             self._ended_early.discard(tid)
@@ -221,6 +225,18 @@ class KubernetesLauncher:
             return [self._report(tid, 0, None, output)]
         return [self._report(tid, code, "; ".join(r for r in (failure_reason(job), reason) if r), output)]
 
+    def _keep_pod(self, tid: int | None, deleted: bool, pod: Pod) -> None:
+        if tid is None or tid not in self._tracked:
+            return
+        kept = self._pods.get(tid)
+        same = kept is not None and kept["metadata"].get("uid") == pod["metadata"].get("uid")
+        if deleted:
+            if same:
+                del self._pods[tid]
+        elif kept is None or same or (pod["metadata"].get("creationTimestamp") or "") >= (
+                kept["metadata"].get("creationTimestamp") or ""):  # a Job's retry: its newest pod counts
+            self._pods[tid] = pod
+
     def _pod_succeeded(self, tid: int | None, pod: Pod) -> list[TrialExit]:
         """The trial's end at its pod's success, a Job-controller round trip before its Job completes. A trial
         being stopped or failed to start ends with its Job, which says why."""
@@ -243,6 +259,7 @@ class KubernetesLauncher:
     def _report(self, tid: int, code: int | None, reason: str | None, output: bytes | None) -> TrialExit:
         self._reported.add(tid)
         self._tracked.discard(tid)
+        self._pods.pop(tid, None)
         self._started.discard(tid)
         self._stuck_since.pop(tid, None)
         return TrialExit(tid, code, reason, log_tail(output or b""), output or None)
