@@ -183,6 +183,7 @@ def test_why_a_trial_waits_comes_from_the_pod_watch_and_its_newest_pod():
     """waiting() lists nothing (a list per Search every two seconds while trials wait grew with the Searches): it
     reads each trial's newest pod as the watch last showed it, and forgets a deleted or ended one."""
     launcher = KubernetesLauncher(_NoListing(), KubeSettings(), "s")
+    launcher._ensure_watch = lambda: None  # the events are this test's
     launcher._tracked.update({1, 2})
     unschedulable = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
                                                          "message": "0/1 nodes are available: 1 Insufficient cpu."}]}

@@ -85,6 +85,8 @@ class KubernetesLauncher:
         self.pod_watch = Watcher("pod", lambda: kube.pod_listing(self.selector),
                                  lambda version, timeout: kube.watch_pods(self.selector, version, timeout),
                                  lambda kind, pod: self._events.put((f"{POD} {kind}", pod)), settings.resync_seconds)
+        self._ended: list[TrialExit] = []
+        """Ends that waiting() came upon, for the next wait()."""
         self._pods: dict[int, Pod] = {}
         """Each tracked trial's newest pod, as the pod watch last showed it: waiting() reads it, listing nothing (a
         list per Search every few seconds while trials wait for a node grew with the Searches)."""
@@ -139,6 +141,9 @@ class KubernetesLauncher:
     def waiting(self) -> dict[int, str]:
         """Trials whose pod has not started: no node for it yet (they wait), or a container that cannot start
         (image, Secret), which fails the trial once it has lasted start_timeout_seconds."""
+        self._ensure_watch()
+        while not self._events.empty():  # what the watches showed since the last wait(); ends are kept for it
+            self._ended += self._handle(*self._events.get_nowait())
         out = {}
         stuck = {}
         for tid, pod in self._pods.items():
@@ -171,7 +176,7 @@ class KubernetesLauncher:
 
     def wait(self, timeout: float) -> list[TrialExit]:
         self._ensure_watch()
-        ended: list[TrialExit] = []
+        ended, self._ended = self._ended, []
         if self._tracked - self._started:
             timeout = min(timeout, START_POLL_SECONDS)
         deadline = time.monotonic() + timeout
