@@ -110,7 +110,9 @@ def s3_operation(entry: dict) -> str:
 
 
 class RecordCursor:
-    """Reads a line-per-entry file (moto's recording, the API server's audit log) from where it was last read."""
+    """Reads a file of JSON records (moto's recording, the API server's audit log) from where it was last read.
+    Records, not lines: moto's threads write a record and its newline in two writes, so two records can share a
+    line; each record is one write, so a record is whole once its last byte is there."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -121,7 +123,16 @@ class RecordCursor:
             return []
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1  # a line being written is read next time
-        self.offset += end
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+            text = f.read().decode()
+        out, pos, decoder = [], 0, json.JSONDecoder()
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            try:
+                record, end = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError:
+                break  # the end, or a record still being written: read next time
+            out.append(record)
+            pos = end
+        self.offset += len(text[:pos].encode())
+        return out
