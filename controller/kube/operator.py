@@ -62,6 +62,9 @@ class SearchWorker:
         self.halted = threading.Event()
         self.changed = threading.Event()
         self.store_problem: str | None = None
+        self.fixed_field_refused = False
+        """The applied generation changed a fixed field: SpecAccepted stays False until an edit is accepted (a loop
+        that starts again meanwhile must not say the spec was accepted)."""
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name=f"search-{self.name}", daemon=True)
 
@@ -101,6 +104,7 @@ class SearchWorker:
             merged, refused = budget_change(self.settings, wanted)
             self.applied = generation
             self.writer.generation = generation
+            self.fixed_field_refused = bool(refused)
             if refused:
                 self._refuse("FixedFieldChanged", f"{', '.join(refused)} cannot change once a search has records "
                                                   "(they would not fit); it goes on as it was. Create another "
@@ -182,7 +186,8 @@ class SearchWorker:
                 launcher.close()
                 return
             self.launcher, self.loop = launcher, loop
-        self._accept()
+        if not self.fixed_field_refused:
+            self._accept()
         if grants is None and self.op.root.uri.startswith("s3://"):
             self.writer.condition("TrialAccessScoped", False, "SharedCredentials",
                                   "kube.trialAccess is credentials: every trial pod holds the store's keys and can "
