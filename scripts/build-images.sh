@@ -16,6 +16,9 @@ wanted=(${IMAGES:-controller trainer objective digits pause})
 tf_package="${TRAINER_TF_PACKAGE:-tensorflow-cpu==2.21.0}"
 k8s_version="v1.34.4"
 mkdir -p "$cache/archives"
+# One build at a time per cache: a second run waits, then finds the archives made (and nothing pruned under it).
+exec 9>"$cache/.lock"
+flock 9
 log() { echo "build-images: $*" >&2; }
 
 "$root/scripts/install-containers.sh" >&2
@@ -77,6 +80,9 @@ image() {  # image NAME TAG: prints the reference, building and saving it unless
     find "$cache/archives" -name "$name-*.tar" ! -name "$name-$tag.tar" -delete
     "${podman[@]}" images --format '{{.Repository}}:{{.Tag}}' "localhost/cifar-hpo-$name" | grep -vx "$ref" \
       | xargs -r "${podman[@]}" rmi -f >/dev/null 2>&1 || true
+    # What those builds left untagged (their own steps' layers) goes too: the store otherwise grows by a build's
+    # worth per commit (199 images, 7.5 GB, before this). The layers under a current image are its parents, kept.
+    "${podman[@]}" image prune -f >/dev/null 2>&1 || true
   fi
   echo "$ref $archive"
 }

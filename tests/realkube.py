@@ -365,6 +365,9 @@ def start_cluster(state_dir: Path, gpus: int = 2, index: int = 0) -> subprocess.
                             stderr=open(state_dir.parent / "localkube.log", "ab"), text=True)
     line = proc.stdout.readline()
     if line.strip() != "ready":
-        proc.kill()
-        raise RuntimeError(f"localkube did not start (see {state_dir.parent / 'localkube.log'})")
+        proc.terminate()  # its stop undoes what the node changed on the host
+        proc.wait()
+        log = state_dir.parent / "localkube.log"
+        # The tail in the error itself: a CI log is often all there is of a failed start.
+        raise RuntimeError(f"localkube did not start; the end of {log}:\n{log.read_text(errors='replace')[-4000:]}")
     return proc

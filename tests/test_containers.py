@@ -6,8 +6,11 @@ ours."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,27 @@ def test_the_node_is_the_real_kubelet_on_containerd(kube, node):
     # The device plugin's devices, as the kubelet counts them (our Node never has its capacity patched).
     assert info.status.allocatable["nvidia.com/gpu"] == str(node["gpus"])
     assert kube.kubectl("version", "--client", "-o", "json").count('"gitVersion": "v1.34.4"') == 1
+
+
+def test_the_nodes_containerd_cache_holds_this_build_and_this_runs_containers_only(kube, node):
+    """containerd's root is kept across runs (images import once per build); what earlier runs left there is
+    removed at the node's start, or the cache grows by a build per commit until a start fails on a full disk."""
+    ctr = ["ctr", "-a", kube.info["containerd"], "-n", "k8s.io"]
+    rows = [line.split() for line in subprocess.run([*ctr, "images", "ls"], capture_output=True, text=True,
+                                                      check=True).stdout.splitlines()[1:] if line.strip()]
+    digest = {row[0]: row[2] for row in rows}
+    assert {digest.get(ref) for ref in node["images"]} == set(digest.values()), rows  # every ref names this build
+    registered = kube.core.read_node(node["name"]).metadata.creation_timestamp
+    for cid in subprocess.run([*ctr, "containers", "ls", "-q"], capture_output=True, text=True,
+                              check=True).stdout.split():
+        shown = subprocess.run([*ctr, "containers", "info", cid], capture_output=True, text=True)
+        if shown.returncode != 0:
+            continue  # removed since it was listed
+        # RFC 3339 with nanoseconds, which fromisoformat takes only to microseconds
+        stamp = re.fullmatch(r"(.+T[\d:]{8})(\.\d+)?(Z|[+-][\d:]{5})", json.loads(shown.stdout)["CreatedAt"])
+        assert stamp, shown.stdout[:300]
+        created = datetime.fromisoformat(stamp[1] + (stamp[2] or "")[:7] + stamp[3].replace("Z", "+00:00"))
+        assert created >= registered, f"container {cid} from {created}, before this node registered at {registered}"
 
 
 def test_uid_read_only_root_and_exit_code_are_the_runtimes(kube, kube_ns, node):

@@ -32,6 +32,9 @@ CONTROLLERS = ",".join([
 ])
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
     """A port for a server that binds it itself, later. Port 0 would hand out one of the kernel's ephemeral range,
     which any outgoing connection may take before that server binds it: so a random port between 20000 (past
@@ -44,11 +47,14 @@ def free_port() -> int:
     rng = secrets.SystemRandom()
     for _ in range(200):
         port = rng.randrange(20000, max(ephemeral, 20001))
+        if port in _GIVEN:  # free still, but promised to a server of ours that has not bound it yet
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("", port))
             except OSError:
                 continue
+            _GIVEN.add(port)
             return port
     raise RuntimeError(f"no free port between 20000 and {ephemeral}")
 

@@ -61,6 +61,14 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return p
 
 
+def unwanted_images(listing: str, wanted: set[str]) -> list[str]:
+    """The references in `ctr images ls` output to remove: all but the wanted ones and those naming the same
+    content (the CRI plugin's `sha256:<config>` id for each image it has seen)."""
+    rows = [line.split() for line in listing.splitlines()[1:] if line.strip()]
+    kept = {row[2] for row in rows if len(row) > 2 and row[0] in wanted}
+    return [row[0] for row in rows if row[0] not in wanted and (len(row) < 3 or row[2] not in kept)]
+
+
 @dataclass
 class RealNode:
     dir: Path
@@ -221,18 +229,30 @@ state = "{s / 'state'}"
         return _run("ctr", "-a", str(self.sock), "-n", "k8s.io", *args, check=check).returncode
 
     def _import_images(self) -> None:
+        self._prune()
         have = set(_run("ctr", "-a", str(self.sock), "-n", "k8s.io", "images", "ls", "-q").stdout.split())
-        wanted = {ref for ref, _ in self.images}
-        # containerd's root is a cache kept across runs: earlier builds of our images go (content is collected).
-        stale = [ref for ref in have if ref.startswith("localhost/cifar-hpo-") and ref not in wanted]
-        if stale:
-            self._ctr("images", "rm", *stale, check=False)
         for ref, archive in self.images:
             if ref in have:
                 continue
             t0 = time.monotonic()
             self._ctr("images", "import", "--base-name", ref.rsplit(":", 1)[0], str(archive))
             log.info("imported %s in %.1f s", ref, time.monotonic() - t0)
+
+    def _prune(self) -> None:
+        """containerd's root is a cache kept across runs, and only what this node's images need may stay in it: the
+        containers of earlier runs' pods (no kubelet is left to remove them; this run's starts with an empty root)
+        and every image but this build's hold their layers. Left alone, one cache grew to 30 GB in a week of test
+        runs and a node's start failed on a full disk. --sync: the space is freed before the imports need it."""
+        containers = _run("ctr", "-a", str(self.sock), "-n", "k8s.io", "containers", "ls", "-q").stdout.split()
+        if containers:
+            self._ctr("containers", "rm", *containers, check=False)
+        listing = _run("ctr", "-a", str(self.sock), "-n", "k8s.io", "images", "ls").stdout
+        unwanted = unwanted_images(listing, {ref for ref, _ in self.images})
+        if unwanted:
+            t0 = time.monotonic()
+            self._ctr("images", "rm", "--sync", *unwanted, check=False)
+            log.info("removed %d containers and %d images of earlier runs in %.1f s", len(containers), len(unwanted),
+                     time.monotonic() - t0)
 
     def _kubeconfig(self, stem: str) -> Path:
         pki = self.dir / "pki"
