@@ -19,7 +19,7 @@ from typing import Any
 
 from controller.backoff import Backoff
 from controller.config import Settings
-from controller.errors import ConfigError, TemporaryError
+from controller.errors import ConfigError, RecordError, TemporaryError
 from controller.launcher import Launcher, TrialExit, TrialLaunch
 from controller.ledger import Ledger, TrialRecord, best_of, best_record, proposal_record, trial_prefix
 from controller.publish import Publisher, SearchStatus
@@ -75,6 +75,9 @@ class SearchLoop:
         self.stop_reason: tuple[SearchState, str] | None = None
         self.waiting: dict[int, str] = {}
         self._decided_since_checkpoint = 0
+        self._ended_before: tuple[str, int, str | None] | None = None
+        """The end status.json already told (state, finished, reason): a loop that resumes an ended search (an
+        operator's restart) says it again without a second SearchFinished Event."""
         self._next_stop_check = 0.0
         self.halted = False
         """Set by halt(): run() returns at its next step without ending the search."""
@@ -145,8 +148,18 @@ class SearchLoop:
     def _finish(self) -> SearchStatus:
         self.ledger.write_checkpoint(self.records.values(), self.next_tid)
         status = self.status()
-        self.publisher.finished(status, self.records.values())
+        again = self._ended_before == (status.state.value, status.finished, status.reason)
+        self.publisher.finished(status, self.records.values(), again=again)
         return status
+
+    def _published_end(self) -> tuple[str, int, str | None] | None:
+        try:
+            doc = get_json(self.store, "status.json")
+        except RecordError:  # torn or hand-edited: it is rewritten below, and the end told as new
+            return None
+        if not isinstance(doc, dict) or doc.get("state") in (None, SearchState.RUNNING.value):
+            return None
+        return doc.get("state"), doc.get("finished"), doc.get("reason")
 
     def _start(self) -> None:
         self.backoff.retrying("opening the search", lambda: open_search(self.store, self.settings, self.space))
@@ -155,6 +168,7 @@ class SearchLoop:
                  len(self.records), self.finished_count(), self.open_count())
         self._reconcile([t for t, r in self.records.items() if not r.finished])
         self._check_stop()
+        self._ended_before = self.backoff.retrying("reading the published status", self._published_end)
         # What a restarted controller found is shown at once, not at the next trial's end.
         self.backoff.retrying("publishing the status", lambda: self.publisher.status(self.status()))
 
@@ -256,6 +270,9 @@ class SearchLoop:
         if self._decided_since_checkpoint >= self.settings.controller.checkpoint_every:
             self.ledger.write_checkpoint(self.records.values(), self.next_tid)
             self._decided_since_checkpoint = 0
+        self._ended_before: tuple[str, int, str | None] | None = None
+        """The end status.json already told (state, finished, reason): a loop that resumes an ended search (an
+        operator's restart) says it again without a second SearchFinished Event."""
         self.publisher.status(self.status())
         self.launcher.release(rec.tid)
         self.publisher.report(self.records.values())

@@ -90,9 +90,14 @@ class Publisher:
         self.notifier.status(doc)
         self.progress(status)
 
-    def finished(self, status: SearchStatus, records: Iterable[TrialRecord]) -> None:
+    def finished(self, status: SearchStatus, records: Iterable[TrialRecord], again: bool = False) -> None:
+        """again: this end was told before (a resumed search that had ended): the status and the report once more
+        (a report queued when the last operator was killed may never have been drawn), not the Event."""
         self.report(records, force=True)
         self.status(status)
+        if again:
+            log.info("search %s: had ended: %s (%s)", self.search, status.state, status.reason)
+            return
         failed = status.state is SearchState.FAILED
         self.event("SearchFailed" if failed else "SearchFinished",
                    f"search {self.search}: {status.state} ({status.reason})", warning=failed)

@@ -63,6 +63,34 @@ def test_the_waiting_column_counts_trials_and_names_short_reasons():
                             4: "ErrImagePull: not found"}) == "3 trials: ErrImagePull, waiting for a node"
 
 
+def test_a_searchs_completion_time_stays_when_its_end_is_told_again_and_clears_when_it_runs_again():
+    from controller.kube.search_status import SearchStatusWriter
+
+    class Kube:
+        ns = "ns"
+
+        def __init__(self):
+            self.patches: list[dict] = []
+
+        def patch_search_status(self, name, body):
+            self.patches.append(body["status"])
+
+    def doc(state: str) -> dict:
+        return {"state": state, "reason": "", "counts": {}, "finished": 2, "budget_left": 0}
+
+    ended = "2026-11-29T08:00:00Z"
+    kube = Kube()
+    obj = {"metadata": {"name": "s", "uid": "u", "generation": 1},
+           "status": {"state": "Succeeded", "startTime": "2026-11-29T07:00:00Z", "completionTime": ended}}
+    writer = SearchStatusWriter(kube, obj, "s3://b/s")  # an operator's restart, the Search had ended
+    writer.status(doc("succeeded"))
+    assert kube.patches[-1]["completionTime"] == ended
+    writer.status(doc("running"))  # a raised budget
+    assert kube.patches[-1]["completionTime"] is None
+    writer.status(doc("succeeded"))
+    assert kube.patches[-1]["completionTime"] not in (None, ended)
+
+
 def test_a_gpu_trial_is_told_its_gpu_count_and_a_cpu_trial_sees_no_gpu():
     def env(count):
         job = build_job(KubeSettings(gpu_count=count), "s", 1, ["python", "-m", "trainer", "--trial", "s3://b/t"],

@@ -210,6 +210,34 @@ def test_waiting_trials_are_published_with_the_platform_reason():
     assert [r for r, _ in events][-1] == "SearchFinished"
 
 
+def test_a_resumed_search_that_had_ended_says_so_without_a_second_end_event():
+    """An operator's restart runs a loop for each ended Search too: its status is told again, its end Event is not
+    (kubectl describe showed two SearchFinished); a raised budget's new end, or a torn status.json, is told."""
+    root = MemoryStore()
+    events: list[str] = []
+    statuses: list[dict] = []
+
+    class Notes:
+        def event(self, reason: str, message: str, warning: bool = False) -> None:
+            events.append(reason)
+
+        def status(self, doc: dict) -> None:
+            statuses.append(doc)
+
+    launcher = ScriptedLauncher(root)
+    _loop(_settings({"maxTrials": 2}), root, launcher, notifier=Notes()).run()
+    assert events.count("SearchFinished") == 1
+    statuses.clear()
+    status = _loop(_settings({"maxTrials": 2}), root, launcher.restarted(), notifier=Notes()).run()
+    assert status.state == "succeeded" and events.count("SearchFinished") == 1
+    assert statuses[-1]["state"] == "succeeded" and statuses[-1]["finished"] == 2  # the status is told all the same
+    _loop(_settings({"maxTrials": 3}), root, launcher.restarted(), notifier=Notes()).run()
+    assert events.count("SearchFinished") == 2  # a new end: three trials
+    root.child("cifar100").put("status.json", b'{"state": "succ')
+    _loop(_settings({"maxTrials": 3}), root, launcher.restarted(), notifier=Notes()).run()
+    assert events.count("SearchFinished") == 3  # nothing readable said it had ended
+
+
 def test_resume_with_a_raised_budget_extends_the_same_search():
     root = MemoryStore()
     launcher = ScriptedLauncher(root)

@@ -40,6 +40,8 @@ class SearchStatusWriter:
         self.records_uri = records_uri
         old = obj.get("status") or {}
         self.start_time: str = old.get("startTime") or now()
+        # When the search ended, kept across an operator's restart (which tells the end again); None while it runs.
+        self.completion_time: str | None = old.get("completionTime")
         self.conditions: dict[str, dict[str, Any]] = {c["type"]: c for c in old.get("conditions") or []
                                                       if isinstance(c, dict) and "type" in c}
         # The search's loop writes the status, the operator's watch the SpecAccepted condition: one at a time, and
@@ -71,13 +73,20 @@ class SearchStatusWriter:
             "finished": doc["finished"], "budgetLeft": doc["budget_left"], "records": self.records_uri,
             "waiting": {str(k): v for k, v in (doc.get("waiting") or {}).items()},
             "waitingFor": waiting_summary(doc.get("waiting") or {}),
-            "startTime": self.start_time, "completionTime": None if state is SearchState.RUNNING else now(),
+            "startTime": self.start_time, "completionTime": self._completion(state),
         }
         if best:
             body["best"] = {"trial": best["tid"], "objective": round(best["objective"], 4),  # the bucket has it exact
                             "params": dict(list((best.get("params") or {}).items())[:KEY_PARAMS])}
             body["bestModel"] = f"{self.records_uri}/trials/{best['tid']:06d}/model.keras"
         self._patch(body)
+
+    def _completion(self, state: SearchState) -> str | None:
+        if state is SearchState.RUNNING:
+            self.completion_time = None  # a raised budget runs it again
+        else:
+            self.completion_time = self.completion_time or now()
+        return self.completion_time
 
     # -- conditions ------------------------------------------------------------------------------------------
     def condition(self, kind: str, true: bool, reason: str, message: str = "") -> None:
