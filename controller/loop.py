@@ -75,7 +75,7 @@ class SearchLoop:
         self.stop_reason: tuple[SearchState, str] | None = None
         self.waiting: dict[int, str] = {}
         self._decided_since_checkpoint = 0
-        self._ended_before: tuple[str, int, str | None] | None = None
+        self._ended_before: tuple[Any, Any, Any] | None = None
         """The end status.json already told (state, finished, reason): a loop that resumes an ended search (an
         operator's restart) says it again without a second SearchFinished Event."""
         self._next_stop_check = 0.0
@@ -152,7 +152,7 @@ class SearchLoop:
         self.publisher.finished(status, self.records.values(), again=again)
         return status
 
-    def _published_end(self) -> tuple[str, int, str | None] | None:
+    def _published_end(self) -> tuple[Any, Any, Any] | None:
         try:
             doc = get_json(self.store, "status.json")
         except RecordError:  # torn or hand-edited: it is rewritten below, and the end told as new
@@ -270,9 +270,6 @@ class SearchLoop:
         if self._decided_since_checkpoint >= self.settings.controller.checkpoint_every:
             self.ledger.write_checkpoint(self.records.values(), self.next_tid)
             self._decided_since_checkpoint = 0
-        self._ended_before: tuple[str, int, str | None] | None = None
-        """The end status.json already told (state, finished, reason): a loop that resumes an ended search (an
-        operator's restart) says it again without a second SearchFinished Event."""
         self.publisher.status(self.status())
         self.launcher.release(rec.tid)
         self.publisher.report(self.records.values())

@@ -5,16 +5,17 @@ from localkube.node import unwanted_images
 
 pytestmark = pytest.mark.pure
 
-# `ctr images ls` as containerd 1.6 prints it, trimmed: this build's images, the CRI plugin's id for each image it
-# has seen, and an earlier build's controller with its id.
-LISTING = """\
-REF                                               TYPE                                       DIGEST          SIZE      PLATFORMS   LABELS
-localhost/cifar-hpo-controller:new                application/vnd.oci.image.manifest.v1+json sha256:aaa      300.0 MiB linux/amd64 io.cri-containerd.image=managed
-localhost/cifar-hpo-controller:old                application/vnd.oci.image.manifest.v1+json sha256:bbb      300.0 MiB linux/amd64 io.cri-containerd.image=managed
-registry.k8s.io/pause:3.10.1                      application/vnd.oci.image.manifest.v1+json sha256:ccc      300.0 KiB linux/amd64 io.cri-containerd.image=managed
-sha256:1111                                       application/vnd.oci.image.manifest.v1+json sha256:aaa      300.0 MiB linux/amd64 io.cri-containerd.image=managed
-sha256:2222                                       application/vnd.oci.image.manifest.v1+json sha256:bbb      300.0 MiB linux/amd64 io.cri-containerd.image=managed
-sha256:3333                                       application/vnd.oci.image.manifest.v1+json sha256:ccc      300.0 KiB linux/amd64 io.cri-containerd.image=managed
+# `ctr images ls` as containerd 1.6 prints it, its columns narrowed: this build's images, the CRI plugin's id for
+# each image it has seen, and an earlier build's controller with its id.
+M = "application/vnd.oci.image.manifest.v1+json"
+LISTING = f"""\
+REF                                TYPE DIGEST     SIZE      PLATFORMS   LABELS
+localhost/cifar-hpo-controller:new {M} sha256:aaa 300.0 MiB linux/amd64 io.cri-containerd.image=managed
+localhost/cifar-hpo-controller:old {M} sha256:bbb 300.0 MiB linux/amd64 io.cri-containerd.image=managed
+registry.k8s.io/pause:3.10.1       {M} sha256:ccc 300.0 KiB linux/amd64 io.cri-containerd.image=managed
+sha256:1111                        {M} sha256:aaa 300.0 MiB linux/amd64 io.cri-containerd.image=managed
+sha256:2222                        {M} sha256:bbb 300.0 MiB linux/amd64 io.cri-containerd.image=managed
+sha256:3333                        {M} sha256:ccc 300.0 KiB linux/amd64 io.cri-containerd.image=managed
 """
 
 

@@ -303,7 +303,7 @@ def test_searches_beyond_the_operators_policy_are_refused_with_no_job(crd, relea
     """The chart's default policy: the trainer image only, its own command, 1 GPU, a 2-day deadline, https or
     the store's bucket as data. Each Search below asks for one thing more and is refused before any Job exists
     (SpecAccepted False, PolicyViolation, a Warning Event, state Failed with the field and the rule), while a Search
-    within the policy beside them finishes."""
+    within the policy beside them finishes, and one of them edited to fit the policy runs."""
     op = release.operator(release.config_file(kube={"resyncSeconds": 5}, controller={"reportSeconds": 3600}),
                           log=tmp_path / "operator.log")
     evil = {
@@ -339,6 +339,14 @@ def test_searches_beyond_the_operators_policy_are_refused_with_no_job(crd, relea
             reasons[name] = reason
         assert "link-local" in reasons["metadata"] and "path sources are not allowed" in reasons["dev-zero"]
         assert _conditions(crd, kube_ns, "within")["TrialAccessScoped"]["status"] == "True"
+        # Brought within the policy by an edit, a refused Search runs, with no restart of the operator.
+        fixed = _search("two-gpus", 2)
+        fixed["spec"]["trial"] = {"gpuCount": 1, "epochs": 2}
+        _apply(crd, kube_ns, fixed, tmp_path / "two-gpus.yaml")
+        wait_for("the edited search to succeed",
+                 lambda: _status(crd, kube_ns, "two-gpus").get("state") == "Succeeded", proc=op)
+        accepted = _conditions(crd, kube_ns, "two-gpus")["SpecAccepted"]
+        assert accepted["status"] == "True" and accepted["observedGeneration"] == 2, accepted
         assert op.poll() is None
         record_figure("Searches refused by the operator's policy", reasons)
     finally:

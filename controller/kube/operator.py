@@ -8,7 +8,8 @@ owns (deleting the Search garbage-collects them; its records stay in the store) 
 Spec edits: budgets (maxTrials, maxFailedTrials, parallelism, goal) are applied to the running loop at once;
 other accepted changes (trial, tpe, early stopping) restart the loop, which resumes from the store and adopts
 its running Jobs; a changed space, seed or folder is refused with a condition and a Warning Event, and the
-search goes on as it was.
+search goes on as it was. A Search refused before it ran (its spec beyond the policy, or invalid) is tried again
+at its next edit.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ class SearchWorker:
         self.halted = threading.Event()
         self.changed = threading.Event()
         self.store_problem: str | None = None
-        self.fixed_field_refused = False
-        """The applied generation changed a fixed field: SpecAccepted stays False until an edit is accepted (a loop
-        that starts again meanwhile must not say the spec was accepted)."""
+        self.spec_refused = False
+        """The newest generation was refused (a fixed field, the policy, an invalid spec): SpecAccepted stays False
+        until an edit is accepted (a loop that starts again meanwhile must not say the spec was accepted)."""
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name=f"search-{self.name}", daemon=True)
 
@@ -90,21 +91,27 @@ class SearchWorker:
         """A new version of the Search: apply its budgets, restart for other changes, refuse fixed fields."""
         self.obj = obj
         generation = int(obj["metadata"].get("generation") or 0)
-        if generation == self.applied or self.settings is None:
+        if generation == self.applied:
+            return
+        if self.settings is None:
+            # Never started: its spec was refused (or its store has not answered yet). The worker tries this one.
+            self.changed.set()
             return
         try:
             wanted = self._settings_of(obj)
         except PolicyError as e:
+            self.spec_refused = True
             self._refuse("PolicyViolation", str(e))
             return
         except ConfigError as e:
+            self.spec_refused = True
             self._refuse("InvalidSpec", str(e))
             return
         with self._lock:
             merged, refused = budget_change(self.settings, wanted)
             self.applied = generation
             self.writer.generation = generation
-            self.fixed_field_refused = bool(refused)
+            self.spec_refused = bool(refused)
             if refused:
                 self._refuse("FixedFieldChanged", f"{', '.join(refused)} cannot change once a search has records "
                                                   "(they would not fit); it goes on as it was. Create another "
@@ -165,8 +172,10 @@ class SearchWorker:
     def _run_once(self) -> None:
         self._check_store()
         if self.settings is None:
+            # Observed even if refused: an edit (a new generation) is what makes the worker try again.
+            self.applied = self.writer.generation = int(self.obj["metadata"].get("generation") or 0)
             self.settings = self._settings_of(self.obj)
-            self.applied = int(self.obj["metadata"].get("generation") or 0)
+            self.spec_refused = False
         settings = self.settings
         self._check_folder_owner(settings)
         staged = stage(settings.trial.data, settings.trial.data_sha256, self.op.root, self.op.base.policy,
@@ -186,7 +195,7 @@ class SearchWorker:
                 launcher.close()
                 return
             self.launcher, self.loop = launcher, loop
-        if not self.fixed_field_refused:
+        if not self.spec_refused:
             self._accept()
         if grants is None and self.op.root.uri.startswith("s3://"):
             self.writer.condition("TrialAccessScoped", False, "SharedCredentials",
