@@ -141,8 +141,22 @@ def test_three_searches_on_one_operator_killed_at_random_moments(crd, release, k
         for name in budgets:
             wait_for(f"Search {name} to succeed", lambda name=name: state(name) == "Succeeded", proc=op)
         get = crd.kubectl("-n", kube_ns, "get", "searches")
+        # One more start, every Search ended: each end is told again (status, report), not as a new Event, and
+        # the Search keeps its completion time.
+        ended = {name: _status(crd, kube_ns, name)["completionTime"] for name in budgets}
+        told = sorted(e["message"].split(":")[0] for e in crd.events(kube_ns) if e["reason"] == "SearchFinished")
         op.terminate()
         assert op.wait(60) == 0
+        before = log.stat().st_size
+        op = release.operator(cfg, log=log)
+        wait_for("the restarted operator to resume the three ended Searches",
+                 lambda: log.read_bytes()[before:].count(b": had ended: succeeded") == 3, proc=op)
+        op.terminate()
+        assert op.wait(60) == 0
+    assert {name: _status(crd, kube_ns, name)["completionTime"] for name in budgets} == ended
+    # (A kill between an end's status and its Event may lose or double that Event: the kills above are random.)
+    assert set(told) == {f"search {name}" for name in budgets}, told
+    assert sorted(e["message"].split(":")[0] for e in crd.events(kube_ns) if e["reason"] == "SearchFinished") == told
     per_search = {}
     for name, n in budgets.items():
         trials = release.trials(name)
