@@ -22,6 +22,9 @@ until grep -qx ready "$state/up.out" 2>/dev/null; do
   sleep 0.5
 done
 export CIFAR_HPO_KUBE_DIR="$state/cluster"
+# The node's images and caches fill a disk over many runs: the free space, in the log of every run.
+echo "disk: $(df -h --output=avail "${XDG_CACHE_HOME:-$HOME/.cache}" | tail -1 | tr -d ' ') free for the caches," \
+  "$(df -h --output=avail "${TMPDIR:-/tmp}" | tail -1 | tr -d ' ') for ${TMPDIR:-/tmp}" >&2
 
 # Two workers, a test file each at a time: most tests wait on subprocesses and timers, not the CPU, and a
 # file's tests share their servers. TEST_WORKERS=0 runs them in this one process.

@@ -142,8 +142,7 @@ class KubernetesLauncher:
         """Trials whose pod has not started: no node for it yet (they wait), or a container that cannot start
         (image, Secret), which fails the trial once it has lasted start_timeout_seconds."""
         self._ensure_watch()
-        while not self._events.empty():  # what the watches showed since the last wait(); ends are kept for it
-            self._ended += self._handle(*self._events.get_nowait())
+        self._ended += self._drain()  # what the watches showed since the last wait(); ends are kept for it
         out = {}
         stuck = {}
         for tid, pod in self._pods.items():
@@ -189,8 +188,13 @@ class KubernetesLauncher:
             except queue.Empty:
                 break
             ended += self._handle(kind, job)
-            while not self._events.empty():  # drain what arrived together
-                ended += self._handle(*self._events.get_nowait())
+            ended += self._drain()  # what arrived together
+        return ended
+
+    def _drain(self) -> list[TrialExit]:
+        ended = []
+        while not self._events.empty():
+            ended += self._handle(*self._events.get_nowait())
         return ended
 
     def close(self) -> None:

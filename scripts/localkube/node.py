@@ -14,6 +14,7 @@ Needs root and Linux; see ../../README.md "A real cluster on one machine".
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -87,6 +88,7 @@ class RealNode:
     _sysctls: dict[str, str] = field(default_factory=dict)
     _made_dirs: list[Path] = field(default_factory=list)
     _added_route: bool = False
+    _lock: IO[bytes] | None = None
 
     @property
     def name(self) -> str:
@@ -125,6 +127,7 @@ class RealNode:
 
     # -- start ----------------------------------------------------------------------------------------
     def start(self, ready_timeout: float = 300.0) -> None:
+        self._take_index()
         self.ip = self.ip or host_ip()
         for sub in ("logs", "pki", "state", "cni", "private"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -143,6 +146,18 @@ class RealNode:
         if self.index == 0:
             self._kube_proxy()
         self._wait_ready(ready_timeout)
+
+    def _take_index(self) -> None:
+        """One node per index on a host: a second one would share the first's containerd root, bridge and cgroups,
+        and its stop would undo them under the first. Held until stop(); the kernel lets go if we die."""
+        lock = open(f"/run/cifar-hpo-node-{self.index}.lock", "ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            lock.close()
+            raise RuntimeError(f"a local node with --index {self.index} already runs on this host (its `localkube "
+                               "up` process holds it): stop that one, or give this one another --index") from e
+        self._lock = lock
 
     def _cgroups(self) -> None:
         """The kubelet's cgroup root, in every v1 hierarchy: pods of two nodes on one host never share a parent
@@ -341,7 +356,10 @@ state = "{s / 'state'}"
     # -- stop -----------------------------------------------------------------------------------------
     def stop(self, admin: Any = None, drain_timeout: float = 90.0) -> None:
         """Pods first (the kubelet tears down their sandboxes, so CNI removes veths, IPs and chains), then the
-        daemons, then whatever the kubelet, kube-proxy and CNI left on the host."""
+        daemons, then whatever the kubelet, kube-proxy and CNI left on the host. Nothing if it never took its index
+        (another node holds it, and all of that is the other's)."""
+        if self._lock is None:
+            return
         if admin is not None and self.procs.get("kubelet") and self.procs["kubelet"].poll() is None:
             self._drain(admin, drain_timeout)
         proxied = "kube-proxy" in self.procs
@@ -355,6 +373,8 @@ state = "{s / 'state'}"
         if proxied:
             _run(str(self.bin / "kube-proxy"), "--cleanup", check=False)
         self._clean_host()
+        self._lock.close()
+        self._lock = None
 
     def _drain(self, admin: Any, timeout: float) -> None:
         from kubernetes import client
