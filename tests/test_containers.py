@@ -102,6 +102,31 @@ def test_the_nodes_containerd_cache_holds_this_build_and_this_runs_containers_on
         assert created >= registered, f"container {cid} from {created}, before this node registered at {registered}"
 
 
+def test_a_deleted_namespace_with_a_claim_goes_whole(kube):
+    """A claim carries the protection finalizer from admission; the protection controller lifts it once no pod
+    uses the claim. Without that controller every namespace that had a claim (the dataset cache's) stayed
+    Terminating for good."""
+    from kubernetes.client.exceptions import ApiException
+
+    ns = kube.namespace("pvc")
+    kube.core.create_namespaced_persistent_volume_claim(ns, {
+        "metadata": {"name": "cache"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}},
+                 "storageClassName": "none-such"}})
+    claim = kube.core.read_namespaced_persistent_volume_claim("cache", ns)
+    assert "kubernetes.io/pvc-protection" in (claim.metadata.finalizers or []), claim.metadata
+
+    def gone() -> bool:
+        try:
+            kube.core.read_namespace(ns)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    kube.core.delete_namespace(ns)
+    wait_for(f"namespace {ns} to be deleted", gone, timeout=180)
+
+
 def test_uid_read_only_root_and_exit_code_are_the_runtimes(kube, kube_ns, node):
     code = ("import os, sys\nprint('uid', os.getuid(), 'gid', os.getgid())\n"
             "open('/tmp/ok', 'w').write('x'); print('tmp writable')\n"

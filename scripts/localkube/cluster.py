@@ -29,6 +29,9 @@ CONTROLLERS = ",".join([
     "ttl-after-finished-controller", "serviceaccount-controller", "serviceaccount-token-controller",
     "namespace-controller", "root-ca-certificate-publisher-controller", "pod-garbage-collector-controller",
     "persistentvolume-binder-controller",
+    # A deleted claim keeps its protection finalizer until this removes it: without it a namespace with a claim
+    # stays Terminating for good (the tests' shared dataset claim; P9's).
+    "persistentvolumeclaim-protection-controller", "persistentvolume-protection-controller",
 ])
 
 
