@@ -76,8 +76,8 @@ class SearchLoop:
         self.waiting: dict[int, str] = {}
         self._decided_since_checkpoint = 0
         self._ended_before: tuple[Any, Any, Any] | None = None
-        """The end status.json already told (state, finished, reason): a loop that resumes an ended search (an
-        operator's restart) says it again without a second SearchFinished Event."""
+        """The end whose Event status.json says was recorded (state, finished, reason): a loop that resumes that
+        ended search (an operator's restart) tells its status again without a second SearchFinished Event."""
         self._next_stop_check = 0.0
         self.halted = False
         """Set by halt(): run() returns at its next step without ending the search."""
@@ -123,7 +123,8 @@ class SearchLoop:
         best = self.best()
         waiting = {t: why for t, why in self.waiting.items() if t in self.records and not self.records[t].finished}
         return SearchStatus(state, reason, self.counts(), self.settings.search.max_trials, done,
-                            best_record(best) if best else None, waiting=waiting)
+                            best_record(best) if best else None, waiting=waiting,
+                            end_told=self._ended_before == (state.value, done, reason))
 
     # -- the loop ------------------------------------------------------------------------------------
     def halt(self) -> None:
@@ -148,8 +149,7 @@ class SearchLoop:
     def _finish(self) -> SearchStatus:
         self.ledger.write_checkpoint(self.records.values(), self.next_tid)
         status = self.status()
-        again = self._ended_before == (status.state.value, status.finished, status.reason)
-        self.publisher.finished(status, self.records.values(), again=again)
+        self.publisher.finished(status, self.records.values())
         return status
 
     def _published_end(self) -> tuple[Any, Any, Any] | None:
@@ -157,7 +157,7 @@ class SearchLoop:
             doc = get_json(self.store, "status.json")
         except RecordError:  # torn or hand-edited: it is rewritten below, and the end told as new
             return None
-        if not isinstance(doc, dict) or doc.get("state") in (None, SearchState.RUNNING.value):
+        if not isinstance(doc, dict) or doc.get("end_told") is not True:
             return None
         return doc.get("state"), doc.get("finished"), doc.get("reason")
 

@@ -4,6 +4,7 @@ trial logs, and the progress line. The loop decides; the publisher only tells.""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +30,9 @@ class SearchStatus:
     best: dict[str, Any] | None = None
     waiting: dict[int, str] = field(default_factory=dict)
     """Launched trials the platform has not started yet, with its reason."""
+    end_told: bool = False
+    """This end's Event was recorded: a loop that resumes the ended search (an operator's restart) does not record
+    it again."""
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -39,7 +43,7 @@ class SearchStatus:
         return {"schema_version": SCHEMA_VERSION, "state": self.state, "reason": self.reason, "counts": self.counts,
                 "budget": self.budget, "finished": self.finished, "budget_left": self.budget_left,
                 "best": self.best, "waiting": {str(t): why for t, why in sorted(self.waiting.items())},
-                "updated_at": self.updated_at}
+                "end_told": self.end_told, "updated_at": self.updated_at}
 
 
 class Notifier(Protocol):
@@ -90,18 +94,21 @@ class Publisher:
         self.notifier.status(doc)
         self.progress(status)
 
-    def finished(self, status: SearchStatus, records: Iterable[TrialRecord], again: bool = False) -> None:
-        """again: this end was told before (a resumed search that had ended): the status and the report once more
-        (a report queued when the last operator was killed may never have been drawn), not the Event."""
+    def finished(self, status: SearchStatus, records: Iterable[TrialRecord]) -> None:
+        """The report, the status, and the end's Event unless status.end_told (a resumed search that had ended: the
+        report is drawn again, since one queued when the last operator was killed may never have been)."""
         self.report(records, force=True)
         self.status(status)
-        if again:
+        if status.end_told:
             log.info("search %s: had ended: %s (%s)", self.search, status.state, status.reason)
             return
         failed = status.state is SearchState.FAILED
         self.event("SearchFailed" if failed else "SearchFinished",
                    f"search {self.search}: {status.state} ({status.reason})", warning=failed)
         log.info("search %s: %s (%s)", self.search, status.state, status.reason)
+        # Recorded after the Event: killed before this write, the next start records the Event again (twice at
+        # worst, never lost).
+        put_json(self.store, "status.json", dataclasses.replace(status, end_told=True).to_json())
 
     def trial_ended(self, rec: TrialRecord, log_bytes: bytes | None) -> None:
         if log_bytes is not None:

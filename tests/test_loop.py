@@ -212,7 +212,8 @@ def test_waiting_trials_are_published_with_the_platform_reason():
 
 def test_a_resumed_search_that_had_ended_says_so_without_a_second_end_event():
     """An operator's restart runs a loop for each ended Search too: its status is told again, its end Event is not
-    (kubectl describe showed two SearchFinished); a raised budget's new end, or a torn status.json, is told."""
+    (kubectl describe showed two SearchFinished); a raised budget's new end, an end whose Event was never recorded
+    (killed between the two), or a torn status.json, is told."""
     root = MemoryStore()
     events: list[str] = []
     statuses: list[dict] = []
@@ -233,9 +234,14 @@ def test_a_resumed_search_that_had_ended_says_so_without_a_second_end_event():
     assert statuses[-1]["state"] == "succeeded" and statuses[-1]["finished"] == 2  # the status is told all the same
     _loop(_settings({"maxTrials": 3}), root, launcher.restarted(), notifier=Notes()).run()
     assert events.count("SearchFinished") == 2  # a new end: three trials
-    root.child("cifar100").put("status.json", b'{"state": "succ')
+    store = root.child("cifar100")
+    assert get_json(store, "status.json")["end_told"] is True
+    store.put("status.json", json.dumps({**get_json(store, "status.json"), "end_told": False}).encode())
     _loop(_settings({"maxTrials": 3}), root, launcher.restarted(), notifier=Notes()).run()
-    assert events.count("SearchFinished") == 3  # nothing readable said it had ended
+    assert events.count("SearchFinished") == 3  # the end was written, its Event not: recorded now
+    store.put("status.json", b'{"state": "succ')
+    _loop(_settings({"maxTrials": 3}), root, launcher.restarted(), notifier=Notes()).run()
+    assert events.count("SearchFinished") == 4  # nothing readable said it had ended
 
 
 def test_resume_with_a_raised_budget_extends_the_same_search():

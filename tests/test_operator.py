@@ -144,7 +144,12 @@ def test_three_searches_on_one_operator_killed_at_random_moments(crd, release, k
         # One more start, every Search ended: each end is told again (status, report), not as a new Event, and
         # the Search keeps its completion time.
         ended = {name: _status(crd, kube_ns, name)["completionTime"] for name in budgets}
-        told = sorted(e["message"].split(":")[0] for e in crd.events(kube_ns) if e["reason"] == "SearchFinished")
+        finished = lambda: sorted(e["message"].split(":")[0] for e in crd.events(kube_ns)
+                                  if e["reason"] == "SearchFinished")
+        # Each end's Event, recorded after its status; a kill between the two records it again at the next start.
+        wait_for("each Search's SearchFinished Event", lambda: set(finished()) == {f"search {n}" for n in budgets},
+                 proc=op)
+        told = finished()
         op.terminate()
         assert op.wait(60) == 0
         before = log.stat().st_size
@@ -154,9 +159,7 @@ def test_three_searches_on_one_operator_killed_at_random_moments(crd, release, k
         op.terminate()
         assert op.wait(60) == 0
     assert {name: _status(crd, kube_ns, name)["completionTime"] for name in budgets} == ended
-    # (A kill between an end's status and its Event may lose or double that Event: the kills above are random.)
-    assert set(told) == {f"search {name}" for name in budgets}, told
-    assert sorted(e["message"].split(":")[0] for e in crd.events(kube_ns) if e["reason"] == "SearchFinished") == told
+    assert finished() == told, told
     per_search = {}
     for name, n in budgets.items():
         trials = release.trials(name)
