@@ -19,7 +19,7 @@ from typing import Any
 
 from controller.backoff import Backoff
 from controller.config import Settings
-from controller.errors import ConfigError, RecordError, TemporaryError
+from controller.errors import ConfigError, TemporaryError
 from controller.launcher import Launcher, TrialExit, TrialLaunch
 from controller.ledger import Ledger, TrialRecord, best_of, best_record, proposal_record, trial_prefix
 from controller.publish import Publisher, SearchStatus
@@ -75,9 +75,6 @@ class SearchLoop:
         self.stop_reason: tuple[SearchState, str] | None = None
         self.waiting: dict[int, str] = {}
         self._decided_since_checkpoint = 0
-        self._ended_before: tuple[Any, Any, Any] | None = None
-        """The end whose Event status.json says was recorded (state, finished, reason): a loop that resumes that
-        ended search (an operator's restart) tells its status again without a second SearchFinished Event."""
         self._next_stop_check = 0.0
         self.halted = False
         """Set by halt(): run() returns at its next step without ending the search."""
@@ -123,8 +120,7 @@ class SearchLoop:
         best = self.best()
         waiting = {t: why for t, why in self.waiting.items() if t in self.records and not self.records[t].finished}
         return SearchStatus(state, reason, self.counts(), self.settings.search.max_trials, done,
-                            best_record(best) if best else None, waiting=waiting,
-                            end_told=self._ended_before == (state.value, done, reason))
+                            best_record(best) if best else None, waiting=waiting)
 
     # -- the loop ------------------------------------------------------------------------------------
     def halt(self) -> None:
@@ -152,15 +148,6 @@ class SearchLoop:
         self.publisher.finished(status, self.records.values())
         return status
 
-    def _published_end(self) -> tuple[Any, Any, Any] | None:
-        try:
-            doc = get_json(self.store, "status.json")
-        except RecordError:  # torn or hand-edited: it is rewritten below, and the end told as new
-            return None
-        if not isinstance(doc, dict) or doc.get("end_told") is not True:
-            return None
-        return doc.get("state"), doc.get("finished"), doc.get("reason")
-
     def _start(self) -> None:
         self.backoff.retrying("opening the search", lambda: open_search(self.store, self.settings, self.space))
         self.records = self.backoff.retrying("reading the trial records", self.ledger.load)
@@ -168,7 +155,6 @@ class SearchLoop:
                  len(self.records), self.finished_count(), self.open_count())
         self._reconcile([t for t, r in self.records.items() if not r.finished])
         self._check_stop()
-        self._ended_before = self.backoff.retrying("reading the published status", self._published_end)
         # What a restarted controller found is shown at once, not at the next trial's end.
         self.backoff.retrying("publishing the status", lambda: self.publisher.status(self.status()))
 

@@ -4,7 +4,7 @@ trial logs, and the progress line. The loop decides; the publisher only tells.""
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -30,9 +30,6 @@ class SearchStatus:
     best: dict[str, Any] | None = None
     waiting: dict[int, str] = field(default_factory=dict)
     """Launched trials the platform has not started yet, with its reason."""
-    end_told: bool = False
-    """This end's Event was recorded: a loop that resumes the ended search (an operator's restart) does not record
-    it again."""
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -43,19 +40,21 @@ class SearchStatus:
         return {"schema_version": SCHEMA_VERSION, "state": self.state, "reason": self.reason, "counts": self.counts,
                 "budget": self.budget, "finished": self.finished, "budget_left": self.budget_left,
                 "best": self.best, "waiting": {str(t): why for t, why in sorted(self.waiting.items())},
-                "end_told": self.end_told, "updated_at": self.updated_at}
+                "updated_at": self.updated_at}
 
 
 class Notifier(Protocol):
     """Where a person watching the search sees it happen (Kubernetes Events and a status object)."""
 
-    def event(self, reason: str, message: str, warning: bool = False) -> None: ...
+    def event(self, reason: str, message: str, warning: bool = False, once: str | None = None) -> None:
+        """once: this Event's name (a DNS label); recorded at most once under it, so that a restarted controller
+        telling the same thing again (an ended search's end) adds nothing."""
 
     def status(self, status_doc: dict[str, Any]) -> None: ...
 
 
 class NullNotifier:
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
+    def event(self, reason: str, message: str, warning: bool = False, once: str | None = None) -> None:
         pass
 
     def status(self, status_doc: dict[str, Any]) -> None:
@@ -76,8 +75,8 @@ class Publisher:
         self.drawer = drawer or InlineDrawer()
         self._next_report = 0.0
 
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.notifier.event(reason, message, warning)
+    def event(self, reason: str, message: str, warning: bool = False, once: str | None = None) -> None:
+        self.notifier.event(reason, message, warning, once)
 
     def progress(self, status: SearchStatus) -> None:
         """Cheap and frequent: metrics and the progress line."""
@@ -95,20 +94,15 @@ class Publisher:
         self.progress(status)
 
     def finished(self, status: SearchStatus, records: Iterable[TrialRecord]) -> None:
-        """The report, the status, and the end's Event unless status.end_told (a resumed search that had ended: the
-        report is drawn again, since one queued when the last operator was killed may never have been)."""
         self.report(records, force=True)
         self.status(status)
-        if status.end_told:
-            log.info("search %s: had ended: %s (%s)", self.search, status.state, status.reason)
-            return
         failed = status.state is SearchState.FAILED
+        # Named by the search and its count of finished trials: an operator restarted after the end tells it again
+        # (status, report) and the Event stays one; a raised budget's later end is another.
+        once = "end-" + hashlib.sha256(f"{self.search}/{status.finished}".encode()).hexdigest()[:16]
         self.event("SearchFailed" if failed else "SearchFinished",
-                   f"search {self.search}: {status.state} ({status.reason})", warning=failed)
+                   f"search {self.search}: {status.state} ({status.reason})", warning=failed, once=once)
         log.info("search %s: %s (%s)", self.search, status.state, status.reason)
-        # Recorded after the Event: killed before this write, the next start records the Event again (twice at
-        # worst, never lost).
-        put_json(self.store, "status.json", dataclasses.replace(status, end_told=True).to_json())
 
     def trial_ended(self, rec: TrialRecord, log_bytes: bytes | None) -> None:
         if log_bytes is not None:

@@ -91,6 +91,32 @@ def test_a_searchs_completion_time_stays_when_its_end_is_told_again_and_clears_w
     assert kube.patches[-1]["completionTime"] not in (None, ended)
 
 
+def test_an_event_told_once_is_named_by_its_key_and_recorded_once(caplog):
+    from controller.kube.api import Conflict
+    from controller.kube.search_status import SearchStatusWriter
+
+    class Kube:
+        ns = "ns"
+
+        def __init__(self):
+            self.names: list[str] = []
+
+        def create_event(self, body):
+            if body["metadata"]["name"] in self.names:
+                raise Conflict("create Event: it exists already or changed meanwhile (409)")
+            self.names.append(body["metadata"]["name"])
+
+    kube = Kube()
+    writer = SearchStatusWriter(kube, {"metadata": {"name": "s", "uid": "u"}}, "s3://b/s")
+    writer.event("SearchFinished", "search s: succeeded", once="end-abc")
+    with caplog.at_level("INFO"):
+        writer.event("SearchFinished", "search s: succeeded", once="end-abc")  # a restarted operator's
+    writer.event("TrialFinished", "trial 0 ok")
+    writer.event("TrialFinished", "trial 1 ok")
+    assert kube.names[0] == "s.end-abc" and len(kube.names) == 3 and len(set(kube.names)) == 3, kube.names
+    assert "recorded before" in caplog.text and "could not record" not in caplog.text
+
+
 def test_a_gpu_trial_is_told_its_gpu_count_and_a_cpu_trial_sees_no_gpu():
     def env(count):
         job = build_job(KubeSettings(gpu_count=count), "s", 1, ["python", "-m", "trainer", "--trial", "s3://b/t"],

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.errors import PermanentError, TemporaryError
-from controller.kube.api import KubeClient, NotFound
+from controller.kube.api import Conflict, KubeClient, NotFound
 from controller.kube.jobs import labels
 from controller.kube.settings import KubeSettings
 
@@ -28,10 +28,10 @@ class KubeNotifier:
         self.search = search
         self.involved = (kube.owner(settings.owner_config_map) if settings.owner_config_map else None)
 
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
+    def event(self, reason: str, message: str, warning: bool = False, once: str | None = None) -> None:
         if self.involved is None:
             return
-        name = f"{self.involved['name']}.{time.time_ns():x}"
+        name = f"{self.involved['name']}.{once or format(time.time_ns(), 'x')}"
         body = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": self.kube.ns,
                                                                   "labels": labels(self.s, self.search)},
                 "involvedObject": {**self.involved, "namespace": self.kube.ns}, "reason": reason,
@@ -39,6 +39,8 @@ class KubeNotifier:
                 "lastTimestamp": _now(), "count": 1, "source": {"component": "cifar-hpo-controller"}}
         try:
             self.kube.create_event(body)
+        except Conflict:
+            log.info("Event %s: recorded before", reason)
         except (PermanentError, TemporaryError) as e:
             log.warning("could not record Event %s: %s", reason, e)
 

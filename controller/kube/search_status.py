@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.errors import PermanentError, TemporaryError
-from controller.kube.api import KubeClient
+from controller.kube.api import Conflict, KubeClient
 from controller.records import SearchState
 from controller.searchspec import API_VERSION, KIND
 
@@ -49,14 +49,16 @@ class SearchStatusWriter:
         self._lock = threading.Lock()
 
     # -- Notifier --------------------------------------------------------------------------------------------
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
+    def event(self, reason: str, message: str, warning: bool = False, once: str | None = None) -> None:
         body = {"apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": f"{self.name}.{time.time_ns():x}", "namespace": self.kube.ns},
+                "metadata": {"name": f"{self.name}.{once or format(time.time_ns(), 'x')}", "namespace": self.kube.ns},
                 "involvedObject": self.ref, "reason": reason, "message": message[:1000],
                 "type": "Warning" if warning else "Normal", "firstTimestamp": now(), "lastTimestamp": now(),
                 "count": 1, "source": {"component": "cifar-hpo-operator"}}
         try:
             self.kube.create_event(body)
+        except Conflict:
+            log.info("Event %s on Search %s: recorded before", reason, self.name)
         except (PermanentError, TemporaryError) as e:
             log.warning("could not record Event %s on Search %s: %s", reason, self.name, e)
 
