@@ -21,8 +21,8 @@ from common import MotoServer, machine, random_history
 
 from controller.dashboard.server import serve
 from controller.ledger import Ledger, proposal_record
-from controller.s3store import S3Store
-from controller.store import dumps
+from controller.store.base import dumps
+from controller.store.s3 import S3Store
 
 N, OPEN, EPOCHS = 5000, 4, 20
 WINDOW_S = 20.0

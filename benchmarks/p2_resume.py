@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from common import MotoServer, machine, random_history
 
 from controller.ledger import Ledger, proposal_record
-from controller.s3store import S3Store
-from controller.store import dumps
+from controller.store.base import dumps
+from controller.store.s3 import S3Store
 from controller.suggest import Observation, hyperopt_trials
 
 N = 5000

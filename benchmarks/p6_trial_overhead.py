@@ -53,7 +53,7 @@ def once(params: dict, data: str) -> tuple[dict, float]:
 def main() -> None:
     from controller.cifar import synthetic, write_archive
     from controller.dataset import stage
-    from controller.storage import open_store
+    from controller.store.uri import open_store
 
     print(f"P6 trial start-up per phase, data in moto S3, before (archive) / after (staged arrays) — {machine()}")
     with MotoServer() as s3url, tempfile.TemporaryDirectory() as tmp:

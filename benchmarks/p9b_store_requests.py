@@ -23,8 +23,8 @@ from controller.ledger import Ledger
 from controller.loop import SearchLoop, open_search
 from controller.publish import Publisher
 from controller.report import status_json
-from controller.s3store import S3Store
-from controller.store import create_json
+from controller.store.base import create_json
+from controller.store.s3 import S3Store
 
 BUCKET = "p9b-bench"
 MORE = 20

@@ -40,8 +40,9 @@ from controller.publish import Notifier, Publisher, SearchStatus
 from controller.records import SearchState, TrialState
 from controller.report import download_best, search_names, status_json, status_table
 from controller.searchspec import is_search, settings_mapping
-from controller.storage import open_store
-from controller.store import LocalStore, Store
+from controller.store.base import Store
+from controller.store.local import LocalStore
+from controller.store.uri import open_store
 
 if TYPE_CHECKING:
     from controller.kube.api import KubeClient

@@ -22,8 +22,8 @@ from controller.config import Settings, with_overrides
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.fetch import fetch
 from controller.policy import LOCAL, PolicySettings, check_data
-from controller.storage import open_store
-from controller.store import Store, bucket_of, create_json, get_json
+from controller.store.base import Store, bucket_of, create_json, get_json
+from controller.store.uri import open_store
 
 log = logging.getLogger(__name__)
 

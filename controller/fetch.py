@@ -21,8 +21,8 @@ from urllib.parse import urljoin, urlsplit
 
 from controller.errors import ConfigError, TemporaryError
 from controller.policy import PolicyError, PolicySettings, address_refusal
-from controller.storage import open_store
-from controller.store import Store
+from controller.store.base import Store
+from controller.store.uri import open_store
 
 log = logging.getLogger(__name__)
 

@@ -22,17 +22,10 @@ from typing import Any, Protocol
 from controller.config import Settings
 from controller.ledger import trial_prefix
 from controller.policy import MAX_DEADLINE_SECONDS
-from controller.store import Store
+from controller.store.base import Signer, Store
 from controller.trial import GRANT_ENV, TRIAL_KEYS
 
 SLACK_SECONDS = 600
-
-
-class Signer(Protocol):
-    uri: str
-
-    def presign(self, method: str, key: str, expires_s: int) -> str:
-        """A URL allowing one method (GET, HEAD, PUT, CREATE: a PUT with If-None-Match: *) on one key."""
 
 
 def make_grant(trial: Signer, data: tuple[Signer, str] | None, expires_s: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from controller.ledger import IMPORT_INCOMPLETE, Ledger, TrialRecord, curve_of, 
 from controller.records import SCHEMA_VERSION, VAL_FINE_ACC, Origin, ResultStatus, TrialState
 from controller.safepickle import Opaque, restricted_loads, with_classes
 from controller.space import Space
-from controller.store import dumps
+from controller.store.base import dumps
 
 log = logging.getLogger(__name__)
 

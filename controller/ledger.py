@@ -40,7 +40,7 @@ from controller.records import (
     StopDoc,
     TrialState,
 )
-from controller.store import Store, create_json, get_json, put_json
+from controller.store.base import Store, create_json, get_json, put_json
 
 log = logging.getLogger(__name__)
 

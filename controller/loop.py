@@ -26,7 +26,7 @@ from controller.publish import Publisher, SearchStatus
 from controller.records import SCHEMA_VERSION, SEARCH_ORIGINS, SearchState, TrialState
 from controller.space import Space
 from controller.stopping import decide
-from controller.store import Store, create_json, get_json
+from controller.store.base import Store, create_json, get_json
 from controller.suggest import Observation, Suggester
 
 log = logging.getLogger(__name__)

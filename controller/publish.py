@@ -15,7 +15,7 @@ from controller.drawer import Drawer, InlineDrawer
 from controller.ledger import TrialRecord, best_record, trial_key
 from controller.metrics import Metrics
 from controller.records import SCHEMA_VERSION, SearchState, TrialState
-from controller.store import Store, put_json
+from controller.store.base import Store, put_json
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from controller.ledger import Ledger, TrialRecord, best_of, trial_key, trial_prefix
 from controller.records import Origin, TrialState
-from controller.store import Store, get_json
+from controller.store.base import Store, get_json
 
 log = logging.getLogger(__name__)
 

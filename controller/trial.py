@@ -25,10 +25,7 @@ import logging
 import math
 import os
 import signal
-import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -37,8 +34,9 @@ from controller.contract import check_record
 from controller.errors import ConfigError, TemporaryError
 from controller.finite import finite_json, finite_or_none
 from controller.records import EXIT_BAD_INPUT, EXIT_INTERRUPTED, SCHEMA_VERSION, ResultStatus
-from controller.storage import open_store
-from controller.store import Store, create_json, get_json, put_json
+from controller.store.base import TrialStore, create_json, get_json, put_json
+from controller.store.grant import GrantStore
+from controller.store.uri import open_store
 
 log = logging.getLogger(__name__)
 
@@ -52,67 +50,6 @@ EXIT_RETRY = 1
 """A failure a retry may not repeat (a store outage past PATIENCE_SECONDS): the Job retries, up to its backoffLimit."""
 
 
-class GrantStore:
-    """The Store a trial gets from its grant: the signed requests, nothing more."""
-
-    def __init__(self, uri: str, urls: Mapping[str, Mapping[str, str]], timeout_s: float = 60.0):
-        self.uri = uri
-        self.urls = urls
-        self.timeout_s = timeout_s
-
-    def _url(self, key: str, method: str) -> str:
-        url = (self.urls.get(key) or {}).get(method)
-        if not url:
-            raise ConfigError(f"{self.uri}/{key}: the trial's grant does not allow {method} (a trial may read "
-                              "proposal.json, write progress.json, model.keras and result.json; nothing else)")
-        return url
-
-    def _send(self, key: str, method: str, data: bytes | None = None) -> tuple[int, bytes]:
-        wire = "PUT" if method == "CREATE" else method
-        headers = {"If-None-Match": "*"} if method == "CREATE" else {}
-        if data is not None:  # else urllib sends a form's content type, and a server may read the body as a form
-            headers["Content-Type"] = "application/octet-stream"
-        req = urllib.request.Request(self._url(key, method), data=data, method=wire, headers=headers)
-        # A store behind a private CA: the same bundle boto3 would use.
-        context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s, context=context) as resp:
-                return int(resp.status), resp.read()
-        except urllib.error.HTTPError as e:
-            if e.code in (404, 412):
-                return e.code, b""
-            if e.code >= 500 or e.code == 429:
-                raise TemporaryError(f"{wire} {self.uri}/{key}: HTTP {e.code}") from e
-            raise ConfigError(f"{wire} {self.uri}/{key}: HTTP {e.code} {e.reason} (the grant expired or was "
-                              "refused by the store)") from e
-        except (urllib.error.URLError, OSError) as e:
-            raise TemporaryError(f"{wire} {self.uri}/{key}: {getattr(e, 'reason', e)}") from e
-
-    def get(self, key: str) -> bytes | None:
-        status, body = self._send(key, "GET")
-        return None if status == 404 else body
-
-    def put(self, key: str, data: bytes) -> None:
-        self._send(key, "PUT", data)
-
-    def create(self, key: str, data: bytes) -> bool:
-        status, _ = self._send(key, "CREATE", data)
-        return status != 412
-
-    def exists(self, key: str) -> bool:
-        status, _ = self._send(key, "HEAD")
-        return status != 404
-
-    def list(self, prefix: str = "", start_after: str = "") -> list[str]:
-        raise ConfigError(f"{self.uri}: a trial's grant cannot list keys")
-
-    def child(self, name: str) -> Store:
-        raise ConfigError(f"{self.uri}: a trial's grant reaches its own folder only, not {name}/")
-
-    def check(self) -> None:
-        return None
-
-
 # A store outage at a trial's start or end must not cost the trial (its hours of training, at the end): the
 # contract's one-off records are retried this long, with backoff, before the trial gives up (exit 1: a retry).
 PATIENCE_SECONDS = 900.0
@@ -123,7 +60,7 @@ def patiently(what: str, fn: Callable[[], T]) -> T:
     return Backoff(cap=30.0).retrying(what, fn, give_up_after=PATIENCE_SECONDS)
 
 
-def open_trial(uri: str) -> tuple[Store, Callable[[str], Store] | None]:
+def open_trial(uri: str) -> tuple[TrialStore, Callable[[str], TrialStore] | None]:
     """The trial contract's entry: the trial's store (from its grant when it has one, else the URI with the
     environment's credentials) and, with a grant, the opener that reads its dataset."""
     raw = os.environ.get(GRANT_ENV)
@@ -136,7 +73,7 @@ def open_trial(uri: str) -> tuple[Store, Callable[[str], Store] | None]:
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{GRANT_ENV}: not a trial grant ({e})") from e
 
-    def data_opener(parent: str) -> Store:
+    def data_opener(parent: str) -> TrialStore:
         if not data or not str(data.get("uri", "")).startswith(parent.rstrip("/") + "/"):
             raise ConfigError(f"{parent}: the trial's grant reads only its staged dataset")
         name = str(data["uri"])[len(parent.rstrip("/")) + 1:]
@@ -148,8 +85,8 @@ def open_trial(uri: str) -> tuple[Store, Callable[[str], Store] | None]:
 class Trial:
     """One trial's side of the contract: its point, its progress, its stop requests, its one result."""
 
-    def __init__(self, store: Store, proposal: Mapping[str, Any],
-                 data_opener: Callable[[str], Store] | None = None):
+    def __init__(self, store: TrialStore, proposal: Mapping[str, Any],
+                 data_opener: Callable[[str], TrialStore] | None = None):
         self.store, self.proposal, self.data_opener = store, proposal, data_opener
         self.tid: int = int(proposal["tid"])
         self.history: dict[str, list[float | None]] = {}

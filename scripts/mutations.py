@@ -56,7 +56,7 @@ MUTATIONS = [
       "one (the ledger, the launcher's guard and the supervisor's own check all rest on that lock)",
       (("        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n", "        pass\n"),),
       "tests/test_reliability.py::test_controller_sigkilled_20_times_in_local_mode"),
-    M("s3-503", "S3 faults: 500/503 bursts, slowness, hangs and a restart are waited out", "controller/s3store.py",
+    M("s3-503", "S3 faults: 500/503 bursts, slowness, hangs and a restart are waited out", "controller/store/s3.py",
       "the store gives up at its first error: botocore's retries off, and every error taken as permanent",
       (("        from botocore.exceptions import ClientError\n\n        if isinstance(e, ClientError):",
         "        return PermanentError(f\"{what} in {self.uri}: {e}\")\n        if isinstance(e, ClientError):"),

@@ -189,9 +189,9 @@ def bucket(s3_endpoint):
 @pytest.fixture(params=["memory", "local", "s3", "versitygw"])
 def store(request, tmp_path):
     """The same contract on every backend (S3: moto's server, and versitygw's)."""
-    from controller.s3store import S3Store
-    from controller.storage import open_store
-    from controller.store import MemoryStore
+    from controller.store.local import MemoryStore
+    from controller.store.s3 import S3Store
+    from controller.store.uri import open_store
 
     if request.param == "memory":
         return MemoryStore("memory://some/prefix")

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from controller.errors import TemporaryError
-from controller.store import dumps, get_json, put_json
+from controller.store.base import dumps, get_json, put_json
 from controller.trial import open_trial, patiently
 
 

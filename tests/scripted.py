@@ -17,7 +17,8 @@ from typing import Any
 
 from controller.launcher import TrialExit, TrialLaunch
 from controller.records import SCHEMA_VERSION, VAL_FINE_ACC
-from controller.store import MemoryStore, create_json, put_json
+from controller.store.base import create_json, put_json
+from controller.store.local import MemoryStore
 
 
 @dataclass

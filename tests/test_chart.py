@@ -366,7 +366,7 @@ def test_the_default_trial_requests_fit_the_common_single_gpu_nodes():
 def test_store_settings_for_s3_compatible_servers_reach_the_operator_its_client_and_the_trials():
     """Addressing style, checksum mode and a private CA (MinIO, Ceph): rendered into the config, applied to the S3
     client, and the CA mounted into the operator and every trial pod, whose grant and boto3 read it."""
-    from controller.storage import open_store
+    from controller.store.uri import open_store
 
     docs = render(["--set", "store.addressingStyle=path", "--set", "store.checksums=when_required",
                    "--set", "store.caBundle.configMap=store-ca", "--set", "store.endpoint=https://minio.minio:9000"])

@@ -20,7 +20,8 @@ from controller.dashboard.data import SearchView, cut_epoch, importance, kinds
 from controller.dashboard.server import serve
 from controller.ledger import TrialRecord, proposal_record
 from controller.records import TrialState
-from controller.store import LocalStore, MemoryStore, dumps
+from controller.store.base import dumps
+from controller.store.local import LocalStore, MemoryStore
 
 SHOTS = ROOT / ".reliability" / "runs" / RUN_ID / "screenshots"
 

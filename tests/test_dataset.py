@@ -158,7 +158,7 @@ def test_a_trial_loads_the_staged_arrays_only_with_the_checksum_the_controller_s
     from controller.config import Settings
     from controller.dataset import stage
     from controller.errors import ConfigError
-    from controller.storage import open_store
+    from controller.store.uri import open_store
 
     payload, sha, ds = archive
     origin = tmp_path / "cifar-100-python.tar.gz"
@@ -220,7 +220,7 @@ def test_searches_stage_their_datasets_one_at_a_time(tmp_path, archive):
     """Several Searches starting together (an operator restart) stage one after the other: at most one archive and
     its arrays in memory at once."""
     from controller.dataset import stage
-    from controller.store import MemoryStore
+    from controller.store.local import MemoryStore
 
     payload, sha, _ = archive
     inside, most = [0], [0]

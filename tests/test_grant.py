@@ -16,7 +16,7 @@ from conftest import ROOT
 
 from controller.config import Settings
 from controller.grant import trial_grants
-from controller.s3store import S3Store
+from controller.store.s3 import S3Store
 from controller.trial import GRANT_ENV
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,7 @@ def test_a_trial_program_cannot_read_or_overwrite_another_searchs_records(versit
 
 
 def test_no_grant_where_trials_are_given_the_store_keys_or_the_store_is_a_folder(tmp_path, versitygw):
-    from controller.storage import open_store
+    from controller.store.uri import open_store
 
     root = S3Store(versitygw.bucket(), "p", client=versitygw.client())
     shared = dataclasses.replace(Settings(), kube=dataclasses.replace(Settings().kube, trial_access="credentials"))

@@ -155,7 +155,7 @@ def test_an_import_that_crashed_half_way_leaves_no_pending_trial_and_a_rerun_com
     from controller.importer import import_trials, read_source
     from controller.ledger import IMPORT_INCOMPLETE, Ledger
     from controller.space import Space
-    from controller.storage import open_store
+    from controller.store.uri import open_store
 
     space, store = Space.default(), open_store(str(tmp_path / "runs"))
     trials = read_source(SEED_RESULTS, space)

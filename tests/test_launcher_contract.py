@@ -18,7 +18,7 @@ from realkube import wait_for
 from scripted import Plan, Platform, ScriptedLauncher
 
 from controller.launcher import Launcher, TrialExit, TrialLaunch
-from controller.store import MemoryStore
+from controller.store.local import MemoryStore
 
 pytestmark = pytest.mark.contract
 

@@ -10,7 +10,7 @@ from controller.ledger import (
     proposal_record,
     trial_key,
 )
-from controller.store import dumps
+from controller.store.base import dumps
 
 pytestmark = pytest.mark.contract
 

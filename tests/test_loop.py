@@ -20,7 +20,8 @@ from controller.errors import TemporaryError
 from controller.ledger import Ledger, trial_key
 from controller.loop import SearchLoop
 from controller.publish import Publisher, SearchStatus
-from controller.store import MemoryStore, get_json
+from controller.store.base import get_json
+from controller.store.local import MemoryStore
 
 pytestmark = pytest.mark.pure
 

@@ -5,8 +5,9 @@ import threading
 import pytest
 
 from controller.errors import ConfigError, RecordError
-from controller.storage import open_store
-from controller.store import LocalStore, create_json, get_json, put_json
+from controller.store.base import create_json, get_json, put_json
+from controller.store.local import LocalStore
+from controller.store.uri import open_store
 
 pytestmark = pytest.mark.contract
 

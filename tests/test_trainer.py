@@ -138,8 +138,8 @@ def test_the_trainers_records_never_hold_a_non_finite_number(tmp_path):
     """A diverged run: NaN/inf as numpy and Python floats, nested; every reader must still parse it."""
     import numpy as np
 
-    from controller.storage import open_store
-    from controller.store import get_json
+    from controller.store.base import get_json
+    from controller.store.uri import open_store
     from trainer.report import Reporter
 
     store = open_store(str(tmp_path / "t"))
@@ -198,7 +198,7 @@ def test_the_result_says_where_the_start_up_went_and_status_shows_it(tmp_path):
 
 def test_a_store_outage_on_progress_does_not_end_the_trial(tmp_path):
     from controller.errors import TemporaryError
-    from controller.storage import open_store
+    from controller.store.uri import open_store
     from trainer.report import Reporter
 
     class Down:

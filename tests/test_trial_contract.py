@@ -15,7 +15,8 @@ from conftest import PY, ROOT, run_cli
 from controller.contract import KINDS, check_record, schema
 from controller.ledger import Ledger, judge_result, proposal_record
 from controller.records import EXIT_BAD_INPUT, EXIT_INTERRUPTED, TrialState
-from controller.store import MemoryStore, dumps, get_json
+from controller.store.base import dumps, get_json
+from controller.store.local import MemoryStore
 from controller.trial import Trial
 
 

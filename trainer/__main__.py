@@ -29,7 +29,7 @@ from controller.records import (
     ResultDoc,
     ResultStatus,
 )
-from controller.store import Store, get_json
+from controller.store.base import Store, get_json
 from controller.trial import open_trial, patiently
 from trainer.report import Reporter
 

@@ -24,7 +24,7 @@ import numpy as np
 from controller.cifar import Dataset, Split, check_split, load_archive, load_npz, synthetic
 from controller.dataspec import SYNTHETIC_DEFAULT, parse_data_spec
 from controller.errors import ConfigError, TemporaryError
-from controller.store import Store
+from controller.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def load(spec: str, store_opener: Callable[[str], Store] | None = None, cache_di
         def read() -> bytes:
             if not spec.startswith("s3://"):
                 return Path(spec).expanduser().read_bytes()
-            from controller.storage import open_store
+            from controller.store.uri import open_store
 
             parent, _, name = spec.rpartition("/")
             data = (store_opener or open_store)(parent).get(name)
@@ -118,7 +118,7 @@ def load(spec: str, store_opener: Callable[[str], Store] | None = None, cache_di
 
         return load_archive(verified(fetch(spec, LOCAL, "--data"), sha256, spec), spec)
     if parsed.kind == "s3":
-        from controller.storage import open_store
+        from controller.store.uri import open_store
 
         parent, _, name = spec.rpartition("/")
         store = (store_opener or open_store)(parent)

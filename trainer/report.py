@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.store import Store
+from controller.store.base import Store
 from controller.trial import Trial
 
 

@@ -34,7 +34,7 @@ from controller.loop import SearchLoop
 from controller.policy import PolicyError, check_data, check_job
 from controller.publish import Notifier, Publisher
 from controller.searchspec import API_VERSION, KIND, budget_change, settings_of
-from controller.store import Store, bucket_of, get_json
+from controller.store.base import Store, bucket_of, get_json
 
 log = logging.getLogger(__name__)
 

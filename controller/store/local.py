@@ -1,86 +1,17 @@
-"""Where a search keeps its records: the Store interface, its JSON helpers, a local directory and memory.
-
-S3 is controller/s3store.py; controller/storage.py opens either from a URI.
-
-Keys are '/'-separated and relative to the store's root. Values are bytes; callers store JSON only
-(nothing read back is ever unpickled). `create` is the create-only put that makes "written once"
-records safe against a restarted or duplicated writer.
-"""
+"""The Store in a local directory (local mode, tests) and in memory (what higher layers test against)."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Protocol
 
-from controller.errors import ConfigError, PermanentError, RecordError, TemporaryError
+from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.store.base import Store
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-class Store(Protocol):
-    uri: str
-
-    def get(self, key: str) -> bytes | None:
-        """The value, or None if there is no such key."""
-
-    def put(self, key: str, data: bytes) -> None:
-        """Write (or overwrite) atomically: readers see the old or the new value, never a mix."""
-
-    def create(self, key: str, data: bytes) -> bool:
-        """Write only if the key does not exist yet; False if it did (nothing is changed then)."""
-
-    def exists(self, key: str) -> bool: ...
-
-    def list(self, prefix: str = "", start_after: str = "") -> list[str]:
-        """All keys under prefix that sort after start_after, sorted."""
-
-    def child(self, name: str) -> Store:
-        """The same store rooted at name/ (a search inside a bucket prefix)."""
-
-    def check(self) -> None:
-        """Raise ConfigError if the store does not exist or is not writable."""
-
-
-def bucket_of(store: Store) -> str | None:
-    """The S3 bucket a store lives in; None for a directory store."""
-    return store.uri[len("s3://"):].partition("/")[0] if store.uri.startswith("s3://") else None
-
-
-# -- JSON helpers shared by every caller ---------------------------------------------------------
-
-
-def dumps(record: Any) -> bytes:
-    # allow_nan=False: NaN/inf are not JSON, and a record other tools cannot parse is a lost record.
-    return json.dumps(record, indent=1, allow_nan=False).encode()
-
-
-def loads(data: bytes, key: str) -> Any:
-    try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RecordError(f"{key}: not valid JSON ({e})") from e
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def get_json(store: Store, key: str) -> Any | None:
-    data = store.get(key)
-    return None if data is None else loads(data, key)
-
-
-def put_json(store: Store, key: str, record: Any) -> None:
-    store.put(key, dumps(record))
-
-
-def create_json(store: Store, key: str, record: Any) -> bool:
-    return store.create(key, dumps(record))
 
 
 # -- local directory -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""S3 (AWS, MinIO, any S3-compatible server) behind the Store interface of controller/store.py."""
+"""S3 (AWS, MinIO, any S3-compatible server) behind the Store interface of controller/store/base.py."""
 
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ import os
 from urllib.parse import urlparse
 
 from controller.errors import ConfigError
-from controller.s3store import S3Store
-from controller.store import LocalStore, Store
+from controller.store.base import Store
+from controller.store.local import LocalStore
+from controller.store.s3 import S3Store
 
 
 def open_store(uri: str, *, endpoint_url: str | None = None, region: str | None = None, timeout_s: float = 20.0,
