@@ -37,12 +37,12 @@ from controller.local_launcher import ProcessLauncher
 from controller.loop import SearchLoop, open_search
 from controller.metrics import Metrics
 from controller.publish import Notifier, Publisher, SearchStatus
-from controller.records import SearchState, TrialState
 from controller.report import download_best, search_names, status_json, status_table
 from controller.searchspec import is_search, settings_mapping
 from controller.store.base import Store
 from controller.store.local import LocalStore
 from controller.store.uri import open_store
+from controller.trial.contract import SearchState, TrialState
 
 if TYPE_CHECKING:
     from controller.kube.api import KubeClient

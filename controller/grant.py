@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from controller.config import Settings
 from controller.ledger import trial_prefix
 from controller.policy import MAX_DEADLINE_SECONDS
 from controller.store.base import Signer, Store
-from controller.trial import GRANT_ENV, TRIAL_KEYS
+from controller.trial.contract import GRANT_ENV, TRIAL_KEYS
 
 SLACK_SECONDS = 600
 

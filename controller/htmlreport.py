@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from controller.ledger import TrialRecord, best_of
-from controller.records import TrialState
 from controller.report import startup_summary
+from controller.trial.contract import TrialState
 
 COLORS = {TrialState.OK: "#1f77b4", TrialState.STOPPED: "#ff7f0e", TrialState.FAILED: "#d62728"}
 SCORED = (TrialState.OK, TrialState.STOPPED)

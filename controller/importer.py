@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from controller.errors import ConfigError, SpaceError
-from controller.finite import finite_json
 from controller.ledger import IMPORT_INCOMPLETE, Ledger, TrialRecord, curve_of, proposal_record
-from controller.records import SCHEMA_VERSION, VAL_FINE_ACC, Origin, ResultStatus, TrialState
 from controller.safepickle import Opaque, restricted_loads, with_classes
 from controller.space import Space
 from controller.store.base import dumps
+from controller.trial.contract import SCHEMA_VERSION, VAL_FINE_ACC, Origin, ResultStatus, TrialState
+from controller.trial.finite import finite_json
 
 log = logging.getLogger(__name__)
 

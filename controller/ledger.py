@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from controller.contract import check_record
 from controller.errors import PermanentError, RecordError
-from controller.records import (
+from controller.store.base import Store, create_json, get_json, put_json
+from controller.trial.contract import (
     RESULT_SUMMARY,
     SCHEMA_VERSION,
     VAL_FINE_ACC,
@@ -40,7 +40,7 @@ from controller.records import (
     StopDoc,
     TrialState,
 )
-from controller.store.base import Store, create_json, get_json, put_json
+from controller.trial.schema import check_record
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from controller.errors import ConfigError, TemporaryError
 from controller.launcher import Launcher, TrialExit, TrialLaunch
 from controller.ledger import Ledger, TrialRecord, best_of, best_record, proposal_record, trial_prefix
 from controller.publish import Publisher, SearchStatus
-from controller.records import SCHEMA_VERSION, SEARCH_ORIGINS, SearchState, TrialState
 from controller.space import Space
 from controller.stopping import decide
 from controller.store.base import Store, create_json, get_json
 from controller.suggest import Observation, Suggester
+from controller.trial.contract import SCHEMA_VERSION, SEARCH_ORIGINS, SearchState, TrialState
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from controller.records import TrialState
+from controller.trial.contract import TrialState
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 from controller.drawer import Drawer, InlineDrawer
 from controller.ledger import TrialRecord, best_record, trial_key
 from controller.metrics import Metrics
-from controller.records import SCHEMA_VERSION, SearchState, TrialState
 from controller.store.base import Store, put_json
+from controller.trial.contract import SCHEMA_VERSION, SearchState, TrialState
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.ledger import Ledger, TrialRecord, best_of, trial_key, trial_prefix
-from controller.records import Origin, TrialState
 from controller.store.base import Store, get_json
+from controller.trial.contract import Origin, TrialState
 
 log = logging.getLogger(__name__)
 

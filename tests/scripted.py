@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.launcher import TrialExit, TrialLaunch
-from controller.records import SCHEMA_VERSION, VAL_FINE_ACC
 from controller.store.base import create_json, put_json
 from controller.store.local import MemoryStore
+from controller.trial.contract import SCHEMA_VERSION, VAL_FINE_ACC
 
 
 @dataclass

@@ -17,7 +17,7 @@ from conftest import ROOT
 from controller.config import Settings
 from controller.grant import trial_grants
 from controller.store.s3 import S3Store
-from controller.trial import GRANT_ENV
+from controller.trial.contract import GRANT_ENV
 
 pytestmark = pytest.mark.e2e
 

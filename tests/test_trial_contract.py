@@ -12,12 +12,12 @@ import sys
 import pytest
 from conftest import PY, ROOT, run_cli
 
-from controller.contract import KINDS, check_record, schema
 from controller.ledger import Ledger, judge_result, proposal_record
-from controller.records import EXIT_BAD_INPUT, EXIT_INTERRUPTED, TrialState
 from controller.store.base import dumps, get_json
 from controller.store.local import MemoryStore
 from controller.trial import Trial
+from controller.trial.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED, TrialState
+from controller.trial.schema import KINDS, check_record, schema
 
 
 @pytest.mark.pure

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.records import (
+from controller.store.base import Store, get_json
+from controller.trial import open_trial, patiently
+from controller.trial.contract import (
     DEADLINE_ENV,
     DEADLINE_MARGIN_S,
     EXIT_BAD_INPUT,
@@ -29,8 +31,6 @@ from controller.records import (
     ResultDoc,
     ResultStatus,
 )
-from controller.store.base import Store, get_json
-from controller.trial import open_trial, patiently
 from trainer.report import Reporter
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ import logging
 import os
 
 from controller.errors import ConfigError
-from controller.records import EXPECT_GPUS_ENV
+from controller.trial.contract import EXPECT_GPUS_ENV
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from controller.cifar import Dataset, Split
-from controller.records import ResultStatus
+from controller.trial.contract import ResultStatus
 from trainer.data import validation_split
 
 log = logging.getLogger(__name__)

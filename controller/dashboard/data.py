@@ -25,8 +25,8 @@ from typing import Any
 
 from controller.errors import RecordError, TemporaryError
 from controller.ledger import Ledger, TrialRecord, best_of, trial_key
-from controller.records import VAL_FINE_ACC, TrialState
 from controller.store.base import Store, get_json
+from controller.trial.contract import VAL_FINE_ACC, TrialState
 
 log = logging.getLogger(__name__)
 

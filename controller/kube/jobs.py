@@ -10,7 +10,7 @@ from typing import Any
 
 from controller.kube.objects import Condition, Job, OwnerRef, Pod
 from controller.kube.settings import KubeSettings
-from controller.records import EXIT_BAD_INPUT, EXPECT_GPUS_ENV
+from controller.trial.contract import EXIT_BAD_INPUT, EXPECT_GPUS_ENV
 
 APP = "cifar-hpo"
 COLLECTED = "cifar-hpo.io/collected"

@@ -45,7 +45,7 @@ from controller.kube.objects import Job, OwnerRef, Pod
 from controller.kube.settings import KubeSettings
 from controller.kube.watch import Watcher
 from controller.launcher import TrialExit, TrialLaunch, log_tail
-from controller.records import DEADLINE_ENV
+from controller.trial.contract import DEADLINE_ENV
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from controller.errors import PermanentError, TemporaryError
 from controller.kube.api import Conflict, KubeClient
-from controller.records import SearchState
 from controller.searchspec import API_VERSION, KIND
+from controller.trial.contract import SearchState
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.store.base import Store
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -30,24 +30,25 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from controller.backoff import Backoff
-from controller.contract import check_record
 from controller.errors import ConfigError, TemporaryError
-from controller.finite import finite_json, finite_or_none
-from controller.records import EXIT_BAD_INPUT, EXIT_INTERRUPTED, SCHEMA_VERSION, ResultStatus
 from controller.store.base import TrialStore, create_json, get_json, put_json
 from controller.store.grant import GrantStore
 from controller.store.uri import open_store
+from controller.trial.contract import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RETRY,
+    GRANT_ENV,
+    SCHEMA_VERSION,
+    ResultStatus,
+)
+from controller.trial.finite import finite_json, finite_or_none
+from controller.trial.schema import check_record
 
 log = logging.getLogger(__name__)
-
-GRANT_ENV = "CIFAR_HPO_TRIAL_GRANT"
 T = TypeVar("T")
-# The trial contract's keys and what a trial may do with each.
-TRIAL_KEYS = {"proposal.json": ("GET",), "stop.json": ("HEAD",), "progress.json": ("PUT",),
-              "model.keras": ("PUT",), "result.json": ("CREATE",)}
-EXIT_OK = 0
-EXIT_RETRY = 1
-"""A failure a retry may not repeat (a store outage past PATIENCE_SECONDS): the Job retries, up to its backoffLimit."""
+
 
 
 # A store outage at a trial's start or end must not cost the trial (its hours of training, at the end): the

@@ -1,5 +1,5 @@
-"""The trial contract's records checked against their JSON Schemas (controller/schemas/, shipped in the package and
-documented in docs/TRIAL_CONTRACT.md). Pure: no I/O but reading the schemas.
+"""The trial contract's records checked against their JSON Schemas (controller/trial/schemas/, shipped in the
+package and documented in docs/TRIAL_CONTRACT.md). Pure: no I/O but reading the schemas.
 
 The checker implements the part of JSON Schema the schemas use (type, required, properties,
 additionalProperties, items, enum, minimum), so the trial side needs no validation library. It answers with the
@@ -22,7 +22,7 @@ _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}
 def schema(kind: str) -> dict[str, Any]:
     if kind not in KINDS:
         raise ValueError(f"no schema for {kind!r}; one of {KINDS}")
-    text = resources.files("controller").joinpath("schemas", f"{kind}.schema.json").read_text()
+    text = resources.files("controller.trial").joinpath("schemas", f"{kind}.schema.json").read_text()
     doc: dict[str, Any] = json.loads(text)
     return doc
 

@@ -164,3 +164,11 @@ EXPECT_GPUS_ENV = "CIFAR_HPO_EXPECT_GPUS"
 # training DEADLINE_MARGIN_S before it, so that the trial ends with its best epoch evaluated and saved.
 DEADLINE_ENV = "CIFAR_HPO_DEADLINE_AT"
 DEADLINE_MARGIN_S = 300.0
+
+GRANT_ENV = "CIFAR_HPO_TRIAL_GRANT"
+# The trial contract's keys and what a trial may do with each.
+TRIAL_KEYS = {"proposal.json": ("GET",), "stop.json": ("HEAD",), "progress.json": ("PUT",),
+              "model.keras": ("PUT",), "result.json": ("CREATE",)}
+EXIT_OK = 0
+EXIT_RETRY = 1
+"""A failure a retry may not repeat (a store outage past PATIENCE_SECONDS): the Job retries, up to its backoffLimit."""
