@@ -42,8 +42,8 @@ def random_history(n: int, seed: int = 0):
     from hyperopt.pyll import stochastic
     from objective import synthetic_objective
 
-    from controller.space import Space
-    from controller.suggest import Observation, Proposal
+    from controller.search.space import Space
+    from controller.search.suggest import Observation, Proposal
 
     space = Space.default()
     rng = np.random.default_rng(seed)

@@ -25,7 +25,7 @@ with atheris.instrument_imports(include=["controller"]):
     from controller.cifar import load_archive, synthetic
     from controller.errors import ConfigError
     from controller.importer import pickle_trials
-    from controller.space import Space
+    from controller.search.space import Space
 
 SPACE = Space.default()
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 .venv/bin/python -c "import mutmut" 2>/dev/null || .venv/bin/pip install -q -e ".[mutation]"
-modules=("${@:-stopping space suggest ledger}")
+modules=("${@:-search/stopping search/space search/suggest ledger/trials}")
 paths=$(printf '"controller/%s.py", ' ${modules[*]})
 work="$(mktemp -d "${TMPDIR:-/tmp}/mutmut.XXXXXX")"
 trap 'rm -rf "$work"' EXIT

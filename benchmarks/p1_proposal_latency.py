@@ -12,7 +12,7 @@ import time
 from common import machine, random_history
 from hyperopt import tpe
 
-from controller.suggest import _domain, derive_seed, hyperopt_trials, suggest
+from controller.search.suggest import _domain, derive_seed, hyperopt_trials, suggest
 
 REPEATS = 9
 

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from common import MotoServer, machine, random_history
 
 from controller.ledger import Ledger, proposal_record
+from controller.search.suggest import Observation, hyperopt_trials
 from controller.store.base import dumps
 from controller.store.s3 import S3Store
-from controller.suggest import Observation, hyperopt_trials
 
 N = 5000
 CHECKPOINT_LAG = 25  # controller.checkpointEvery's default

@@ -24,8 +24,8 @@ def run(way: str, seed: int) -> tuple[float, int, int]:
     from hyperopt import tpe
     from objective import synthetic_objective
 
-    from controller.space import Space
-    from controller.suggest import (
+    from controller.search.space import Space
+    from controller.search.suggest import (
         Observation,
         Proposal,
         SuggestSettings,

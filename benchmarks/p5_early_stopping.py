@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from common import SEED_RESULTS, machine
 
-from controller.stopping import StoppingSettings, decide
+from controller.search.stopping import StoppingSettings, decide
 
 ORDERS = 200       # for every reported figure
 TUNE_ORDERS = 50   # for choosing settings on the tuning half (the grid is large)

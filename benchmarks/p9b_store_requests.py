@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 from common import MotoServer, RecordCursor, machine, random_history, s3_operation
 from p2_resume import N, seed_store
 
-from controller.config import settings_from_mapping
 from controller.dashboard.data import SearchView
 from controller.drawer import InlineDrawer
 from controller.launcher import TrialExit, TrialLaunch
@@ -23,6 +22,7 @@ from controller.ledger import Ledger
 from controller.loop import SearchLoop, open_search
 from controller.publish import Publisher
 from controller.report import status_json
+from controller.settings.config import settings_from_mapping
 from controller.store.base import create_json
 from controller.store.s3 import S3Store
 

@@ -23,10 +23,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.config import Settings, read_config, settings_from_mapping, with_overrides
 from controller.dashboard.server import serve as serve_dashboard
 from controller.dataset import stage
-from controller.dataspec import parse_data_spec
 from controller.drawer import BackgroundDrawer
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.grant import trial_grants
@@ -38,7 +36,9 @@ from controller.loop import SearchLoop, open_search
 from controller.metrics import Metrics
 from controller.publish import Notifier, Publisher, SearchStatus
 from controller.report import download_best, search_names, status_json, status_table
-from controller.searchspec import is_search, settings_mapping
+from controller.settings.config import Settings, read_config, settings_from_mapping, with_overrides
+from controller.settings.dataspec import parse_data_spec
+from controller.settings.resource import is_search, settings_mapping
 from controller.store.base import Store
 from controller.store.local import LocalStore
 from controller.store.uri import open_store

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from controller.cifar import archive_to_npz
-from controller.config import Settings, with_overrides
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.fetch import fetch
-from controller.policy import LOCAL, PolicySettings, check_data
+from controller.settings.config import Settings, with_overrides
+from controller.settings.policy import LOCAL, PolicySettings, check_data
 from controller.store.base import Store, bucket_of, create_json, get_json
 from controller.store.uri import open_store
 

@@ -1,4 +1,4 @@
-"""Reading a dataset archive from where a search names it, as the policy allows (controller/policy.py).
+"""Reading a dataset archive from where a search names it, as the policy allows (controller/settings/policy.py).
 
 http(s): the host is resolved once, every address it has is checked (no loopback, link-local — the cloud metadata
 address —, private or reserved address unless the policy allows them), and the connection goes to the checked
@@ -20,7 +20,7 @@ from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 from controller.errors import ConfigError, TemporaryError
-from controller.policy import PolicyError, PolicySettings, address_refusal
+from controller.settings.policy import PolicyError, PolicySettings, address_refusal
 from controller.store.base import Store
 from controller.store.uri import open_store
 

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controller.config import Settings
 from controller.ledger import trial_prefix
-from controller.policy import MAX_DEADLINE_SECONDS
+from controller.settings.config import Settings
+from controller.settings.policy import MAX_DEADLINE_SECONDS
 from controller.store.base import Signer, Store
 from controller.trial.contract import GRANT_ENV, TRIAL_KEYS
 

@@ -22,7 +22,7 @@ import numpy as np
 from controller.errors import ConfigError, SpaceError
 from controller.ledger import IMPORT_INCOMPLETE, Ledger, TrialRecord, curve_of, proposal_record
 from controller.safepickle import Opaque, restricted_loads, with_classes
-from controller.space import Space
+from controller.search.space import Space
 from controller.store.base import dumps
 from controller.trial.contract import SCHEMA_VERSION, VAL_FINE_ACC, Origin, ResultStatus, TrialState
 from controller.trial.finite import finite_json

@@ -18,15 +18,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.backoff import Backoff
-from controller.config import Settings
 from controller.errors import ConfigError, TemporaryError
 from controller.launcher import Launcher, TrialExit, TrialLaunch
 from controller.ledger import Ledger, TrialRecord, best_of, best_record, proposal_record, trial_prefix
 from controller.publish import Publisher, SearchStatus
-from controller.space import Space
-from controller.stopping import decide
+from controller.search.space import Space
+from controller.search.stopping import decide
+from controller.search.suggest import Observation, Suggester
+from controller.settings.config import Settings
 from controller.store.base import Store, create_json, get_json
-from controller.suggest import Observation, Suggester
 from controller.trial.contract import SCHEMA_VERSION, SEARCH_ORIGINS, SearchState, TrialState
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from controller.config import settings_from_mapping
 from controller.kube.jobs import build_job
+from controller.settings.config import settings_from_mapping
 
 pytestmark = pytest.mark.e2e
 
@@ -255,7 +255,7 @@ def test_the_chart_installs_the_operator_and_by_default_one_search():
     (search,) = [d for d in docs if d["kind"] == "Search"]
     assert search["apiVersion"] == "cifar-hpo.io/v1alpha1" and search["metadata"]["name"] == "cifar100"
     assert search["spec"]["search"]["maxTrials"] == 20
-    from controller.searchspec import settings_of
+    from controller.settings.resource import settings_of
 
     s = settings_of(search, _settings(docs))
     assert s.search.name == "cifar100" and s.kube.image == _settings(docs).kube.image

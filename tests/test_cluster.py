@@ -354,7 +354,7 @@ def test_every_exit_path_of_the_controller_is_clean(release, tmp_path):
 
     from controller.kube.api import KubeClient
     from controller.kube.launcher import KubernetesLauncher
-    from controller.kube.settings import KubeSettings
+    from controller.settings.kube import KubeSettings
 
     api = config.new_client_from_config(str(release.kubeconfig))
     launcher = KubernetesLauncher(KubeClient(api, release.ns), KubeSettings(namespace=release.ns, resync_seconds=60),

@@ -1,12 +1,7 @@
 import pytest
 
-from controller.config import (
-    Settings,
-    load_settings,
-    settings_from_mapping,
-    with_overrides,
-)
 from controller.errors import ConfigError
+from controller.settings.config import Settings, load_settings, settings_from_mapping, with_overrides
 
 pytestmark = pytest.mark.pure
 

@@ -155,9 +155,9 @@ def test_the_trainer_trains_on_the_staged_arrays(tmp_path, archive):
 def test_a_trial_loads_the_staged_arrays_only_with_the_checksum_the_controller_staged(tmp_path, archive):
     """Staging records the arrays' own SHA-256 beside them; trials get it as --data-sha256 and refuse a copy that
     differs (changed in the bucket, or in a node cache), fetching a cache copy again when it is the one that differs."""
-    from controller.config import Settings
     from controller.dataset import stage
     from controller.errors import ConfigError
+    from controller.settings.config import Settings
     from controller.store.uri import open_store
 
     payload, sha, ds = archive

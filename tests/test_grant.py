@@ -14,8 +14,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from controller.config import Settings
 from controller.grant import trial_grants
+from controller.settings.config import Settings
 from controller.store.s3 import S3Store
 from controller.trial.contract import GRANT_ENV
 

@@ -49,7 +49,7 @@ def test_imported_trials_warm_start_tpe_but_not_the_budget(tmp_path, fake_trial_
 def _real_trials_pickle():
     from hyperopt import Trials, fmin, tpe
 
-    from controller.space import Space
+    from controller.search.space import Space
 
     trials = Trials()
     fmin(lambda p: -p["coarse_labels_weight"], Space.default().hyperopt, algo=tpe.suggest, max_evals=5,
@@ -154,7 +154,7 @@ class _FailingAfter:
 def test_an_import_that_crashed_half_way_leaves_no_pending_trial_and_a_rerun_completes_it(tmp_path):
     from controller.importer import import_trials, read_source
     from controller.ledger import IMPORT_INCOMPLETE, Ledger
-    from controller.space import Space
+    from controller.search.space import Space
     from controller.store.uri import open_store
 
     space, store = Space.default(), open_store(str(tmp_path / "runs"))

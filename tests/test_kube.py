@@ -7,7 +7,7 @@ import pytest
 
 from controller.kube.jobs import build_job, job_name, job_prefix
 from controller.kube.launcher import POD, KubernetesLauncher
-from controller.kube.settings import KubeSettings
+from controller.settings.kube import KubeSettings
 
 pytestmark = pytest.mark.pure
 

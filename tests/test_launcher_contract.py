@@ -53,7 +53,7 @@ class Harness:
 
             from controller.kube.api import KubeClient
             from controller.kube.launcher import KubernetesLauncher
-            from controller.kube.settings import KubeSettings
+            from controller.settings.kube import KubeSettings
 
             api = config.new_client_from_config(str(self.kube.kubeconfig))
             # The test image (it has python), the folder at /cache through a claim.

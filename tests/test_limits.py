@@ -14,8 +14,8 @@ import re
 import pytest
 from conftest import ROOT
 
-from controller.config import Settings
 from controller.limits import LIMIT_KEYS, camel, limits_of
+from controller.settings.config import Settings
 
 pytestmark = pytest.mark.pure
 
@@ -26,7 +26,7 @@ CHART_ONLY = {
     "trainer.image.repository": "renders the image reference",
     "controller.image.repository": "the controller's own Deployment",
     "controller.image.pullPolicy": "the controller's own Deployment",
-    "trainer.data": "a non-empty data spec; the settings parse the spec itself (controller/dataspec.py)",
+    "trainer.data": "a non-empty data spec; the settings parse the spec itself (controller/settings/dataspec.py)",
     "trainer.gpu.resourceName": "non-empty; rendered into the trial Jobs as a resource name",
     "trainer.dataSha256": "the settings check the same 64 hex digits in TrialSection.validate",
     "store.endpoint": "a URL pattern for the rendered endpointUrl",

@@ -14,12 +14,12 @@ import pytest
 from scripted import Plan, ScriptedLauncher
 
 from controller.backoff import Backoff
-from controller.config import settings_from_mapping
 from controller.drawer import InlineDrawer
 from controller.errors import TemporaryError
 from controller.ledger import Ledger, trial_key
 from controller.loop import SearchLoop
 from controller.publish import Publisher, SearchStatus
+from controller.settings.config import settings_from_mapping
 from controller.store.base import get_json
 from controller.store.local import MemoryStore
 

@@ -94,8 +94,8 @@ def test_an_invalid_search_is_refused_by_the_api_server_naming_the_field(crd, ku
     _apply(crd, kube_ns, unbounded, tmp_path / "unbounded.yaml")
     stored = json.loads(crd.kubectl("-n", kube_ns, "get", "search", "unbounded", "-o", "json"))
     assert "activeDeadlineSeconds" not in stored["spec"]["trial"]
-    from controller.config import Settings
-    from controller.searchspec import settings_of
+    from controller.settings.config import Settings
+    from controller.settings.resource import settings_of
 
     assert settings_of(stored, Settings()).kube.active_deadline_seconds == 86400  # ...and the operator's applies
     crd.kubectl("-n", kube_ns, "delete", "search", "unbounded")
@@ -444,8 +444,8 @@ def test_a_folder_another_releases_search_started_is_refused_naming_it(crd, rele
     its operator wrote it."""
     import boto3
 
-    from controller.config import Settings
-    from controller.kube.settings import KubeSettings
+    from controller.settings.config import Settings
+    from controller.settings.kube import KubeSettings
 
     bucket, prefix = release.store.split("/")[2], "/".join(release.store.split("/")[3:])
     theirs = Settings(kube=KubeSettings(namespace="team-a", job_prefix="shared"))

@@ -1,4 +1,4 @@
-"""The operator's policy (controller/policy.py) and the dataset reader it governs (controller/fetch.py): a Search
+"""The operator's policy (controller/settings/policy.py) and the dataset reader it governs (controller/fetch.py): a Search
 gets no more than the policy allows, and a data source cannot make the operator read a device, a metadata
 address or more than its cap. The same refusals through the real operator are in tests/test_operator.py."""
 
@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from controller.config import Settings
 from controller.errors import ConfigError
 from controller.fetch import fetch
-from controller.policy import LOCAL, PolicyError, PolicySettings, check_data, check_job
-from controller.searchspec import settings_of
+from controller.settings.config import Settings
+from controller.settings.policy import LOCAL, PolicyError, PolicySettings, check_data, check_job
+from controller.settings.resource import settings_of
 
 PINNED = "registry.example/cifar-hpo-trainer@sha256:" + "a" * 64
 BASE = Settings(kube=dataclasses.replace(Settings().kube, image=PINNED))

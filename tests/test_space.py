@@ -7,7 +7,7 @@ from conftest import SEED_RESULTS
 from hyperopt.pyll import stochastic
 
 from controller.errors import SpaceError
-from controller.space import Space
+from controller.search.space import Space
 
 pytestmark = pytest.mark.pure
 
@@ -128,9 +128,9 @@ def test_diff_names_the_first_difference():
 
 
 def test_a_search_with_a_mistyped_distribution_is_refused_naming_its_spec_path():
-    from controller.config import Settings
     from controller.errors import ConfigError
-    from controller.searchspec import settings_of
+    from controller.settings.config import Settings
+    from controller.settings.resource import settings_of
 
     doc = {"apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": "s"},
            "spec": {"search": {"maxTrials": 3, "space": {"lr_rate_mult": {"loguniform": {"low": 0.1}}}}}}

@@ -6,7 +6,7 @@ import pytest
 from conftest import SEED_RESULTS, run_cli
 
 from controller.errors import ConfigError
-from controller.stopping import StoppingSettings, best_so_far, decide, rungs
+from controller.search.stopping import StoppingSettings, best_so_far, decide, rungs
 
 MEDIAN = StoppingSettings("median", start_epoch=3, min_trials=3)
 ASHA = StoppingSettings("asha", grace_epochs=2, eta=2, min_trials=3)

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from controller.space import Space
-from controller.suggest import Observation, SuggestSettings, derive_seed, suggest
+from controller.search.space import Space
+from controller.search.suggest import Observation, SuggestSettings, derive_seed, suggest
 
 pytestmark = pytest.mark.pure
 
@@ -27,7 +27,7 @@ OTHER_PROCESS = """
 import json, sys
 sys.path.insert(0, "tests")
 from test_suggest import SPACE, _history
-from controller.suggest import derive_seed, suggest
+from controller.search.suggest import derive_seed, suggest
 props = suggest(SPACE, _history(25), [25, 26, 27], search_seed=5)
 print(json.dumps({"seed": derive_seed(7, 3), "params": [p.params for p in props]}))
 """

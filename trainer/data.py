@@ -1,6 +1,6 @@
 """CIFAR-100 (fine + coarse labels) from Keras' download, the standard python archive, or generated.
 
-Specs (controller/dataspec.py parses them):
+Specs (controller/settings/dataspec.py parses them):
   cifar100                          Keras' download (cached under ~/.keras/datasets)
   PATH, s3://… or http(s)://…/cifar-100-python.tar.gz   the standard archive (train/test pickles)
   ….npz                             the arrays the controller staged once for the search (controller/dataset.py);
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from controller.cifar import Dataset, Split, check_split, load_archive, load_npz, synthetic
-from controller.dataspec import SYNTHETIC_DEFAULT, parse_data_spec
 from controller.errors import ConfigError, TemporaryError
+from controller.settings.dataspec import SYNTHETIC_DEFAULT, parse_data_spec
 from controller.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def load(spec: str, store_opener: Callable[[str], Store] | None = None, cache_di
         return load_npz(cached(spec, read, cache_dir or os.environ.get("CIFAR_HPO_DATA_CACHE"), sha256), spec)
     if parsed.kind == "http":
         from controller.fetch import fetch
-        from controller.policy import LOCAL
+        from controller.settings.policy import LOCAL
 
         return load_archive(verified(fetch(spec, LOCAL, "--data"), sha256, spec), spec)
     if parsed.kind == "s3":

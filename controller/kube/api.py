@@ -20,7 +20,7 @@ from urllib3.exceptions import HTTPError
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.kube.objects import Job, Lease, OwnerRef, Pod
-from controller.searchspec import GROUP, PLURAL, VERSION
+from controller.settings.resource import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 

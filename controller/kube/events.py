@@ -12,7 +12,7 @@ from typing import Any
 from controller.errors import PermanentError, TemporaryError
 from controller.kube.api import Conflict, KubeClient, NotFound
 from controller.kube.jobs import labels
-from controller.kube.settings import KubeSettings
+from controller.settings.kube import KubeSettings
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.kube.objects import Condition, Job, OwnerRef, Pod
-from controller.kube.settings import KubeSettings
+from controller.settings.kube import KubeSettings
 from controller.trial.contract import EXIT_BAD_INPUT, EXPECT_GPUS_ENV
 
 APP = "cifar-hpo"

@@ -42,9 +42,9 @@ from controller.kube.jobs import (
     tid_of,
 )
 from controller.kube.objects import Job, OwnerRef, Pod
-from controller.kube.settings import KubeSettings
 from controller.kube.watch import Watcher
 from controller.launcher import TrialExit, TrialLaunch, log_tail
+from controller.settings.kube import KubeSettings
 from controller.trial.contract import DEADLINE_ENV
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.backoff import Backoff
-from controller.config import Settings
 from controller.dataset import stage
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.grant import trial_grants
@@ -31,9 +30,10 @@ from controller.kube.objects import OwnerRef
 from controller.kube.search_status import SearchStatusWriter
 from controller.kube.watch import Watcher
 from controller.loop import SearchLoop
-from controller.policy import PolicyError, check_data, check_job
 from controller.publish import Notifier, Publisher
-from controller.searchspec import API_VERSION, KIND, budget_change, settings_of
+from controller.settings.config import Settings
+from controller.settings.policy import PolicyError, check_data, check_job
+from controller.settings.resource import API_VERSION, KIND, budget_change, settings_of
 from controller.store.base import Store, bucket_of, get_json
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 
 from controller.errors import PermanentError, TemporaryError
 from controller.kube.api import Conflict, KubeClient
-from controller.searchspec import API_VERSION, KIND
+from controller.settings.resource import API_VERSION, KIND
 from controller.trial.contract import SearchState
 
 log = logging.getLogger(__name__)

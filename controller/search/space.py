@@ -254,7 +254,7 @@ class Space:
     @classmethod
     def default(cls) -> Space:
         """The seed project's 19-key space."""
-        text = resources.files("controller").joinpath("default_space.yaml").read_text()
+        text = resources.files("controller.search").joinpath("default_space.yaml").read_text()
         return cls.from_yaml(text)
 
     @cached_property

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller import limits
-from controller.dataspec import DataSpec, parse_data_spec
 from controller.errors import ConfigError
 from controller.limits import limit
+from controller.settings.dataspec import DataSpec, parse_data_spec
 
 # Fixed bounds (the CRD carries them too): presigned trial URLs cannot outlive 7 days (SigV4's limit).
 MAX_DEADLINE_SECONDS = 604800

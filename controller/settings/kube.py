@@ -10,7 +10,7 @@ from typing import Any
 from controller import limits
 from controller.errors import ConfigError
 from controller.limits import limit
-from controller.policy import MAX_DEADLINE_SECONDS, MAX_GPUS
+from controller.settings.policy import MAX_DEADLINE_SECONDS, MAX_GPUS
 
 
 @dataclass(frozen=True)

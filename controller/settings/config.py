@@ -30,15 +30,15 @@ from typing import Any
 import yaml
 
 from controller import limits
-from controller.dataspec import parse_data_spec
 from controller.errors import ConfigError
-from controller.kube.settings import KubeSettings
 from controller.limits import camel as _camel
 from controller.limits import limit
-from controller.policy import MAX_PARALLELISM, PolicySettings
-from controller.space import Space
-from controller.stopping import StoppingSettings
-from controller.suggest import SuggestSettings
+from controller.search.space import Space
+from controller.search.stopping import StoppingSettings
+from controller.search.suggest import SuggestSettings
+from controller.settings.dataspec import parse_data_spec
+from controller.settings.kube import KubeSettings
+from controller.settings.policy import MAX_PARALLELISM, PolicySettings
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class SearchSection:
     seed: int = field(default=0, metadata=limit(minimum=0))
     """Search seed: every proposal's seed derives from it and the trial id."""
     space: dict[str, Any] | None = None
-    """The search space (see controller/space.py); null means the seed project's 19-key space."""
+    """The search space (see controller/search/space.py); null means the seed project's 19-key space."""
 
     def validate(self) -> None:
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", self.name):
@@ -174,7 +174,7 @@ class Settings:
     controller: ControllerSection = ControllerSection()
     kube: KubeSettings = KubeSettings()
     policy: PolicySettings = PolicySettings()
-    """The operator's: what a Search may ask of it (controller/policy.py)."""
+    """The operator's: what a Search may ask of it (controller/settings/policy.py)."""
     early_stopping: StoppingSettings = StoppingSettings()
 
     def space(self) -> Space:

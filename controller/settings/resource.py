@@ -17,12 +17,12 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from controller.config import SearchSection, Settings, TrialSection, settings_from_mapping
 from controller.errors import ConfigError
-from controller.kube.settings import KubeSettings
 from controller.limits import camel
-from controller.stopping import StoppingSettings
-from controller.suggest import SuggestSettings
+from controller.search.stopping import StoppingSettings
+from controller.search.suggest import SuggestSettings
+from controller.settings.config import SearchSection, Settings, TrialSection, settings_from_mapping
+from controller.settings.kube import KubeSettings
 
 GROUP = "cifar-hpo.io"
 VERSION = "v1alpha1"

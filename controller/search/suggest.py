@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from controller.limits import limit
-from controller.space import Space
+from controller.search.space import Space
 
 log = logging.getLogger(__name__)
 
