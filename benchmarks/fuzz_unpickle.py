@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of the two readers of untrusted pickles:
 
-  batch    controller.cifar.load_archive: the input is a CIFAR-100 batch pickle, packed as both members of a tar
+  batch    controller.data.cifar.load_archive: the input is a CIFAR-100 batch pickle, packed as both members of a tar
   results  controller.importer.pickle_trials: the input is a results.pkl
 
 Either may only return data or raise ConfigError; any other exception, a crash (SIGSEGV) or a hang is a finding,
@@ -22,7 +22,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["controller"]):
-    from controller.cifar import load_archive, synthetic
+    from controller.data.cifar import load_archive, synthetic
     from controller.errors import ConfigError
     from controller.importer import pickle_trials
     from controller.search.space import Space

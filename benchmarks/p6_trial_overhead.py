@@ -4,7 +4,7 @@ step's duration (from the trainer's log) is the steady step; the fixed cost is t
 
 Data: a CIFAR-sized generated dataset (50,000 + 10,000 images) in moto's S3, read two ways in the same run:
 before — the standard cifar-100-python.tar.gz, fetched and unpickled by each trial (what trials did until
-2026-11-28); after — the uint8 arrays the controller stages once per store (controller/dataset.py), which trials
+2026-11-28); after — the uint8 arrays the controller stages once per store (controller/data/staging.py), which trials
 now read. One run of each, the seed's best point and a small point."""
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def once(params: dict, data: str) -> tuple[dict, float]:
 
 
 def main() -> None:
-    from controller.cifar import synthetic, write_archive
-    from controller.dataset import stage
+    from controller.data.cifar import synthetic, write_archive
+    from controller.data.staging import stage
     from controller.store.uri import open_store
 
     print(f"P6 trial start-up per phase, data in moto S3, before (archive) / after (staged arrays) — {machine()}")

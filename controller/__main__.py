@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.dashboard.server import serve as serve_dashboard
-from controller.dataset import stage
+from controller.data.staging import stage
 from controller.drawer import BackgroundDrawer
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.grant import trial_grants

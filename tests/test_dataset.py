@@ -1,5 +1,5 @@
 """The dataset is fetched from its origin once per store, checked by SHA-256, staged as arrays, and read by every
-trial from there (controller/dataset.py, trainer/data.py). The origin here is a local HTTP server that counts what
+trial from there (controller/data/staging.py, trainer/data.py). The origin here is a local HTTP server that counts what
 it serves."""
 
 import hashlib
@@ -155,7 +155,7 @@ def test_the_trainer_trains_on_the_staged_arrays(tmp_path, archive):
 def test_a_trial_loads_the_staged_arrays_only_with_the_checksum_the_controller_staged(tmp_path, archive):
     """Staging records the arrays' own SHA-256 beside them; trials get it as --data-sha256 and refuse a copy that
     differs (changed in the bucket, or in a node cache), fetching a cache copy again when it is the one that differs."""
-    from controller.dataset import stage
+    from controller.data.staging import stage
     from controller.errors import ConfigError
     from controller.settings.config import Settings
     from controller.store.uri import open_store
@@ -219,7 +219,7 @@ def test_a_cache_folder_the_trial_cannot_write_costs_the_cache_not_the_trial(tmp
 def test_searches_stage_their_datasets_one_at_a_time(tmp_path, archive):
     """Several Searches starting together (an operator restart) stage one after the other: at most one archive and
     its arrays in memory at once."""
-    from controller.dataset import stage
+    from controller.data.staging import stage
     from controller.store.local import MemoryStore
 
     payload, sha, _ = archive

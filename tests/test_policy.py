@@ -1,6 +1,6 @@
-"""The operator's policy (controller/settings/policy.py) and the dataset reader it governs (controller/fetch.py): a Search
-gets no more than the policy allows, and a data source cannot make the operator read a device, a metadata
-address or more than its cap. The same refusals through the real operator are in tests/test_operator.py."""
+"""The operator's policy (controller/settings/policy.py) and the dataset reader it governs
+(controller/data/fetch.py): a Search gets no more than the policy allows, and a data source cannot make the operator
+read a device, a metadata address or more than its cap. The same refusals through the real operator are in tests/test_operator.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
+from controller.data.fetch import fetch
 from controller.errors import ConfigError
-from controller.fetch import fetch
 from controller.settings.config import Settings
 from controller.settings.policy import LOCAL, PolicyError, PolicySettings, check_data, check_job
 from controller.settings.resource import settings_of

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
+from controller.data.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 from controller.errors import ConfigError
-from controller.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 
 CRASHERS = sorted(json.loads((ROOT / "tests" / "data" / "pickle-crashers.json").read_text())["crashers"])
 
@@ -69,7 +69,7 @@ def test_an_array_whose_shape_does_not_match_its_bytes_is_refused():
 
 @pytest.mark.pure
 def test_the_forged_dtype_archive_is_refused_in_process():
-    from controller.cifar import load_archive
+    from controller.data.cifar import load_archive
 
     with pytest.raises(ConfigError, match=r"refusing to unpickle dtype 'V8'"):
         load_archive(crasher("forged-dtype.tar.gz"), "evil")
@@ -84,7 +84,7 @@ def test_an_archive_that_is_not_the_layout_is_refused_before_it_is_read():
         for i in range(70):
             info.name = f"junk/{i}"
             tar.addfile(info, io.BytesIO(b""))
-    from controller.cifar import load_archive
+    from controller.data.cifar import load_archive
 
     with pytest.raises(ConfigError, match="more than 64 members"):
         load_archive(out.getvalue(), "many")

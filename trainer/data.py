@@ -3,11 +3,11 @@
 Specs (controller/settings/dataspec.py parses them):
   cifar100                          Keras' download (cached under ~/.keras/datasets)
   PATH, s3://… or http(s)://…/cifar-100-python.tar.gz   the standard archive (train/test pickles)
-  ….npz                             the arrays the controller staged once for the search (controller/dataset.py);
+  ….npz                             the arrays the controller staged once for the search (controller/data/staging.py);
                                     with CIFAR_HPO_DATA_CACHE set, kept in that folder (a node cache) by checksum
   synthetic[:N]                     N generated training images (default 5000) with learnable classes
 
-The formats themselves (archive, staged arrays, generated data) are controller/cifar.py's.
+The formats themselves (archive, staged arrays, generated data) are controller/data/cifar.py's.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.cifar import Dataset, Split, check_split, load_archive, load_npz, synthetic
+from controller.data.cifar import Dataset, Split, check_split, load_archive, load_npz, synthetic
 from controller.errors import ConfigError, TemporaryError
 from controller.settings.dataspec import SYNTHETIC_DEFAULT, parse_data_spec
 from controller.store.base import Store
@@ -113,7 +113,7 @@ def load(spec: str, store_opener: Callable[[str], Store] | None = None, cache_di
 
         return load_npz(cached(spec, read, cache_dir or os.environ.get("CIFAR_HPO_DATA_CACHE"), sha256), spec)
     if parsed.kind == "http":
-        from controller.fetch import fetch
+        from controller.data.fetch import fetch
         from controller.settings.policy import LOCAL
 
         return load_archive(verified(fetch(spec, LOCAL, "--data"), sha256, spec), spec)

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from controller.cifar import Dataset, Split
+from controller.data.cifar import Dataset, Split
 from controller.trial.contract import ResultStatus
 from trainer.data import validation_split
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.backoff import Backoff
-from controller.dataset import stage
+from controller.data.staging import stage
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.grant import trial_grants
 from controller.kube.api import KubeClient

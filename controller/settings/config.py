@@ -100,7 +100,7 @@ class TrialSection:
     data: str | None = None
     """Dataset: cifar100 (null), a cifar-100-python.tar.gz URL / path / S3 URI, synthetic[:N], or none (a trial
     program that brings its own data: nothing staged, no --data); staged once into the store when the search starts
-    (controller/dataset.py), and trials read that copy."""
+    (controller/data/staging.py), and trials read that copy."""
     data_sha256: str | None = None
     """The SHA-256 (64 hex digits) of what `data` names, checked before staging (and by every trial, of the staged
     arrays); cifar100's published hash is built in."""

@@ -7,7 +7,7 @@ first trial instead of failing every trial with it. Pure: no I/O.
   https://host/path   the standard cifar-100-python.tar.gz at a URL (http:// too)
   s3://bucket/key     the same archive in a bucket
   PATH                the same archive on a local disk (or in the trial's container)
-  ….npz               arrays staged by the controller (controller/dataset.py), a path or an s3:// URI
+  ….npz               arrays staged by the controller (controller/data/staging.py), a path or an s3:// URI
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Whoever can create a Search is not trusted with the operator's power (it creates
 A Search gets the operator's own trial settings (the chart's image, command, Job bounds) and may change them only
 within this policy; anything else is refused before a Job exists, naming the field and the rule. Data sources are
 policy too: schemes, hosts, private addresses, a size cap and a pinned checksum. Pure: the DNS lookup that the
-address rule needs is controller/fetch.py's.
+address rule needs is controller/data/fetch.py's.
 """
 
 from __future__ import annotations

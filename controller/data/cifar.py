@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.data.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 from controller.errors import ConfigError
-from controller.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 
 N_FINE, N_COARSE = 100, 20
 

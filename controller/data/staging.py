@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controller.cifar import archive_to_npz
+from controller.data.cifar import archive_to_npz
+from controller.data.fetch import fetch
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.fetch import fetch
 from controller.settings.config import Settings, with_overrides
 from controller.settings.policy import LOCAL, PolicySettings, check_data
 from controller.store.base import Store, bucket_of, create_json, get_json
