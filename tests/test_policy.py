@@ -1,6 +1,7 @@
 """The operator's policy (controller/settings/policy.py) and the dataset reader it governs
 (controller/data/fetch.py): a Search gets no more than the policy allows, and a data source cannot make the operator
-read a device, a metadata address or more than its cap. The same refusals through the real operator are in tests/test_operator.py."""
+read a device, a metadata address or more than its cap. The same refusals through the real operator are in
+tests/test_operator.py."""
 
 from __future__ import annotations
 
