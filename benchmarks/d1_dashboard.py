@@ -20,7 +20,7 @@ from typing import Any
 from common import MotoServer, machine, random_history
 
 from controller.dashboard.server import serve
-from controller.ledger import Ledger, proposal_record
+from controller.ledger.trials import Ledger, proposal_record
 from controller.store.base import dumps
 from controller.store.s3 import S3Store
 

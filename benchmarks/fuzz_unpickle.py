@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of the two readers of untrusted pickles:
 
   batch    controller.data.cifar.load_archive: the input is a CIFAR-100 batch pickle, packed as both members of a tar
-  results  controller.importer.pickle_trials: the input is a results.pkl
+  results  controller.ledger.importer.pickle_trials: the input is a results.pkl
 
 Either may only return data or raise ConfigError; any other exception, a crash (SIGSEGV) or a hang is a finding,
 saved by libFuzzer as crash-* in the working folder. Every finding becomes an entry (base64) of
@@ -24,7 +24,7 @@ import atheris
 with atheris.instrument_imports(include=["controller"]):
     from controller.data.cifar import load_archive, synthetic
     from controller.errors import ConfigError
-    from controller.importer import pickle_trials
+    from controller.ledger.importer import pickle_trials
     from controller.search.space import Space
 
 SPACE = Space.default()

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common import MotoServer, machine, random_history
 
-from controller.ledger import Ledger, proposal_record
+from controller.ledger.trials import Ledger, proposal_record
 from controller.search.suggest import Observation, hyperopt_trials
 from controller.store.base import dumps
 from controller.store.s3 import S3Store

@@ -18,7 +18,7 @@ from p2_resume import N, seed_store
 from controller.dashboard.data import SearchView
 from controller.drawer import InlineDrawer
 from controller.launcher import TrialExit, TrialLaunch
-from controller.ledger import Ledger
+from controller.ledger.trials import Ledger
 from controller.loop import SearchLoop, open_search
 from controller.publish import Publisher
 from controller.report import status_json

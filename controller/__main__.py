@@ -29,8 +29,8 @@ from controller.drawer import BackgroundDrawer
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.grant import trial_grants
 from controller.htmlreport import render
-from controller.importer import import_trials, read_source
-from controller.ledger import Ledger
+from controller.ledger.importer import import_trials, read_source
+from controller.ledger.trials import Ledger
 from controller.local_launcher import ProcessLauncher
 from controller.loop import SearchLoop, open_search
 from controller.metrics import Metrics

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from controller.errors import PermanentError, TemporaryError
 from controller.htmlreport import render
-from controller.ledger import TrialRecord
+from controller.ledger.trials import TrialRecord
 from controller.store.base import Store
 
 log = logging.getLogger(__name__)

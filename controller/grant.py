@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controller.ledger import trial_prefix
+from controller.ledger.layout import trial_prefix
 from controller.settings.config import Settings
 from controller.settings.policy import MAX_DEADLINE_SECONDS
 from controller.store.base import Signer, Store

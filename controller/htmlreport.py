@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from controller.ledger import TrialRecord, best_of
+from controller.ledger.trials import TrialRecord, best_of
 from controller.report import startup_summary
 from controller.trial.contract import TrialState
 

@@ -20,7 +20,8 @@ from typing import Any
 from controller.backoff import Backoff
 from controller.errors import ConfigError, TemporaryError
 from controller.launcher import Launcher, TrialExit, TrialLaunch
-from controller.ledger import Ledger, TrialRecord, best_of, best_record, proposal_record, trial_prefix
+from controller.ledger.layout import trial_prefix
+from controller.ledger.trials import Ledger, TrialRecord, best_of, best_record, proposal_record
 from controller.publish import Publisher, SearchStatus
 from controller.search.space import Space
 from controller.search.stopping import decide

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controller.drawer import Drawer, InlineDrawer
-from controller.ledger import TrialRecord, best_record, trial_key
+from controller.ledger.layout import trial_key
+from controller.ledger.trials import TrialRecord, best_record
 from controller.metrics import Metrics
 from controller.store.base import Store, put_json
 from controller.trial.contract import SCHEMA_VERSION, SearchState, TrialState

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from controller.ledger import Ledger, TrialRecord, best_of, trial_key, trial_prefix
+from controller.ledger.layout import trial_key, trial_prefix
+from controller.ledger.trials import Ledger, TrialRecord, best_of
 from controller.store.base import Store, get_json
 from controller.trial.contract import Origin, TrialState
 

@@ -68,7 +68,7 @@ MUTATIONS = [
       (("    if existing.get(\"seed\") != settings.search.seed:", "    if False:"),),
       "tests/test_reliability.py::test_bad_input_is_refused_naming_the_field_and_nothing_stored_is_lost"
       "[another seed for an existing search]"),
-    M("corrupt-proposal", "corrupted records are reported, never dropped", "controller/ledger.py",
+    M("corrupt-proposal", "corrupted records are reported, never dropped", "controller/ledger/trials.py",
       "a trial whose proposal.json is torn is dropped from the history",
       (("                if rec is not None:\n                    out[tid] = rec",
         "                if rec is not None and not (rec.reason or \"\").startswith(\"corrupt proposal\"):\n"

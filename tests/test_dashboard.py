@@ -18,7 +18,7 @@ from realkube import wait_for
 
 from controller.dashboard.data import SearchView, cut_epoch, importance, kinds
 from controller.dashboard.server import serve
-from controller.ledger import TrialRecord, proposal_record
+from controller.ledger.trials import TrialRecord, proposal_record
 from controller.store.base import dumps
 from controller.store.local import LocalStore, MemoryStore
 from controller.trial.contract import TrialState

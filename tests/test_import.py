@@ -8,7 +8,7 @@ import pytest
 from conftest import SEED_RESULTS, run_cli
 
 from controller.errors import ConfigError
-from controller.importer import load_trials_pickle
+from controller.ledger.importer import load_trials_pickle
 
 pytestmark = pytest.mark.e2e
 
@@ -152,8 +152,8 @@ class _FailingAfter:
 
 
 def test_an_import_that_crashed_half_way_leaves_no_pending_trial_and_a_rerun_completes_it(tmp_path):
-    from controller.importer import import_trials, read_source
-    from controller.ledger import IMPORT_INCOMPLETE, Ledger
+    from controller.ledger.importer import import_trials, read_source
+    from controller.ledger.trials import IMPORT_INCOMPLETE, Ledger
     from controller.search.space import Space
     from controller.store.uri import open_store
 

@@ -2,14 +2,8 @@ import math
 
 import pytest
 
-from controller.ledger import (
-    CHECKPOINT_KEY,
-    Ledger,
-    best_of,
-    judge_result,
-    proposal_record,
-    trial_key,
-)
+from controller.ledger.layout import CHECKPOINT_KEY, trial_key
+from controller.ledger.trials import Ledger, best_of, judge_result, proposal_record
 from controller.store.base import dumps
 
 pytestmark = pytest.mark.contract

@@ -16,7 +16,8 @@ from scripted import Plan, ScriptedLauncher
 from controller.backoff import Backoff
 from controller.drawer import InlineDrawer
 from controller.errors import TemporaryError
-from controller.ledger import Ledger, trial_key
+from controller.ledger.layout import trial_key
+from controller.ledger.trials import Ledger
 from controller.loop import SearchLoop
 from controller.publish import Publisher, SearchStatus
 from controller.settings.config import settings_from_mapping

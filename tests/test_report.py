@@ -8,7 +8,7 @@ from conftest import SEED_RESULTS, run_cli
 
 from controller.drawer import BackgroundDrawer
 from controller.htmlreport import render
-from controller.ledger import TrialRecord
+from controller.ledger.trials import TrialRecord
 from controller.store.local import MemoryStore
 
 PNG = b"\x89PNG\r\n\x1a\n"

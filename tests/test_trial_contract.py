@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import PY, ROOT, run_cli
 
-from controller.ledger import Ledger, judge_result, proposal_record
+from controller.ledger.trials import Ledger, judge_result, proposal_record
 from controller.store.base import dumps, get_json
 from controller.store.local import MemoryStore
 from controller.trial import Trial

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from controller.errors import RecordError, TemporaryError
-from controller.ledger import Ledger, TrialRecord, best_of, trial_key
+from controller.ledger.layout import trial_key
+from controller.ledger.trials import Ledger, TrialRecord, best_of
 from controller.store.base import Store, get_json
 from controller.trial.contract import VAL_FINE_ACC, TrialState
 

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from controller.dashboard.data import SearchView
-from controller.ledger import trial_key
+from controller.ledger.layout import trial_key
 from controller.report import search_names
 from controller.store.base import Store
 

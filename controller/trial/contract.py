@@ -1,7 +1,7 @@
 """The records trials and the controller exchange through the store, typed once for both sides.
 
 The trainer writes progress.json and result.json; the controller writes proposal.json, outcome.json and
-stop.json (controller/ledger.py has the layout). Field names shared by writer and reader are spelled here
+stop.json (controller/ledger/trials.py has the layout). Field names shared by writer and reader are spelled here
 only, so a rename cannot leave one side behind. Pure: no I/O.
 """
 

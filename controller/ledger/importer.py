@@ -21,7 +21,7 @@ import numpy as np
 
 from controller.data.safepickle import Opaque, restricted_loads, with_classes
 from controller.errors import ConfigError, SpaceError
-from controller.ledger import IMPORT_INCOMPLETE, Ledger, TrialRecord, curve_of, proposal_record
+from controller.ledger.trials import IMPORT_INCOMPLETE, Ledger, TrialRecord, curve_of, proposal_record
 from controller.search.space import Space
 from controller.store.base import dumps
 from controller.trial.contract import SCHEMA_VERSION, VAL_FINE_ACC, Origin, ResultStatus, TrialState

@@ -1,16 +1,4 @@
-"""Trial records ⇄ store, and the search state rebuilt from them.
-
-Layout under a search's root (one writer per key):
-  search.json                      controller, once: config + space snapshot
-  trials/<tid>/proposal.json       controller, once, before the trial starts
-  trials/<tid>/progress.json       trainer, each epoch
-  trials/<tid>/result.json         trainer, once
-  trials/<tid>/outcome.json        controller, once, when a trial ends without a usable result
-  trials/<tid>/stop.json           controller, once, before it stops a running trial (early stop, search end):
-                                   a trainer stopped without it (node drain, eviction) exits for a retry
-  trials/<tid>/trial.log           launcher, once, when the trial's process ends
-  best.json, status.json           controller, derived
-  ledger/checkpoint.json           controller, derived: the records of trials already decided
+"""Trial records ⇄ store, and the search state rebuilt from them (the keys: controller/ledger/layout.py).
 
 Decided records never change, so the checkpoint is a cache that cannot go stale: a resume reads it,
 then only the trials it does not cover. Without it (or if it is unreadable) the state is rebuilt by
@@ -28,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 from controller.errors import PermanentError, RecordError
+from controller.ledger.layout import CHECKPOINT_KEY, trial_key, trial_prefix
 from controller.store.base import Store, create_json, get_json, put_json
 from controller.trial.contract import (
     RESULT_SUMMARY,
@@ -44,19 +33,9 @@ from controller.trial.schema import check_record
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "ledger/checkpoint.json"
 # An imported trial whose result was never written (the import stopped half-way): it will never run, so
 # it is counted as ended, not left pending; running the same import again writes its result.
 IMPORT_INCOMPLETE = "import did not finish: run the same import again to complete this trial"
-
-
-def trial_prefix(tid: int) -> str:
-    # Zero-padded so that key order is trial order (S3 lists lexicographically).
-    return f"trials/{tid:06d}"
-
-
-def trial_key(tid: int, name: str) -> str:
-    return f"{trial_prefix(tid)}/{name}"
 
 
 @dataclass
