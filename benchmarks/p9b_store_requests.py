@@ -16,12 +16,12 @@ from common import MotoServer, RecordCursor, machine, random_history, s3_operati
 from p2_resume import N, seed_store
 
 from controller.dashboard.data import SearchView
-from controller.drawer import InlineDrawer
-from controller.launcher import TrialExit, TrialLaunch
+from controller.launch.protocol import TrialExit, TrialLaunch
 from controller.ledger.trials import Ledger
 from controller.loop import SearchLoop, open_search
-from controller.publish import Publisher
-from controller.report import status_json
+from controller.report.drawer import InlineDrawer
+from controller.report.publish import Publisher
+from controller.report.summary import status_json
 from controller.settings.config import settings_from_mapping
 from controller.store.base import create_json
 from controller.store.s3 import S3Store

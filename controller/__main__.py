@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from controller.dashboard.server import serve as serve_dashboard
 from controller.data.staging import stage
-from controller.drawer import BackgroundDrawer
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.grant import trial_grants
-from controller.htmlreport import render
+from controller.kube.grant import trial_grants
+from controller.launch.local import ProcessLauncher
 from controller.ledger.importer import import_trials, read_source
 from controller.ledger.trials import Ledger
-from controller.local_launcher import ProcessLauncher
 from controller.loop import SearchLoop, open_search
-from controller.metrics import Metrics
-from controller.publish import Notifier, Publisher, SearchStatus
-from controller.report import download_best, search_names, status_json, status_table
+from controller.report.drawer import BackgroundDrawer
+from controller.report.html import render
+from controller.report.metrics import Metrics
+from controller.report.publish import Notifier, Publisher, SearchStatus
+from controller.report.summary import download_best, search_names, status_json, status_table
 from controller.settings.config import Settings, read_config, settings_from_mapping, with_overrides
 from controller.settings.dataspec import parse_data_spec
 from controller.settings.resource import is_search, settings_mapping
@@ -273,8 +273,8 @@ def _lead(kube: KubeClient, settings: Settings, identity: str) -> LeaderLease | 
 def _run_on_kubernetes(settings: Settings, idle_when_done: bool = False) -> int:
     # Imported here: local mode never loads the kubernetes client.
     from controller.kube.api import KubeClient
-    from controller.kube.events import KubeNotifier
     from controller.kube.launcher import KubernetesLauncher
+    from controller.kube.single import KubeNotifier
 
     root = _root_store(settings.store.uri, settings)
     root.check()
@@ -322,7 +322,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     _setup_logging(settings.controller.log_format, args.verbose, "operator")
     from controller.kube.api import KubeClient
     from controller.kube.operator import Operator
-    from controller.metrics import Families
+    from controller.report.metrics import Families
 
     families = Families()
     if settings.controller.metrics_port:

@@ -19,10 +19,10 @@ from typing import Any
 
 from controller.backoff import Backoff
 from controller.errors import ConfigError, TemporaryError
-from controller.launcher import Launcher, TrialExit, TrialLaunch
+from controller.launch.protocol import Launcher, TrialExit, TrialLaunch
 from controller.ledger.layout import trial_prefix
 from controller.ledger.trials import Ledger, TrialRecord, best_of, best_record, proposal_record
-from controller.publish import Publisher, SearchStatus
+from controller.report.publish import Publisher, SearchStatus
 from controller.search.space import Space
 from controller.search.stopping import decide
 from controller.search.suggest import Observation, Suggester

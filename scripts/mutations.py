@@ -47,11 +47,12 @@ MUTATIONS = [
         "        alive = set()\n        self.launcher.adopt(open_tids)"),),
       "tests/test_loop.py::test_a_crash_anywhere_loses_nothing_and_runs_nothing_twice"),
     M("process-relaunch", "a restarted local controller never starts a running or unreleased trial again",
-      "controller/local_launcher.py", "a fresh ProcessLauncher starts what still runs or ended unreleased",
+      "controller/launch/local.py", "a fresh ProcessLauncher starts what still runs or ended unreleased",
       (("        if self._locked(tid) or self._unreleased_end(tid):", "        if False:"),),
       "tests/test_launcher_contract.py::test_a_new_launcher_that_launches_instead_of_adopting_still_runs_nothing_twice"
       "[process]"),
-    M("local-kills", "controller SIGKILL, local mode: nothing lost, nothing run twice", "controller/supervise.py",
+    M("local-kills", "controller SIGKILL, local mode: nothing lost, nothing run twice",
+      "controller/launch/supervise.py",
       "the supervisor does not take the trial's lock, so a restarted controller cannot tell a live trial from a dead "
       "one (the ledger, the launcher's guard and the supervisor's own check all rest on that lock)",
       (("        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n", "        pass\n"),),

@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from controller import __main__ as cli
 from controller.kube.launcher import KubernetesLauncher
+from controller.launch.local import ProcessLauncher
 from controller.ledger.trials import Ledger
-from controller.local_launcher import ProcessLauncher
 from controller.loop import SearchLoop
 
 point, _, nth = os.environ.get("CRASH_AT", ":0").partition(":")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.launcher import TrialExit, TrialLaunch
+from controller.launch.protocol import TrialExit, TrialLaunch
 from controller.store.base import create_json, put_json
 from controller.store.local import MemoryStore
 from controller.trial.contract import SCHEMA_VERSION, VAL_FINE_ACC

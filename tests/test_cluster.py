@@ -245,7 +245,7 @@ def test_a_search_runs_as_jobs_watch_driven_with_bodies_the_api_server_accepts(r
     assert spec["automountServiceAccountToken"] is False
     assert job["metadata"]["ownerReferences"][0]["name"] == f"{release.full}-search"
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
-    # Trials hold no store keys: their grant signs their own keys only (controller/grant.py).
+    # Trials hold no store keys: their grant signs their own keys only (controller/kube/grant.py).
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env) and "CIFAR_HPO_TRIAL_GRANT" in env
     # Every trial's whole log is kept in the bucket, an ok one's too (the Job's TTL takes the pod's with it).
     out = json.loads(run_cli("best", "--store", release.store, "--download", str(tmp_path / "best")).stdout)

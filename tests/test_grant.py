@@ -1,4 +1,4 @@
-"""A trial's grant (controller/grant.py) on a store that checks signatures (versitygw): the trial program does its
+"""A trial's grant (controller/kube/grant.py) on a store that checks signatures (versitygw): the trial program does its
 whole job with it, and every way it could reach past its own keys is refused by the store itself, not by our
 client. moto accepts any signature, so this runs on versitygw only; the cluster tests run grants on moto for the
 rest (tests/test_cluster.py checks trial pods carry a grant and no keys)."""
@@ -14,7 +14,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from controller.grant import trial_grants
+from controller.kube.grant import trial_grants
 from controller.settings.config import Settings
 from controller.store.s3 import S3Store
 from controller.trial.contract import GRANT_ENV

@@ -1,4 +1,4 @@
-"""The Launcher contract (controller/launcher.py), held against every launcher: local processes, Jobs on the real
+"""The Launcher contract (controller/launch/protocol.py), held against every launcher: local processes, Jobs on the real
 control plane, and the scripted launcher the in-process loop tests use (so what those tests assume is what
 the real ones do).
 
@@ -17,7 +17,7 @@ import pytest
 from realkube import wait_for
 from scripted import Plan, Platform, ScriptedLauncher
 
-from controller.launcher import Launcher, TrialExit, TrialLaunch
+from controller.launch.protocol import Launcher, TrialExit, TrialLaunch
 from controller.store.local import MemoryStore
 
 pytestmark = pytest.mark.contract
@@ -45,7 +45,7 @@ class Harness:
         """A new instance (a restarted controller). unplaceable: its trials ask for more than the node has."""
         made: Launcher
         if self.kind == "process":
-            from controller.local_launcher import ProcessLauncher
+            from controller.launch.local import ProcessLauncher
 
             made = ProcessLauncher(self.folder / "work", poll_seconds=0.05)
         elif self.kind == "kubernetes":

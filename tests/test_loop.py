@@ -14,12 +14,12 @@ import pytest
 from scripted import Plan, ScriptedLauncher
 
 from controller.backoff import Backoff
-from controller.drawer import InlineDrawer
 from controller.errors import TemporaryError
 from controller.ledger.layout import trial_key
 from controller.ledger.trials import Ledger
 from controller.loop import SearchLoop
-from controller.publish import Publisher, SearchStatus
+from controller.report.drawer import InlineDrawer
+from controller.report.publish import Publisher, SearchStatus
 from controller.settings.config import settings_from_mapping
 from controller.store.base import get_json
 from controller.store.local import MemoryStore
@@ -121,7 +121,7 @@ def test_a_launcher_reporting_a_trial_without_a_proposal_is_ignored_not_a_crash(
     """Fails before the fix: _collect used the None record of an unknown trial (AttributeError)."""
     root = MemoryStore()
     launcher = ScriptedLauncher(root)
-    from controller.launcher import TrialExit
+    from controller.launch.protocol import TrialExit
 
     launcher.platform.ended[99] = TrialExit(99, 0)  # a stray Job of this search's labels, with no proposal.json
     status = _loop(_settings({"maxTrials": 2}), root, launcher).run()

@@ -6,9 +6,9 @@ import os
 import pytest
 from conftest import SEED_RESULTS, run_cli
 
-from controller.drawer import BackgroundDrawer
-from controller.htmlreport import render
 from controller.ledger.trials import TrialRecord
+from controller.report.drawer import BackgroundDrawer
+from controller.report.html import render
 from controller.store.local import MemoryStore
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from controller.dashboard.data import SearchView
 from controller.ledger.layout import trial_key
-from controller.report import search_names
+from controller.report.summary import search_names
 from controller.store.base import Store
 
 log = logging.getLogger(__name__)

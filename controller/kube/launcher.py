@@ -43,7 +43,7 @@ from controller.kube.jobs import (
 )
 from controller.kube.objects import Job, OwnerRef, Pod
 from controller.kube.watch import Watcher
-from controller.launcher import TrialExit, TrialLaunch, log_tail
+from controller.launch.protocol import TrialExit, TrialLaunch, log_tail
 from controller.settings.kube import KubeSettings
 from controller.trial.contract import DEADLINE_ENV
 
@@ -61,7 +61,7 @@ class KubernetesLauncher:
     def __init__(self, kube: KubeClient, settings: KubeSettings, search: str, owner: OwnerRef | None = None,
                  grants: Callable[[int], dict[str, str]] | None = None):
         """owner: what owns the trial Jobs (the operator's Search); else the release's ConfigMap, if configured.
-        grants: tid → the environment giving that trial its store access (controller/grant.py); with it, trial pods
+        grants: tid → the environment giving that trial its store access (controller/kube/grant.py); with it, trial pods
         get no store credentials."""
         self.kube = kube
         self.s = settings

@@ -23,14 +23,14 @@ from typing import Any
 from controller.backoff import Backoff
 from controller.data.staging import stage
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.grant import trial_grants
 from controller.kube.api import KubeClient
+from controller.kube.grant import trial_grants
 from controller.kube.launcher import KubernetesLauncher
 from controller.kube.objects import OwnerRef
 from controller.kube.search_status import SearchStatusWriter
 from controller.kube.watch import Watcher
 from controller.loop import SearchLoop
-from controller.publish import Notifier, Publisher
+from controller.report.publish import Notifier, Publisher
 from controller.settings.config import Settings
 from controller.settings.policy import PolicyError, check_data, check_job
 from controller.settings.resource import API_VERSION, KIND, budget_change, settings_of

@@ -199,7 +199,7 @@ class Settings:
         if self.store.region:
             env["AWS_DEFAULT_REGION"] = self.store.region
         if self.store.ca_bundle:
-            env["AWS_CA_BUNDLE"] = self.store.ca_bundle  # boto3 reads it; so does a trial's grant (controller/grant.py)
+            env["AWS_CA_BUNDLE"] = self.store.ca_bundle  # boto3 reads it; so does a trial's grant store
         return env
 
 

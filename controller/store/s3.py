@@ -129,7 +129,7 @@ class S3Store:
             raise self._error(e, f"list {prefix}") from e
 
     def presign(self, method: str, key: str, expires_s: int) -> str:
-        """A URL that allows one request on one key until it expires (controller/grant.py): GET, HEAD, PUT, or
+        """A URL that allows one request on one key until it expires (controller/kube/grant.py): GET, HEAD, PUT, or
         CREATE (a PUT that must carry If-None-Match: *, which the signature covers)."""
         operation = {"GET": "get_object", "HEAD": "head_object", "PUT": "put_object", "CREATE": "put_object"}[method]
         params = {"Bucket": self.bucket, "Key": self.prefix + key}

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from controller.ledger.trials import TrialRecord, best_of
-from controller.report import startup_summary
+from controller.report.summary import startup_summary
 from controller.trial.contract import TrialState
 
 COLORS = {TrialState.OK: "#1f77b4", TrialState.STOPPED: "#ff7f0e", TrialState.FAILED: "#d62728"}

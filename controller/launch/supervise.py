@@ -1,4 +1,4 @@
-"""Runs one trial's command and records how it ended: `python -m controller.supervise DIR -- CMD...`.
+"""Runs one trial's command and records how it ended: `python -m controller.launch.supervise DIR -- CMD...`.
 
 It outlives a crashed controller (its own session), holds DIR/lock for the trial's lifetime (the trial
 inherits the lock, so it stays held even if this supervisor is killed) and writes DIR/exit.json when the
@@ -29,7 +29,7 @@ def _describe(code: int) -> tuple[int, str | None]:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        sys.stderr.write("usage: python -m controller.supervise DIR -- COMMAND [ARGS...]\n")
+        sys.stderr.write("usage: python -m controller.launch.supervise DIR -- COMMAND [ARGS...]\n")
         return 2
     d = Path(argv[0])
     d.mkdir(parents=True, exist_ok=True)

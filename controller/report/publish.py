@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controller.drawer import Drawer, InlineDrawer
 from controller.ledger.layout import trial_key
 from controller.ledger.trials import TrialRecord, best_record
-from controller.metrics import Metrics
+from controller.report.drawer import Drawer, InlineDrawer
+from controller.report.metrics import Metrics
 from controller.store.base import Store, put_json
 from controller.trial.contract import SCHEMA_VERSION, SearchState, TrialState
 

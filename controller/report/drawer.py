@@ -20,8 +20,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
 from controller.errors import PermanentError, TemporaryError
-from controller.htmlreport import render
 from controller.ledger.trials import TrialRecord
+from controller.report.html import render
 from controller.store.base import Store
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""ProcessLauncher (local mode): each trial a local process under a small supervisor (controller.supervise)
+"""ProcessLauncher (local mode): each trial a local process under a small supervisor (controller.launch.supervise)
 that survives a controller crash: it holds a lock for the trial's lifetime and leaves the exit status in a
 file. A restarted controller therefore adopts running trials (lock held), collects finished ones (exit file)
 and relaunches only trials that left no trace — never a second copy of a live one.
@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from controller.launcher import TrialExit, TrialLaunch, log_tail
+from controller.launch.protocol import TrialExit, TrialLaunch, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ProcessLauncher:
         # A relaunch (the first attempt left no trace) starts from a clean slate.
         (d / "exit.json").unlink(missing_ok=True)
         (d / "released").unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "controller.supervise", str(d), "--", *trial.argv]
+        cmd = [sys.executable, "-m", "controller.launch.supervise", str(d), "--", *trial.argv]
         with open(d / "trial.log", "ab") as logf:
             child = subprocess.Popen(cmd, env={**os.environ, **trial.env}, stdin=subprocess.DEVNULL, stdout=logf,
                                      stderr=subprocess.STDOUT, start_new_session=True)
