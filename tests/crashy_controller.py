@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from controller import __main__ as cli
+from controller import cli
 from controller.kube.launcher import KubernetesLauncher
 from controller.launch.local import ProcessLauncher
 from controller.ledger.trials import Ledger

@@ -1,7 +1,8 @@
 import pytest
 
 from controller.errors import ConfigError
-from controller.settings.config import Settings, load_settings, settings_from_mapping, with_overrides
+from controller.settings.config import Settings, settings_from_mapping, with_overrides
+from controller.settings.resource import load_settings
 
 pytestmark = pytest.mark.pure
 
@@ -60,16 +61,14 @@ def test_a_search_manifest_is_a_config_file_too(tmp_path):
     """One file describes a search everywhere: examples/search.yaml as `run --local --config`."""
     from conftest import ROOT
 
-    from controller.__main__ import _load
-
-    s = _load(str(ROOT / "examples" / "search.yaml")).validate()
+    s = load_settings(str(ROOT / "examples" / "search.yaml")).validate()
     assert s.search.name == "asha-goal" and s.search.goal == 0.7 and s.early_stopping.rule == "asha"
     assert s.kube.gpu_count == 1 and s.trial.extra_args == ["--patience", "15"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: cifar-hpo.io/v1alpha1\nkind: Search\nmetadata: {name: x}\n"
                    "spec: {trial: {gpuCnt: 1}}\n")
     with pytest.raises(ConfigError, match=r"spec\.trial\.gpuCnt: unknown key"):
-        _load(str(bad))
+        load_settings(str(bad))
 
 
 def test_the_committed_crd_is_the_one_the_settings_generate():

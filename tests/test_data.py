@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from controller import cifar
+from controller.data import cifar
 from controller.errors import ConfigError
 from trainer import data
 

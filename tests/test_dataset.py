@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from controller import cifar
+from controller.data import cifar
 from trainer import data
 
 pytestmark = pytest.mark.e2e

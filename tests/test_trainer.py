@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import PY, ROOT, SEED_RESULTS
 
-from controller import cifar
+from controller.data import cifar
 from trainer import data
 
 pytestmark = pytest.mark.e2e

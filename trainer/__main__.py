@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.store.base import Store, get_json
+from controller.store.base import TrialStore, get_json
 from controller.trial import open_trial, patiently
 from controller.trial.contract import (
     DEADLINE_ENV,
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, proposal: dict[str, Any], reporter: Reporter, stop: threading.Event,
-         data_opener: Callable[[str], Store] | None) -> int:
+         data_opener: Callable[[str], TrialStore] | None) -> int:
     from trainer.train import process_seconds
 
     imports_s = process_seconds()  # the interpreter's start and every import, TensorFlow's above all

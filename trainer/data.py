@@ -24,7 +24,7 @@ import numpy as np
 from controller.data.cifar import Dataset, Split, check_split, load_archive, load_npz, synthetic
 from controller.errors import ConfigError, TemporaryError
 from controller.settings.dataspec import SYNTHETIC_DEFAULT, parse_data_spec
-from controller.store.base import Store
+from controller.store.base import TrialStore
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ def cached(uri: str, read: Callable[[], bytes], cache_dir: str | None, sha256: s
     return data
 
 
-def load(spec: str, store_opener: Callable[[str], Store] | None = None, cache_dir: str | None = None,
+def load(spec: str, store_opener: Callable[[str], TrialStore] | None = None, cache_dir: str | None = None,
          sha256: str | None = None) -> Dataset:
-    """Resolve a data spec. store_opener(uri) → Store reads from S3 (injected: tests, a trial's grant); cache_dir is
+    """Resolve a data spec. store_opener(uri) → a store read from S3 (injected: tests, a trial's grant); cache_dir is
     the node cache for staged arrays (default: $CIFAR_HPO_DATA_CACHE); sha256: what the bytes must hash to."""
     parsed = parse_data_spec(spec)
     if parsed.kind == "cifar100":

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.store.base import Store
+from controller.store.base import TrialStore
 from controller.trial import Trial
 
 
 class Reporter(Trial):
-    def __init__(self, store: Store, tid: int, proposal: Mapping[str, Any] | None = None):
+    def __init__(self, store: TrialStore, tid: int, proposal: Mapping[str, Any] | None = None):
         super().__init__(store, proposal or {"tid": tid, "params": {}})
 
     def model(self, data: bytes) -> None:

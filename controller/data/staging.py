@@ -16,11 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from controller.data.cifar import archive_to_npz
 from controller.data.fetch import fetch
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.settings.config import Settings, with_overrides
+from controller.settings.dataspec import parse_data_spec
 from controller.settings.policy import LOCAL, PolicySettings, check_data
 from controller.store.base import Store, bucket_of, create_json, get_json
 from controller.store.uri import open_store
@@ -132,3 +134,27 @@ def _digest_key(digest: str) -> str:
 
 def _uri(root: Store, digest: str) -> str:
     return f"{root.uri.rstrip('/')}/{_key(digest)}"
+
+
+def staged_settings(settings: Settings, root: Store) -> Settings:
+    """The dataset fetched and checked once, kept in the store; trials get the staged copy as their --data."""
+    staged = stage(settings.trial.data, settings.trial.data_sha256, root)
+    return settings if staged is None else staged.settings(settings)
+
+
+def check_source_exists(settings: Settings) -> None:
+    """What can be refused before anything is written: a local file that is not there, or staged arrays (.npz,
+    which staging does not read) missing from their bucket. A source that staging fetches (cifar100, a URL, an
+    s3:// archive) is checked by that fetch, once."""
+    if settings.trial.data is None:
+        return
+    spec = parse_data_spec(settings.trial.data, FIELD)
+    if spec.kind in ("path", "npz") and not spec.spec.startswith("s3://"):
+        if not Path(spec.spec).expanduser().is_file():
+            raise ConfigError(f"{FIELD}: no file at {spec.spec}; give the path of "
+                              "cifar-100-python.tar.gz, or cifar100 / synthetic[:N]")
+    elif spec.kind == "npz":
+        parent, _, name = spec.spec.rpartition("/")
+        if not open_store(parent, **settings.store.options()).exists(name):
+            raise ConfigError(f"{FIELD}: no staged arrays at {spec.spec}; give the archive instead "
+                              "and the controller stages it")

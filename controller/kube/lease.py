@@ -4,6 +4,7 @@ background, handed back on a clean exit (client-go's leader election does the sa
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -117,3 +118,18 @@ class LeaderLease:
                 # Best effort: the Lease then expires on its own.
                 log.warning("could not release Lease %s: %s", self.name, e)
                 return
+
+
+def take_lease(kube: KubeClient, name: str | None, seconds: int) -> LeaderLease | None:
+    """Take the named Lease, waiting while another controller holds it; None when no Lease is configured. Losing
+    it later ends this process at once (exit 4), so that only one controller ever acts."""
+    if not name:
+        return None
+
+    def lost() -> None:
+        log.error("lost the leader Lease: exiting so that only one controller acts")
+        os._exit(4)
+
+    lease = LeaderLease(kube, name, kube.identity, seconds, lost)
+    lease.acquire()
+    return lease

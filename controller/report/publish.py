@@ -15,6 +15,7 @@ from controller.ledger.layout import trial_key
 from controller.ledger.trials import TrialRecord, best_record
 from controller.report.drawer import Drawer, InlineDrawer
 from controller.report.metrics import Metrics
+from controller.settings.config import Settings
 from controller.store.base import Store, put_json
 from controller.trial.contract import SCHEMA_VERSION, SearchState, TrialState
 
@@ -36,6 +37,11 @@ class SearchStatus:
     @property
     def budget_left(self) -> int:
         return max(0, self.budget - self.finished)
+
+    @property
+    def exit_code(self) -> int:
+        """`run`'s exit code for this end: 0 when the search succeeded or reached its goal, else 3."""
+        return 0 if self.state in (SearchState.SUCCEEDED, SearchState.GOAL_REACHED) else 3
 
     def to_json(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "state": self.state, "reason": self.reason, "counts": self.counts,
@@ -139,3 +145,14 @@ class Publisher:
     def error(self) -> None:
         if self.metrics:
             self.metrics.error()
+
+
+def search_publisher(settings: Settings, store: Store, on_change: Callable[[SearchStatus], None] | None = None,
+                     notifier: Notifier | None = None) -> Publisher:
+    """The Publisher of one search run by `run` (local or on a cluster), its metrics served when a port is set."""
+    metrics = None
+    if settings.controller.metrics_port:
+        metrics = Metrics(settings.search.name)
+        metrics.serve(settings.controller.metrics_port)
+    return Publisher(store, settings.search.name, notifier=notifier, metrics=metrics,
+                     report_seconds=settings.controller.report_seconds, on_change=on_change)

@@ -92,6 +92,12 @@ class StoreSection:
             raise ConfigError("store.uri: required, e.g. ./runs or s3://my-bucket/searches")
         limits.check(self, "store")
 
+    def options(self) -> dict[str, Any]:
+        """How to reach a store: open_store(uri, **options()) (controller/store/uri.py) with this section's endpoint,
+        TLS and S3 settings."""
+        return {"endpoint_url": self.endpoint_url, "region": self.region, "timeout_s": self.timeout_seconds,
+                "addressing_style": self.addressing_style, "checksums": self.checksums, "ca_bundle": self.ca_bundle}
+
 
 @dataclass(frozen=True)
 class TrialSection:
@@ -261,10 +267,6 @@ def settings_from_mapping(data: Mapping[str, Any] | None, base: Settings = Setti
 
     settings: Settings = _overlay(Settings, data or {}, "", base, "section", section)
     return settings
-
-
-def load_settings(path: str | Path | None) -> Settings:
-    return Settings() if path is None else settings_from_mapping(read_config(path))
 
 
 def read_config(path: str | Path) -> Any:

@@ -15,13 +15,14 @@ import textwrap
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from controller.errors import ConfigError
 from controller.limits import camel
 from controller.search.stopping import StoppingSettings
 from controller.search.suggest import SuggestSettings
-from controller.settings.config import SearchSection, Settings, TrialSection, settings_from_mapping
+from controller.settings.config import SearchSection, Settings, TrialSection, read_config, settings_from_mapping
 from controller.settings.kube import KubeSettings
 
 GROUP = "cifar-hpo.io"
@@ -40,6 +41,14 @@ SPEC_SECTIONS = {"search": SearchSection, "tpe": SuggestSettings, "earlyStopping
 # (its space, seed, folder) is refused, since the records would no longer fit it.
 BUDGET_FIELDS = ("max_trials", "max_failed_trials", "parallelism", "goal")
 FIXED_FIELDS = ("name", "seed", "space")
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """A config file, or a Search manifest (kind: Search): one file describes a search on a cluster and here."""
+    if path is None:
+        return Settings()
+    doc = read_config(path)
+    return settings_from_mapping(settings_mapping(doc) if is_search(doc) else doc)
 
 
 def is_search(doc: Any) -> bool:

@@ -55,7 +55,7 @@ class Signer(Protocol):
     def presign(self, method: str, key: str, expires_s: int) -> str: ...
 
 
-def bucket_of(store: Store) -> str | None:
+def bucket_of(store: TrialStore) -> str | None:
     """The S3 bucket a store lives in; None for a directory store."""
     return store.uri[len("s3://"):].partition("/")[0] if store.uri.startswith("s3://") else None
 
@@ -79,14 +79,14 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def get_json(store: Store, key: str) -> Any | None:
+def get_json(store: TrialStore, key: str) -> Any | None:
     data = store.get(key)
     return None if data is None else loads(data, key)
 
 
-def put_json(store: Store, key: str, record: Any) -> None:
+def put_json(store: TrialStore, key: str, record: Any) -> None:
     store.put(key, dumps(record))
 
 
-def create_json(store: Store, key: str, record: Any) -> bool:
+def create_json(store: TrialStore, key: str, record: Any) -> bool:
     return store.create(key, dumps(record))
