@@ -108,13 +108,10 @@ for name in "${wanted[@]}"; do
       tag="$(inputs_hash tests/images/Dockerfile.objective tests/objective.py)-${ctrl_ref##*:}"
       image objective "${tag:0:40}" -f "$root/tests/images/Dockerfile.objective" \
         --build-arg "CONTROLLER_IMAGE=$ctrl_ref" "$root" ;;
-    digits)  # examples/digits: the second trainer (scikit-learn), on the controller image like the test image
+    digits)  # examples/digits: the second trainer (scikit-learn) on slim Python and the base install alone
       ensure_base
-      read -r ctrl_ref ctrl_archive < <(image controller "$controller_tag" -f "$root/Dockerfile.controller" "$root")
-      "${podman[@]}" image exists "$ctrl_ref" || "${podman[@]}" load -q -i "$ctrl_archive" >/dev/null
-      tag="$(inputs_hash examples/digits/Dockerfile examples/digits/trainer.py)-${ctrl_ref##*:}"
-      image digits "${tag:0:40}" -f "$root/examples/digits/Dockerfile" --build-arg "CONTROLLER_IMAGE=$ctrl_ref" \
-        "$root" ;;
+      image digits "$(inputs_hash examples/digits/Dockerfile examples/digits/trainer.py "${py_inputs[@]}")" \
+        -f "$root/examples/digits/Dockerfile" "$root" ;;
     pause)
       command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
       src="$(cd "$root/scripts/k8s" && GOTOOLCHAIN=local GOWORK=off go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"

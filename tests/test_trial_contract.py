@@ -1,5 +1,5 @@
 """The trial contract (docs/TRIAL_CONTRACT.md): its JSON Schemas, the trial library every trial program uses
-(controller/trial.py), and a second trainer that is not Keras (examples/digits) run as a search."""
+(controller/trial/), and a second trainer that is not Keras (examples/digits) run as a search."""
 
 from __future__ import annotations
 
@@ -174,3 +174,55 @@ def test_the_digits_trainer_fails_a_bad_point_at_once_naming_it(tmp_path):
                        capture_output=True, text=True, env=os.environ)
     assert p.returncode == EXIT_BAD_INPUT, p.stderr
     assert json.loads((store / "result.json").read_text())["error"] == "params.hidden: 2 is not a number in [4, 512]"
+
+
+USER_PROGRAM = """\
+import sys
+
+from controller import trial
+
+t = trial.start()
+x = t.params["x"]
+for step in range(1, 4):
+    t.report(step, objective=1.0 - (x - 0.3) ** 2 - 0.1 / step)
+    if t.should_stop():
+        break
+sys.exit(t.finish())
+"""
+
+
+@pytest.mark.e2e
+def test_a_trial_program_on_the_base_install_alone_runs_a_whole_local_search(tmp_path):
+    """The base distribution is the trial library with no dependency: installed by itself (--no-index: nothing else
+    can come) into a virtualenv, it runs a user's program as every trial of a search the controller drives."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([PY, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+                   check=True, capture_output=True, text=True)
+    base = tmp_path / "base"
+    subprocess.run([sys.executable, "-m", "venv", str(base)], check=True)
+    py = str(base / "bin" / "python")
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-index", *map(str, wheels.glob("*.whl"))], check=True,
+                   capture_output=True, text=True)
+    installed = subprocess.run([py, "-m", "pip", "list", "--format", "json"], check=True, capture_output=True,
+                               text=True).stdout
+    assert {p["name"] for p in json.loads(installed)} <= {"cifar-hpo", "pip", "setuptools"}, installed
+    # The operator's modules are in the wheel but cannot run there: the environment really lacks their packages.
+    lacks = subprocess.run([py, "-c", "import controller.search.suggest"], cwd=tmp_path, capture_output=True, text=True)
+    assert "ModuleNotFoundError: No module named 'numpy'" in lacks.stderr, lacks.stderr
+    program = tmp_path / "program.py"
+    program.write_text(USER_PROGRAM)
+    config = tmp_path / "search.yaml"
+    config.write_text(json.dumps({
+        "search": {"name": "user", "maxTrials": 4, "parallelism": 2, "space": {"x": {"dist": "uniform", "low": 0,
+                                                                                        "high": 1}}},
+        "tpe": {"nStartupJobs": 2},
+        "trial": {"command": [py, str(program)], "data": "none"},
+        "local": {"pollSeconds": 0.1}}))
+    store = tmp_path / "runs"
+    out = run_cli("run", "--local", "--config", str(config), "--store", str(store))
+    assert json.loads(out.stdout)["finished"] == 4
+    doc = json.loads(run_cli("status", "--store", str(store), "--json").stdout)
+    assert [t["state"] for t in doc["trials"]] == ["ok"] * 4, doc["trials"]
+    for t in doc["trials"]:
+        x = t["params"]["x"]
+        assert t["objective"] == pytest.approx(1.0 - (x - 0.3) ** 2 - 0.1 / 3)  # the last step is the best
