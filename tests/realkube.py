@@ -112,18 +112,23 @@ class Kube:
         return path
 
     def install_rbac(self, ns: str, release: str, values: list[str] = ()) -> dict[str, Any]:
-        """The chart's ServiceAccounts, Role, RoleBinding and ConfigMaps, applied into ns (no Deployment): for
-        tests that run the controller themselves, as the chart's ServiceAccount. Returns the rendered config."""
-        shown = ("serviceaccounts.yaml", "rbac.yaml", "configmap-search.yaml", "configmap-status.yaml")
+        """The chart's ServiceAccounts, Role, RoleBinding and config ConfigMap, applied into ns (no Deployment): for
+        tests that run the controller themselves, as the chart's ServiceAccount; with what one search run without the
+        operator (controller/kube/single.py) needs beyond the chart. Returns the rendered config, set for that mode."""
+        shown = ("serviceaccounts.yaml", "rbac.yaml", "configmap-search.yaml")
         rendered = self.helm("template", release, "charts/", "-n", ns, *values,
                              *[a for f in shown for a in ("--show-only", f"templates/{f}")])
         docs = [d for d in yaml.safe_load_all(rendered) if d]
+        search_cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-search"))
+        full = search_cm["metadata"]["name"].removesuffix("-search")
+        docs += _single_search_plumbing(full)
         manifest = Path(f"/tmp/rbac-{ns}-{release}.yaml")
         manifest.write_text(yaml.safe_dump_all(docs))
         self.kubectl("apply", "-n", ns, "-f", str(manifest))
         manifest.unlink()
-        search_cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-search"))
-        return yaml.safe_load(search_cm["data"]["search.yaml"])
+        config: dict[str, Any] = yaml.safe_load(search_cm["data"]["search.yaml"])
+        config["kube"].update(ownerConfigMap=f"{full}-search", statusConfigMap=f"{full}-status")
+        return config
 
     def secret(self, ns: str, name: str, data: dict[str, str]) -> None:
         self.core.create_namespaced_secret(ns, {"metadata": {"name": name}, "stringData": data})
@@ -371,3 +376,18 @@ def start_cluster(state_dir: Path, gpus: int = 2, index: int = 0) -> subprocess.
         # The tail in the error itself: a CI log is often all there is of a failed start.
         raise RuntimeError(f"localkube did not start; the end of {log}:\n{log.read_text(errors='replace')[-4000:]}")
     return proc
+
+
+def _single_search_plumbing(full: str) -> list[dict[str, Any]]:
+    """What `controller run` on a cluster (one search, no operator) needs that the chart does not carry: the right to
+    read the ConfigMap that owns its Jobs and to patch the status ConfigMap it keeps current, and that ConfigMap."""
+    names = [f"{full}-search", f"{full}-status"]
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": f"{full}-single"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": names,
+                       "verbs": ["get", "patch"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": f"{full}-single"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{full}-single"},
+               "subjects": [{"kind": "ServiceAccount", "name": f"{full}-controller"}]}
+    status = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{full}-status"}}
+    return [role, binding, status]

@@ -86,7 +86,8 @@ def test_the_chart_and_the_controller_agree_on_the_config():
     s = _settings(render(VALUE_SETS["minio-existing-secret"]))
     assert s.store.uri == "s3://hpo-bucket/searches" and s.store.endpoint_url == "http://minio.minio:9000"
     assert s.kube.s3_secret_name == "s3-creds" and s.kube.namespace == "ml"
-    assert s.kube.owner_config_map == "cifar-hpo-search" and s.kube.lease_name == "cifar-hpo-controller"
+    assert s.kube.owner_config_map is None and s.kube.status_config_map is None  # the operator's Jobs: their Search's
+    assert s.kube.lease_name == "cifar-hpo-controller"
     s = _settings(render(VALUE_SETS["custom-space"]))
     assert s.search.name == "narrow" and s.search.goal == 0.7
     assert sorted(s.space().spec) == ["batch_size", "lr_rate_mult"]
@@ -109,7 +110,6 @@ def test_rbac_is_namespaced_and_exactly_the_verbs_used():
         ("", "events", ()): ["create"],
         ("cifar-hpo.io", "searches", ()): ["get", "list", "watch"],
         ("cifar-hpo.io", "searches/status", ()): ["patch"],
-        ("", "configmaps", ("cifar-hpo-search", "cifar-hpo-status")): ["get", "patch"],
         ("coordination.k8s.io", "leases", ()): ["create"],
         ("coordination.k8s.io", "leases", ("cifar-hpo-controller",)): ["get", "update"],
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -195,8 +196,11 @@ sys.exit(t.finish())
 def test_a_trial_program_on_the_base_install_alone_runs_a_whole_local_search(tmp_path):
     """The base distribution is the trial library with no dependency: installed by itself (--no-index: nothing else
     can come) into a virtualenv, it runs a user's program as every trial of a search the controller drives."""
-    wheels = tmp_path / "wheels"
-    subprocess.run([PY, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+    src, wheels = tmp_path / "src", tmp_path / "wheels"  # built from a copy, as the images are: no build/ here
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "controller", "trainer"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, src / name)
+    subprocess.run([PY, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
                    check=True, capture_output=True, text=True)
     base = tmp_path / "base"
     subprocess.run([sys.executable, "-m", "venv", str(base)], check=True)

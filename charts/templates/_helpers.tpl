@@ -108,8 +108,6 @@ kube:
   cacheSizeLimit: {{ .Values.trainer.cacheSizeLimit | quote }}
   dataCacheClaim: {{ .Values.trainer.dataCache.existingClaim | default nil | toJson }}
   dataCacheHostPath: {{ .Values.trainer.dataCache.hostPath | default nil | toJson }}
-  ownerConfigMap: {{ printf "%s-search" $full | quote }}
-  statusConfigMap: {{ printf "%s-status" $full | quote }}
   leaseName: {{ printf "%s-controller" $full | quote }}
   leaseSeconds: {{ .Values.controller.leaseSeconds }}
   resyncSeconds: {{ .Values.controller.resyncSeconds }}
