@@ -135,6 +135,21 @@ MUTATIONS = [
       "a run that deselected tests is accepted",
       (("SELECTING = (\"markexpr\", \"keyword\", \"deselect\",", "SELECTING = (\"markexpr\", \"keyword\","),),
       "tests/test_reliability_page.py::test_the_page_generator_refuses_a_failed_partial_or_selected_run"),
+    M("trial-proposal-schema", "a trial refuses a proposal that breaks the contract's schema, naming the field",
+      "controller/trial/__init__.py", "start() does not check proposal.json against its schema",
+      (("""    problem = check_record("proposal", proposal)
+    if problem:
+        raise ConfigError(f"{store.uri}/proposal.json: {problem}")""", "    problem = None"),),
+      "tests/test_trainer.py::test_a_proposal_breaking_the_contracts_schema_is_refused_before_any_work"),
+    M("base-install-deps", "the base install is the trial library with no dependency", "pyproject.toml",
+      "the base distribution needs a third-party package",
+      (("dependencies = []", 'dependencies = ["pyyaml>=6.0"]'),),
+      "tests/test_trial_contract.py::test_a_trial_program_on_the_base_install_alone_runs_a_whole_local_search"),
+    M("legacy-series-first", "a trial's curve is the contract's objective series", "controller/ledger/legacy.py",
+      "an older record's CIFAR series is read before the contract's objective series",
+      (('return history.get("objective") or history.get(V1_CIFAR_OBJECTIVE)',
+        'return history.get(V1_CIFAR_OBJECTIVE) or history.get("objective")'),),
+      "tests/test_ledger.py::test_the_objective_curve_is_the_contracts_series_and_an_older_records_cifar_series"),
 ]
 
 

@@ -96,7 +96,7 @@ def main() -> int:
         curve.append(final * (1 - 0.5 ** (epoch * speed)))
         try:  # as the trainer: progress is advisory, a store outage does not end the trial
             put_json(store, "progress.json", {"schema_version": 1, "tid": tid, "epoch": epoch,
-                                              "history": {"val_fine_outputs_acc": curve}})
+                                              "history": {"objective": curve}})
         except TemporaryError as e:
             print(f"trial {tid}: progress.json not written ({e})", file=sys.stderr)
     _wait_for_gate(tid, stopped)
@@ -119,7 +119,7 @@ def main() -> int:
     status = "stopped" if stopped["flag"] else "ok"
     result = {"schema_version": 1, "tid": tid, "status": status, "objective": max(curve),
               "val_fine_accuracy": max(curve), "epochs_run": len(curve), "finished_at": time.time(),
-              "history": {"val_fine_outputs_acc": curve}}
+              "history": {"objective": curve}}
     if fault == "nan":
         result["objective"] = float("nan")
         store.put("result.json", json.dumps(result).encode())  # NaN on purpose: not valid JSON

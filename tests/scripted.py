@@ -18,7 +18,7 @@ from typing import Any
 from controller.launch.protocol import TrialExit, TrialLaunch
 from controller.store.base import create_json, put_json
 from controller.store.local import MemoryStore
-from controller.trial.contract import SCHEMA_VERSION, VAL_FINE_ACC
+from controller.trial.contract import SCHEMA_VERSION
 
 
 @dataclass
@@ -152,7 +152,7 @@ class ScriptedLauncher:
         run.epoch += 1
         curve = run.plan.curve[:run.epoch]
         put_json(store, "progress.json", {"schema_version": SCHEMA_VERSION, "tid": tid, "epoch": run.epoch,
-                                          "history": {VAL_FINE_ACC: curve}, "updated_at": time.time()})
+                                          "history": {"objective": curve}, "updated_at": time.time()})
         if run.epoch < len(run.plan.curve):
             return
         if run.plan.result:
@@ -162,7 +162,7 @@ class ScriptedLauncher:
     def _result(self, store: MemoryStore, tid: int, status: str, curve: list[float | None]) -> None:
         finite = [v for v in curve if v is not None]
         doc = {"schema_version": SCHEMA_VERSION, "tid": tid, "status": status, "finished_at": time.time(),
-               "objective": max(finite) if finite else None, "history": {VAL_FINE_ACC: curve},
+               "objective": max(finite) if finite else None, "history": {"objective": curve},
                "epochs_run": len(curve)}
         if status == "fail":
             doc["error"] = "the script failed it"

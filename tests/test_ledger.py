@@ -3,7 +3,7 @@ import math
 import pytest
 
 from controller.ledger.layout import CHECKPOINT_KEY, trial_key
-from controller.ledger.trials import Ledger, best_of, judge_result, proposal_record
+from controller.ledger.trials import Ledger, best_of, curve_of, judge_result, proposal_record
 from controller.store.base import dumps
 
 pytestmark = pytest.mark.contract
@@ -82,3 +82,14 @@ def test_outcome_overrides_an_unusable_result(store):
                           "last output: last words")
     again = ledger.record_failure(ledger.read_trial(0), 0, None, "")  # a second controller: the first decision stands
     assert again.reason == rec.reason
+
+
+def test_the_objective_curve_is_the_contracts_series_and_an_older_records_cifar_series():
+    """A record of today carries `objective`; one written before it had that series (the seed's, the CIFAR trainer's
+    before it ran on the trial library) is read through its validation fine accuracy; `objective` wins when both are
+    there, and nothing else is taken for a curve."""
+    assert curve_of({"history": {"objective": [0.1, float("nan"), 0.3]}}) == [0.1, None, 0.3]
+    assert curve_of({"history": {"val_fine_outputs_acc": [0.2, 0.4]}}) == [0.2, 0.4]
+    assert curve_of({"history": {"objective": [0.5], "val_fine_outputs_acc": [0.9]}}) == [0.5]
+    assert curve_of({"history": {"val_coarse_outputs_acc": [0.9], "loss": [1.0]}}) == []
+    assert curve_of({"history": "nope"}) == [] and curve_of(None) == []

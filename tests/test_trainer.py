@@ -34,11 +34,14 @@ def test_trains_and_writes_progress_result_and_model(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     result = json.loads((d / "result.json").read_text())
     assert result["status"] == "ok" and result["tid"] == 0 and result["epochs_run"] == 2
-    assert result["objective"] == result["val_fine_accuracy"] == max(result["history"]["val_fine_outputs_acc"])
+    # The contract's objective series, beside the seed's names for the same numbers (so old and new plot alike).
+    assert result["history"]["objective"] == result["history"]["val_fine_outputs_acc"]
+    assert result["objective"] == result["val_fine_accuracy"] == max(result["history"]["objective"])
     assert 0 <= result["test_fine_accuracy"] <= 1 and result["test_coarse_accuracy"] is not None
     assert set(result["history"]) == {"loss", "fine_outputs_loss", "coarse_outputs_loss", "fine_outputs_acc",
                                       "coarse_outputs_acc", "val_loss", "val_fine_outputs_loss",
-                                      "val_coarse_outputs_loss", "val_fine_outputs_acc", "val_coarse_outputs_acc"}
+                                      "val_coarse_outputs_loss", "val_fine_outputs_acc", "val_coarse_outputs_acc",
+                                      "objective"}
     assert result["params"] == BEST and result["params_count"] > 0 and result["images_per_second"] > 0
     progress = json.loads((d / "progress.json").read_text())
     assert progress["epoch"] == 2 and progress["device"] == "cpu" and progress["precision"] == "float32"
@@ -134,16 +137,30 @@ def test_local_search_with_the_real_trainer(tmp_path):
     assert all(t["metrics"]["test_fine_accuracy"] is not None for t in doc["trials"])
 
 
+def test_a_proposal_breaking_the_contracts_schema_is_refused_before_any_work(tmp_path):
+    """The trainer starts through the trial library, whose start() checks proposal.json against its schema: a
+    proposal without params (or with a tid that is not an integer) exits 3 naming the field, and writes nothing."""
+    d = tmp_path / "trial"
+    d.mkdir()
+    (d / "proposal.json").write_text(json.dumps({"schema_version": 1, "tid": 4}))
+    p = _trainer("--trial", str(d), "--data", "synthetic:600", "--epochs", "1", *TINY)
+    assert p.returncode == 3 and "proposal.json: params: required, missing" in p.stderr, p.stderr[-2000:]
+    (d / "proposal.json").write_text(json.dumps({"schema_version": 1, "tid": True, "params": BEST}))
+    p = _trainer("--trial", str(d), "--data", "synthetic:600", "--epochs", "1", *TINY)
+    assert p.returncode == 3 and "proposal.json: tid:" in p.stderr, p.stderr[-2000:]
+    assert sorted(f.name for f in d.iterdir()) == ["proposal.json"]
+
+
 def test_the_trainers_records_never_hold_a_non_finite_number(tmp_path):
     """A diverged run: NaN/inf as numpy and Python floats, nested; every reader must still parse it."""
     import numpy as np
 
     from controller.store.base import get_json
     from controller.store.uri import open_store
-    from trainer.report import Reporter
+    from controller.trial import Trial
 
     store = open_store(str(tmp_path / "t"))
-    rep = Reporter(store, 7)
+    rep = Trial(store, {"tid": 7, "params": {}})
     hist = {"loss": [np.float32(2.5), np.float32("nan")], "val_fine_outputs_acc": [0.1, float("inf")]}
     rep.progress({"epoch": 2, "history": hist, "best": np.float64("-inf")})
     assert rep.result({"status": "ok", "objective": np.float32(0.1), "history": hist, "pair": (1, np.nan)})
@@ -199,7 +216,7 @@ def test_the_result_says_where_the_start_up_went_and_status_shows_it(tmp_path):
 def test_a_store_outage_on_progress_does_not_end_the_trial(tmp_path):
     from controller.errors import TemporaryError
     from controller.store.uri import open_store
-    from trainer.report import Reporter
+    from controller.trial import Trial
 
     class Down:
         def __init__(self, inner):
@@ -212,8 +229,8 @@ def test_a_store_outage_on_progress_does_not_end_the_trial(tmp_path):
             return getattr(self.inner, name)
 
     store = open_store(str(tmp_path / "t"))
-    Reporter(Down(store), 3).progress({"epoch": 1, "history": {}})  # logged, not raised
-    assert Reporter(store, 3).result({"status": "ok", "objective": 0.5})
+    Trial(Down(store), {"tid": 3, "params": {}}).progress({"epoch": 1, "history": {}})  # logged, not raised
+    assert Trial(store, {"tid": 3, "params": {}}).result({"status": "ok", "objective": 0.5})
 
 
 def test_the_time_limit_ends_training_before_the_jobs_deadline(monkeypatch):

@@ -1,8 +1,9 @@
 """python -m trainer --trial <trial URI> [--data SPEC] [--epochs E] [...]
 
-Exit codes: 0 the trial ended (ok, stopped or a recorded failure); 3 bad parameters or data spec (do
-not retry: the same input fails again); 1 anything else (worth a retry: a download, the store); 143 a
-SIGTERM the controller did not ask for (node drain, eviction): no result, so that the Job retries the pod.
+The trial library's program (controller.trial): start(), progress() each epoch, finish() or fail(). Exit codes, the
+contract's: 0 the trial ended (ok or stopped); 3 a 'fail' result, bad parameters or data spec, or no epoch finished
+(do not retry: the same input fails again); 1 anything else (worth a retry: a download, the store); 143 a SIGTERM the
+controller did not ask for (node drain, eviction): no result, so that the Job runs the trial again.
 """
 
 from __future__ import annotations
@@ -13,25 +14,12 @@ import os
 import platform
 import socket
 import sys
-import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from controller import trial
 from controller.errors import ConfigError, PermanentError, TemporaryError
-from controller.store.base import TrialStore, get_json
-from controller.trial import open_trial, patiently
-from controller.trial.contract import (
-    DEADLINE_ENV,
-    DEADLINE_MARGIN_S,
-    EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
-    LOSS,
-    VAL_FINE_ACC,
-    ResultDoc,
-    ResultStatus,
-)
-from trainer.report import Reporter
+from controller.trial.contract import DEADLINE_ENV, DEADLINE_MARGIN_S, EXIT_BAD_INPUT, EXIT_RETRY, ResultStatus
 
 if TYPE_CHECKING:
     from trainer.train import Outcome, TrainSettings
@@ -66,33 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    stop = threading.Event()
-    from trainer.train import install_sigterm
-
-    install_sigterm(stop)
-    store, data_opener = open_trial(args.trial)
-    proposal = patiently("reading proposal.json", lambda: get_json(store, "proposal.json"))
-    if proposal is None:
-        log.error("%s: no proposal.json; is --trial the trial's folder?", store.uri)
-        return EXIT_BAD_INPUT
-    tid = proposal.get("tid")
-    # Who runs it, where: on a cluster the first thing to check when a file cannot be written or a device is unseen.
-    log.info("trial %s: uid %d gid %d, host %s, NVIDIA_VISIBLE_DEVICES=%s", tid, os.getuid(), os.getgid(),
-             socket.gethostname(), os.environ.get("NVIDIA_VISIBLE_DEVICES", "(unset)"))
-    reporter = Reporter(store, tid, proposal)
     try:
-        return _run(args, proposal, reporter, stop, data_opener)
-    except (ConfigError, PermanentError) as e:
-        log.error("trial %s: %s", tid, e)
-        reporter.result({"status": ResultStatus.FAIL, "error": str(e), "params": proposal.get("params")})
+        t = trial.start(["--trial", args.trial])  # the proposal read and checked; SIGTERM ends the current step
+    except ConfigError as e:
+        log.error("%s", e)
         return EXIT_BAD_INPUT
     except TemporaryError as e:
-        log.error("trial %s: %s (exit 1: a retry may succeed)", tid, e)
-        return 1
+        log.error("%s (exit 1: a retry may succeed)", e)
+        return EXIT_RETRY
+    # Who runs it, where: on a cluster the first thing to check when a file cannot be written or a device is unseen.
+    log.info("trial %d: uid %d gid %d, host %s, NVIDIA_VISIBLE_DEVICES=%s", t.tid, os.getuid(), os.getgid(),
+             socket.gethostname(), os.environ.get("NVIDIA_VISIBLE_DEVICES", "(unset)"))
+    try:
+        return _run(args, t)
+    except (ConfigError, PermanentError) as e:
+        return t.fail(str(e))
+    except TemporaryError as e:
+        return t.fail(str(e), retry=True)
 
 
-def _run(args: argparse.Namespace, proposal: dict[str, Any], reporter: Reporter, stop: threading.Event,
-         data_opener: Callable[[str], TrialStore] | None) -> int:
+def _run(args: argparse.Namespace, t: trial.Trial) -> int:
     from trainer.train import process_seconds
 
     imports_s = process_seconds()  # the interpreter's start and every import, TensorFlow's above all
@@ -102,42 +83,37 @@ def _run(args: argparse.Namespace, proposal: dict[str, Any], reporter: Reporter,
     from trainer.model import check_params
     from trainer.train import train
 
-    tid = proposal["tid"]
-    check_params(proposal["params"])  # before any data is loaded: a bad point fails in a second
+    check_params(t.params)  # before any data is loaded: a bad point fails in a second
     devices.prepare(devices.expected_gpus())  # and so does a GPU requested but not seen
     t0 = time.monotonic()
-    dataset = data_mod.load(args.data, store_opener=data_opener, sha256=args.data_sha256)
+    dataset = data_mod.load(args.data, store_opener=t.data_opener, sha256=args.data_sha256)
     data_s = time.monotonic() - t0
-    settings = _train_settings(args, proposal, len(dataset.train))
-    log.info("trial %d: data %s (%d train, %d val, %d test) loaded in %.1f s", tid, dataset.source,
+    settings = _train_settings(args, t.seed, len(dataset.train))
+    log.info("trial %d: data %s (%d train, %d val, %d test) loaded in %.1f s", t.tid, dataset.source,
              len(dataset.train) - settings.val_size, settings.val_size, len(dataset.test), data_s)
 
     def on_epoch(snap: dict[str, Any]) -> None:
-        _log_epoch(tid, settings.epochs, snap)
-        reporter.progress(snap)
+        _log_epoch(t.tid, settings.epochs, snap)
+        t.progress(snap)
 
-    out = train(proposal["params"], dataset, settings, on_epoch, stop)
-    if out.stop_reason == "sigterm" and not reporter.store.exists("stop.json"):
-        log.warning("trial %d: SIGTERM without a stop request from the controller (node drain, eviction): exiting "
-                    "without a result so that the Job runs the trial again", tid)
-        return EXIT_INTERRUPTED
-    if out.model_bytes is not None:
-        reporter.model(out.model_bytes)
-    record = _result(out, proposal["params"], dataset.source,
-                     {"interpreter_and_imports_s": round(imports_s, 3), "data_read_s": round(data_s, 3)})
-    reporter.result(record)
-    log.info("trial %d: %s, objective %s, test fine accuracy %s", tid, out.status, record.get("objective"),
-             record.get("test_fine_accuracy"))
-    return 0
+    out = train(t.params, dataset, settings, on_epoch, t.interrupted)
+    if out.status == ResultStatus.FAIL and not t.sigterm:
+        return t.fail(f"no epoch finished ({out.stop_reason})")
+    fields = _result_fields(out, dataset.source,
+                            {"interpreter_and_imports_s": round(imports_s, 3), "data_read_s": round(data_s, 3)})
+    code = t.finish(out.best_val.get("fine_accuracy"), model=out.model_bytes, **fields)
+    log.info("trial %d: %s, objective %s, test fine accuracy %s (exit %d)", t.tid, out.status,
+             out.best_val.get("fine_accuracy"), fields.get("test_fine_accuracy"), code)
+    return code
 
 
-def _train_settings(args: argparse.Namespace, proposal: dict[str, Any], n_train: int) -> TrainSettings:
+def _train_settings(args: argparse.Namespace, seed: int, n_train: int) -> TrainSettings:
     from trainer.train import TrainSettings
 
     return TrainSettings(epochs=args.epochs, val_size=args.val_size or min(5000, n_train // 5),
                          patience=args.patience, time_limit_s=time_limit(args.time_limit),
                          mixed_precision=False if args.no_mixed_precision else None,
-                         xla=False if args.no_xla else None, seed=int(proposal.get("seed") or 0),
+                         xla=False if args.no_xla else None, seed=seed,
                          width_scale=args.width_scale)
 
 
@@ -156,19 +132,18 @@ def time_limit(asked: float | None, now: float | None = None) -> float | None:
 def _log_epoch(tid: int, epochs: int, snap: dict[str, Any]) -> None:
     h = snap["history"]
     log.info("trial %d: epoch %d/%d val_fine_acc %.4f (best %.4f @ %d) loss %.4f %.0f img/s", tid, snap["epoch"],
-             epochs, h.get(VAL_FINE_ACC, [float("nan")])[-1], snap["best_val_fine_accuracy"], snap["best_epoch"],
-             h.get(LOSS, [float("nan")])[-1], snap["images_per_second"])
+             epochs, h.get("objective", [float("nan")])[-1], snap["best_objective"], snap["best_epoch"],
+             h.get("loss", [float("nan")])[-1], snap["images_per_second"])
 
 
-def _result(out: Outcome, params: dict[str, Any], data_source: str, startup: dict[str, float]) -> ResultDoc:
-    """result.json of a finished training (the trial library adds tid, finished_at and the schema version)."""
+def _result_fields(out: Outcome, data_source: str, startup: dict[str, float]) -> dict[str, Any]:
+    """What result.json holds beyond the contract's own fields (status, objective, history, epochs_run and params
+    come from the trial library's finish())."""
     import tensorflow as tf
 
     test = out.test or {}
-    record: ResultDoc = {
-        "status": out.status,
+    return {
         "stop_reason": out.stop_reason,
-        "objective": out.best_val.get("fine_accuracy"),
         "objective_name": "val_fine_accuracy (best epoch)",
         "val_fine_accuracy": out.best_val.get("fine_accuracy"),
         "val_fine_loss": out.best_val.get("fine_loss"),
@@ -179,9 +154,6 @@ def _result(out: Outcome, params: dict[str, Any], data_source: str, startup: dic
         "test_coarse_accuracy": test.get("coarse_accuracy"),
         "test_coarse_loss": test.get("coarse_loss"),
         "best_epoch": out.best_epoch,
-        "epochs_run": len(out.history.get(LOSS, [])),
-        "history": dict(out.history),
-        "params": params,
         "params_count": out.params_count,
         "train_seconds": out.train_seconds,
         "images_per_second": out.images_per_second,
@@ -193,9 +165,6 @@ def _result(out: Outcome, params: dict[str, Any], data_source: str, startup: dic
         # Where a trial's start-up goes, before its training proper (status and the report show the totals).
         "startup": {**startup, **out.startup},
     }
-    if out.status == ResultStatus.FAIL:
-        record["error"] = f"no epoch finished ({out.stop_reason})"
-    return record
 
 
 if __name__ == "__main__":

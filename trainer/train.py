@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -161,6 +160,7 @@ class _Watch(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untype
             if name:
                 self.history.setdefault(("val_" if k.startswith("val_") else "") + name, []).append(float(v))
         val_acc = float(logs.get("val_fine_outputs_accuracy", float("nan")))
+        self.history.setdefault("objective", []).append(val_acc)  # the contract's series: what the controller reads
         if self.best_epoch is None or val_acc > self.best_val["fine_accuracy"]:
             self.best_epoch = epoch + 1
             self.best_val = {"fine_accuracy": val_acc,
@@ -172,7 +172,7 @@ class _Watch(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untype
         else:
             self.since_best += 1
         self.on_epoch({"epoch": epoch + 1, "history": self.history, "best_epoch": self.best_epoch,
-                       "best_val_fine_accuracy": self.best_val["fine_accuracy"], "images_per_second": self.rates[-1],
+                       "best_objective": self.best_val["fine_accuracy"], "images_per_second": self.rates[-1],
                        "epoch_seconds": seconds, **self.context})
         if self.settings.patience and self.since_best >= self.settings.patience:
             self.stop_reason = "patience"
@@ -241,13 +241,3 @@ def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epo
                    int(model.count_params()), train_seconds, float(np.median(rates)) if rates else None, model_bytes,
                    _device(), "mixed_float16" if mixed else "float32", bool(xla),
                    {"model_build_s": round(build_seconds, 3), "first_step_s": round(watch.first_step_s or 0.0, 3)})
-
-
-def install_sigterm(stop_event: threading.Event) -> None:
-    """SIGTERM (Job deleted, early stop, node drain): finish the current step, then report."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("received signal %d: stopping after the current step", signum)
-        stop_event.set()
-
-    signal.signal(signal.SIGTERM, handler)

@@ -25,9 +25,9 @@ from typing import Any
 
 from controller.errors import RecordError, TemporaryError
 from controller.ledger.layout import trial_key
-from controller.ledger.trials import Ledger, TrialRecord, best_of
+from controller.ledger.trials import Ledger, TrialRecord, best_of, curve_of
 from controller.store.base import Store, get_json
-from controller.trial.contract import VAL_FINE_ACC, TrialState
+from controller.trial.contract import TrialState
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,8 @@ def eta_seconds(trials: list[TrialRecord], left: int, parallelism: int, now: flo
 
 
 def _curve(r: TrialRecord, progress: dict[str, Any] | None) -> list[float | None]:
-    curve = r.curve
-    if not curve and isinstance(progress, dict):
-        history = progress.get("history") or {}
-        curve = history.get(VAL_FINE_ACC) or [] if isinstance(history, dict) else []
+    """A trial's objective per step: its record's, or while it runs the latest progress.json's."""
+    curve = r.curve or curve_of(progress)
     return [finite(v) for v in curve] if isinstance(curve, list) else []
 
 

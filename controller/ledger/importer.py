@@ -21,10 +21,11 @@ import numpy as np
 
 from controller.data.safepickle import Opaque, restricted_loads, with_classes
 from controller.errors import ConfigError, SpaceError
+from controller.ledger.legacy import V1_CIFAR_OBJECTIVE
 from controller.ledger.trials import IMPORT_INCOMPLETE, Ledger, TrialRecord, curve_of, proposal_record
 from controller.search.space import Space
 from controller.store.base import dumps
-from controller.trial.contract import SCHEMA_VERSION, VAL_FINE_ACC, Origin, ResultStatus, TrialState
+from controller.trial.contract import SCHEMA_VERSION, Origin, ResultStatus, TrialState
 from controller.trial.finite import finite_json
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,9 @@ def _seed_json_trial(path: Path) -> ImportedTrial:
         raise ConfigError(f"{path}: not a result of the original project (needs 'space' and 'loss'): {e}") from e
     series = {k: history[k] for k in SEED_SERIES if isinstance(history.get(k), list)}
     val_acc = [v if isinstance(v, (int, float)) and math.isfinite(v) else -1.0
-               for v in series.get(VAL_FINE_ACC, [])]
+               for v in series.get(V1_CIFAR_OBJECTIVE, [])]
+    if V1_CIFAR_OBJECTIVE in series:  # converted: the contract's series, as a trial of today writes it
+        series["objective"] = series[V1_CIFAR_OBJECTIVE]
     result = {
         **{k: d.get(k) for k in SEED_FIELDS},
         "best_epoch": (max(range(len(val_acc)), key=val_acc.__getitem__) + 1) if val_acc else None,

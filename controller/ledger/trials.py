@@ -17,11 +17,11 @@ from typing import Any, cast
 
 from controller.errors import PermanentError, RecordError
 from controller.ledger.layout import CHECKPOINT_KEY, trial_key, trial_prefix
+from controller.ledger.legacy import objective_series
 from controller.store.base import Store, create_json, get_json, put_json
 from controller.trial.contract import (
     RESULT_SUMMARY,
     SCHEMA_VERSION,
-    VAL_FINE_ACC,
     Origin,
     OutcomeDoc,
     ProposalDoc,
@@ -107,11 +107,11 @@ def _finite(x: Any) -> bool:
 
 
 def curve_of(doc: Any) -> list[float | None]:
-    """The per-step objective in a result or progress record: the contract's `objective` series, or the CIFAR
-    trainer's per-epoch validation fine accuracy (the seed's series name)."""
+    """The per-step objective in a result or progress record: the contract's `objective` series (in records older
+    than it, the series that played its part: controller/ledger/legacy.py)."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("history"), Mapping):
         return []
-    series = doc["history"].get(VAL_FINE_ACC) or doc["history"].get("objective") or []
+    series = objective_series(doc["history"]) or []
     return [v if _finite(v) else None for v in series] if isinstance(series, list) else []
 
 

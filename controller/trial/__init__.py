@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -91,7 +92,8 @@ class Trial:
         self.store, self.proposal, self.data_opener = store, proposal, data_opener
         self.tid: int = int(proposal["tid"])
         self.history: dict[str, list[float | None]] = {}
-        self.sigterm = False
+        self.interrupted = threading.Event()
+        """Set by a SIGTERM (with handle_sigterm): a program whose step is long watches it inside the step."""
         self._stop_requested = False
 
     @property
@@ -102,9 +104,26 @@ class Trial:
     def seed(self) -> int:
         return int(self.proposal.get("seed") or 0)
 
+    @property
+    def sigterm(self) -> bool:
+        """Whether the platform sent SIGTERM (a drain, an eviction, the controller's delete of the Job)."""
+        return self.interrupted.is_set()
+
+    @sigterm.setter
+    def sigterm(self, value: bool) -> None:
+        if value:
+            self.interrupted.set()
+        else:
+            self.interrupted.clear()
+
     def handle_sigterm(self) -> None:
         """A SIGTERM sets should_stop() (the program ends its step, then finishes) instead of killing it."""
-        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "sigterm", True))
+
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("trial %d: signal %d: stopping after the current step", self.tid, signum)
+            self.interrupted.set()
+
+        signal.signal(signal.SIGTERM, handler)
 
     # -- progress ------------------------------------------------------------------------------------------
     def report(self, step: int, objective: float | None = None, **metrics: float | None) -> None:
@@ -116,7 +135,10 @@ class Trial:
 
     def progress(self, snapshot: Mapping[str, Any]) -> None:
         """progress.json from a snapshot the program keeps itself (epoch, history of series, ...): overwritten each
-        step; advisory, so a store outage is logged and training goes on."""
+        step; advisory, so a store outage is logged and training goes on. The snapshot's history becomes the
+        trial's: finish() reports it (its objective series gives the best and the steps run)."""
+        if isinstance(snapshot.get("history"), Mapping):
+            self.history = {name: list(values) for name, values in snapshot["history"].items()}
         doc = finite_or_none({"schema_version": SCHEMA_VERSION, "tid": self.tid, "updated_at": time.time(),
                               **snapshot})
         try:
@@ -153,13 +175,16 @@ class Trial:
             log.warning("trial %d: result.json already exists; keeping the first one", self.tid)
         return done
 
-    def finish(self, objective: float | None = None, **fields: Any) -> int:
-        """Writes the result and returns the exit code: 'ok', or 'stopped' when the controller asked; objective
-        defaults to the best reported. A SIGTERM nobody asked for writes nothing and returns 143 (run again)."""
+    def finish(self, objective: float | None = None, *, model: bytes | None = None, **fields: Any) -> int:
+        """Writes the model (when given) and the result and returns the exit code: 'ok', or 'stopped' when the
+        controller asked; objective defaults to the best reported. A SIGTERM nobody asked for writes nothing and
+        returns 143 (the trial runs again)."""
         if self.sigterm and not self._requested():
             log.warning("trial %d: SIGTERM without a stop request: no result, exit 143 (the trial runs again)",
                         self.tid)
             return EXIT_INTERRUPTED
+        if model is not None:
+            self.save_model(model)
         reported = [v for v in self.history.get("objective", []) if v is not None and math.isfinite(v)]
         if objective is None and reported:
             objective = max(reported)

@@ -12,12 +12,6 @@ from typing import Any, NotRequired, TypedDict
 
 SCHEMA_VERSION = 1
 
-# The seed project's name for the per-epoch validation fine accuracy: a result's history keeps the seed's
-# series names, so its results and ours read alike.
-VAL_FINE_ACC = "val_fine_outputs_acc"
-LOSS = "loss"
-
-
 class TrialState(StrEnum):
     """Where a trial stands. A StrEnum, so records and status documents keep their plain strings."""
 
@@ -85,7 +79,7 @@ class ProgressDoc(TypedDict, total=False):
     epoch: int
     history: dict[str, list[float | None]]
     best_epoch: int | None
-    best_val_fine_accuracy: float | None
+    best_objective: float | None
     images_per_second: float
     epoch_seconds: float
 
