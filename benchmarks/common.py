@@ -14,7 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SEED_RESULTS = ROOT / "examples" / "seed-results"
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # support: the tests' helpers
+sys.path.insert(0, str(ROOT / "scripts"))  # localkube, which support.realkube starts
 
 
 def best_seed_point() -> dict:
@@ -61,7 +62,7 @@ class MotoServer:
     def __init__(self, host: str = "127.0.0.1", record: Path | None = None):
         """record: the server appends every request it serves there (moto's recorder), for S3Counts."""
         if host == "node":
-            from conftest import host_ip
+            from support.net import host_ip
 
             host = host_ip()
         self.host = host

@@ -90,7 +90,7 @@ def rate(counts: Counter[str], seconds: float) -> tuple[float, dict[str, int]]:
 
 
 def main() -> None:
-    from browser import chromium
+    from support.browser import chromium
 
     print(f"D1 dashboard on a {N}-trial search in moto S3 — {machine()}")
     with MotoServer() as url:

@@ -5,7 +5,7 @@
 
 Either may only return data or raise ConfigError; any other exception, a crash (SIGSEGV) or a hang is a finding,
 saved by libFuzzer as crash-* in the working folder. Every finding becomes an entry (base64) of
-tests/data/pickle-crashers.json (tests/test_safepickle.py loads each one in a subprocess).
+tests/data/pickle-crashers.json (tests/data/test_safepickle.py loads each one in a subprocess).
 
     python benchmarks/fuzz_unpickle.py seed CORPUS           # write the seed corpus (real-format files)
     python benchmarks/fuzz_unpickle.py batch|results SECONDS CORPUS

@@ -17,8 +17,8 @@ cat >>"$work/pyproject.toml" <<TOML
 
 [tool.mutmut]
 source_paths = [${paths%, }]
-pytest_add_cli_args_test_selection = ["tests/test_stopping.py", "tests/test_space.py", "tests/test_suggest.py",
-                                      "tests/test_ledger.py", "tests/test_loop.py"]
+pytest_add_cli_args_test_selection = ["tests/search/test_stopping.py", "tests/search/test_space.py", "tests/search/test_suggest.py",
+                                      "tests/ledger/test_ledger.py", "tests/loop/test_loop.py"]
 also_copy = ["controller/", "scripts/", "examples/", "charts/", "tests/"]
 pytest_add_cli_args = ["-m", "pure", "-p", "no:xdist", "-p", "no:cacheprovider"]
 TOML

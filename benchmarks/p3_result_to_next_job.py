@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 import yaml
 from common import ROOT, MotoServer, machine
-from realkube import Kube, start_cluster
+from support.realkube import Kube, start_cluster
 
 N = 50
 BEFORE = "b5eeef6"  # the last commit before issue 27: a trial ended with its Job's Complete condition

@@ -32,7 +32,7 @@ from pathlib import Path
 import boto3
 import yaml
 from common import ROOT, MotoServer, RecordCursor, machine, s3_operation
-from realkube import Kube, start_cluster
+from support.realkube import Kube, start_cluster
 
 BUCKET = "p9-bench"
 CRD = ROOT / "charts" / "crds" / "searches.cifar-hpo.io.yaml"
@@ -82,7 +82,7 @@ def until(what: str, predicate, proc: subprocess.Popen, timeout: float = 7200) -
 
 
 def search_doc(name: str, trials: int, parallelism: int, work: Path, gate: Path | None = None) -> dict:
-    from clusterkit import trial_env
+    from support.clusterkit import trial_env
 
     env = {"FAKE_TRIAL_SLEEP": "0.05", **({"FAKE_TRIAL_GATE": str(gate)} if gate else {})}
     return {"apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": name},
@@ -186,7 +186,7 @@ def main() -> None:
 
 
 def run(kube: Kube, tmp: Path, recording: Path, phases: list[int], args: argparse.Namespace) -> None:
-    from clusterkit import Release  # reads the store's credentials, which MotoServer set
+    from support.clusterkit import Release  # reads the store's credentials, which MotoServer set
 
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     ns = kube.namespace("p9")

@@ -1,7 +1,7 @@
 """Numeric and choice limits of settings fields, declared once on the field and checked generically.
 
 A field says `field(default=…, metadata=limit(minimum=1))`; `check(section, "search")` enforces it with
-the key named (`search.maxTrials: 0 must be >= 1`). tests/test_limits.py compares these declarations with
+the key named (`search.maxTrials: 0 must be >= 1`). tests/settings/test_limits.py compares these declarations with
 the chart's values.schema.json field by field, so the two cannot drift apart. Pure.
 """
 

@@ -7,8 +7,6 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from controller import cli
 from controller.kube.launcher import KubernetesLauncher
 from controller.launch.local import ProcessLauncher

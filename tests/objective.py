@@ -16,8 +16,6 @@ import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from controller.errors import TemporaryError
 from controller.store.base import dumps, get_json, put_json
 from controller.trial import open_trial, patiently

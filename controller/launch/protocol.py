@@ -1,6 +1,6 @@
 """How trials run. The loop talks to a Launcher and does not know which one it drives: ProcessLauncher
 (controller/launch/local.py) for local mode, KubernetesLauncher (controller/kube/launcher.py) on a cluster.
-tests/test_launcher_contract.py holds every launcher to the same contract.
+tests/loop/test_launcher_contract.py holds every launcher to the same contract.
 """
 
 from __future__ import annotations

@@ -1,0 +1,116 @@
+"""The two readers of untrusted pickles (the CIFAR-100 archive, results.pkl) return plain data or refuse: no code
+runs, no memory is touched that the file did not hold, no allocation beyond the file's size. The files under
+tests/data/pickle-crashers.json holds every input that ever crashed one of them (the forged-dtype archive of the
+security review; what benchmarks/fuzz_unpickle.py found), base64-encoded so that no pickle file is committed: each is
+written to a temporary file and read in a subprocess, which must exit 2 with a message."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.cli import run_cli
+from support.paths import ROOT
+
+from controller.data.safepickle import NUMPY_AND_BUILTINS, restricted_loads
+from controller.errors import ConfigError
+
+CRASHERS = sorted(json.loads((ROOT / "tests" / "data" / "pickle-crashers.json").read_text())["crashers"])
+
+
+def crasher(name: str) -> bytes:
+    """One hostile input's bytes (tests/data/pickle-crashers.json)."""
+    doc = json.loads((ROOT / "tests" / "data" / "pickle-crashers.json").read_text())
+    return base64.b64decode(doc["crashers"][name])
+
+
+def _loads(data: bytes):
+    return restricted_loads(data, NUMPY_AND_BUILTINS, "test data")
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+@pytest.mark.parametrize("dtype", ["u1", ">i4", "<f8", "f2", "?"])
+def test_plain_numeric_arrays_and_scalars_come_back_equal(protocol, dtype):
+    a = (np.arange(24) % 7).astype(dtype).reshape(2, 3, 4)
+    doc = {b"data": a, "fortran": np.asfortranarray(a), "scalar": a.reshape(-1)[5], "list": [1, 2.5, "x"],
+           "set": {1, 2}}
+    got = _loads(pickle.dumps(doc, protocol=protocol))
+    assert got[b"data"].dtype == a.dtype and np.array_equal(got[b"data"], a)
+    assert np.array_equal(got["fortran"], a)
+    assert got["scalar"] == a.reshape(-1)[5].item() and got["list"] == [1, 2.5, "x"] and got["set"] == {1, 2}
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("value, refused", [
+    (np.array([object()], dtype=object), "dtype 'O8'"),
+    (np.zeros(2, dtype=[("a", "u1"), ("b", "f4")]), "dtype 'V5'"),
+    (np.array(["ab"]), "dtype 'U2'"),
+    (np.datetime64("2026-01-01"), "numpy.datetime64|dtype 'M8'"),
+])
+def test_object_structured_string_and_datetime_dtypes_are_refused(value, refused):
+    with pytest.raises(ConfigError, match=refused):
+        _loads(pickle.dumps({"x": value}, protocol=2))
+
+
+@pytest.mark.pure
+def test_an_array_whose_shape_does_not_match_its_bytes_is_refused():
+    good = pickle.dumps(np.arange(6, dtype="u1"), protocol=2)
+    forged = good.replace(b"K\x06\x85", b"K\x07\x85")  # shape (6,) → (7,): one byte more than the data holds
+    assert forged != good
+    with pytest.raises(ConfigError, match="does not match its 6 bytes"):
+        _loads(forged)
+
+
+@pytest.mark.pure
+def test_the_forged_dtype_archive_is_refused_in_process():
+    from controller.data.cifar import load_archive
+
+    with pytest.raises(ConfigError, match=r"refusing to unpickle dtype 'V8'"):
+        load_archive(crasher("forged-dtype.tar.gz"), "evil")
+
+
+@pytest.mark.pure
+def test_an_archive_that_is_not_the_layout_is_refused_before_it_is_read():
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("cifar-100-python/train")
+        info.size = 0
+        for i in range(70):
+            info.name = f"junk/{i}"
+            tar.addfile(info, io.BytesIO(b""))
+    from controller.data.cifar import load_archive
+
+    with pytest.raises(ConfigError, match="more than 64 members"):
+        load_archive(out.getvalue(), "many")
+
+
+def _read_in_a_subprocess(name: str, tmp_path: Path):
+    """What a user or the operator does with such a file: stage it as a search's data, or import it."""
+    path = tmp_path / name
+    path.write_bytes(crasher(name))
+    if path.name.startswith("results-"):
+        return run_cli("import", "--store", str(tmp_path / "runs"), str(path), check=False)
+    archive = path
+    if path.suffix == ".pkl":  # a bare batch: packed as the archive's two members
+        archive = tmp_path / "cifar-100-python.tar"
+        with tarfile.open(archive, "w") as tar:
+            for name in ("train", "test"):
+                tar.add(path, arcname=f"cifar-100-python/{name}")
+    return run_cli("run", "--local", "--store", str(tmp_path / "runs"), "--data", str(archive), "--max-trials", "1",
+                   check=False)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", CRASHERS)
+def test_every_input_that_ever_crashed_a_reader_exits_2_with_a_message(name, tmp_path):
+    p = _read_in_a_subprocess(name, tmp_path)
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    assert "not a readable pickle" in p.stderr or "refusing to unpickle" in p.stderr, p.stderr[-2000:]
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("trials/*/proposal.json"))

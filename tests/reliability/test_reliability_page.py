@@ -1,0 +1,164 @@
+"""RELIABILITY.md can only say what a passing, complete run recorded (scripts/reliability_md.py), every verdict on it
+is computed from the counts, and the committed page is its committed record rendered."""
+
+import json
+
+import pytest
+import reliability_md
+from support.paths import ROOT
+
+pytestmark = pytest.mark.pure
+
+
+def _search(n=6, planted=(), jobs=True, **more):
+    return {"budget": n, "states": {str(t): "failed" if t in planted else "ok" for t in range(n)},
+            "planted": list(planted), "starts": {str(t): 1 for t in range(n)},
+            "jobs": {"created": n, "twice": []} if jobs else None, **more}
+
+
+FIGURES = {
+    reliability_md.KILLS[0]: _search(32, jobs=False, kills=20, collected_at_each_kill=[0, 3], ended_while_down=[0, 4]),
+    reliability_md.KILLS[1]: _search(24, planted=(2, 9), kills=20, container_restarts=20,
+                                     trials_done_at_each_kill=[0, 5]),
+    reliability_md.KILLS[2]: _search(8, planted=(1,), points=["proposal:2"]),
+    "S3 faults (500/503 bursts, slow, hung, restart)": _search(8, jobs=False, injected={"error": 8},
+                                                               seconds={"slow": 4.0}, records_checked=48,
+                                                               torn_records=[]),
+    "API faults through a proxy, real cluster": _search(6, served={"gone": 1}, planned={"gone": 1}, forwarded=60,
+                                                        reached_the_controller={"watch ERROR 410": 1}),
+    "kube-apiserver restarted mid-search": _search(8, controller_saw=[]),
+    "leader SIGKILLed, standby takes over running Jobs": _search(6, jobs_running_at_takeover=2, takeover_seconds=5.2,
+                                                                 lease_seconds=5, created_by_the_dead_leader=2),
+    "watch-driven: Job requests in a 6-trial search": {"seconds": 9.0, "job_lists": 2, "job_watches": 1},
+    "credentials grep": {"places_checked": 40, "leaks": []},
+    "corrupted records": {"trials_before": 42, "trials_after": 42, "corrupt_proposal": ["failed", "corrupt"],
+                          "corrupt_result": ["pending", "not valid JSON"]},
+    "kubectl session, real cluster": {"get jobs": "NAME\n", "logs": "trial 0\n", "events": "LAST SEEN\n",
+                                      "get searches": "NAME STATE\n"},
+    reliability_md.OPERATOR_KILLS: {"kills": 5, "searches_running_at_each_kill": [3, 3, 2, 1, 1],
+                                    "jobs": {"created": 4, "twice": []}, "kubectl get searches (during)": "NAME\n",
+                                    "kubectl get searches (after)": "NAME\n", "searches": {"alpha": _search(4)}},
+    "invalid Search refused by the API server": {"message": "spec.search.maxTrials: Invalid value"},
+    reliability_md.POLICY: {"two-gpus": "spec.trial.gpuCount: 2 GPUs per trial; at most 1"},
+    reliability_md.STORE_MISSING: {"row": "NAME STATE\nearly store: missing\n", "message": "does not exist"},
+    **{f"bad input: {c}": {"case": c, "exit": 2, "message": "error: x", "compared": "all", "files_compared": 9,
+                           "digest_before": "d1", "digest_after": "d1"} for c in reliability_md.BAD_INPUT_CASES},
+}
+WHOLE = {"markexpr": "", "keyword": "", "deselect": None, "lf": False, "failedfirst": False, "stepwise": False}
+MUTATIONS = [{"claim": "c", "file": "controller/loop.py", "mutation": "m", "test": "t", "caught": True,
+              "outcome": "failed", "commit": "abc"}]
+
+
+def _run(tmp_path, exitstatus=0, failed=0, figures=FIGURES, finished=True, options=WHOLE, paths=("tests",)):
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    for i, (name, fig) in enumerate(figures.items()):
+        (run / "figures" / f"{i}.json").write_text(json.dumps({"name": name, "test": f"tests/x.py::t{i}",
+                                                               "figure": fig}))
+    if finished:
+        (run / "run.json").write_text(json.dumps({
+            "run_id": "r1", "finished_at": "2026-11-28", "exitstatus": exitstatus, "failed": failed,
+            "collected": 200, "machine": "vm, 2 cores", "options": options, "paths": list(paths)}))
+    (tmp_path / "mutations.json").write_text(json.dumps(MUTATIONS))
+    return run
+
+
+def _page(tmp_path, capsys=None, **kwargs) -> tuple[int, str]:
+    out = tmp_path / "page.md"
+    code = reliability_md.main(["--run", str(_run(tmp_path, **kwargs)), "--out", str(out), "--mutations",
+                                str(tmp_path / "mutations.json")])
+    return code, out.read_text() if out.exists() else (capsys.readouterr().err if capsys else "")
+
+
+@pytest.fixture(autouse=True)
+def _no_record_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(reliability_md, "RECORD", tmp_path / "record")  # taking a run writes here, not the repo's
+
+
+@pytest.mark.parametrize("case, kwargs, says", [
+    ("failed run", {"exitstatus": 1, "failed": 1}, "the run failed"),
+    ("unfinished run", {"finished": False}, "did not finish"),
+    ("partial run", {"figures": {k: v for k, v in FIGURES.items() if k != "credentials grep"}}, "a partial run"),
+    ("one bad-input case missing", {"figures": {k: v for k, v in FIGURES.items() if k != "bad input: wrong type"}},
+     "a partial run"),
+    ("-m e2e", {"options": {**WHOLE, "markexpr": "e2e"}}, "selected its tests"),
+    ("-k", {"options": {**WHOLE, "keyword": "kill"}}, "selected its tests"),
+    ("--deselect", {"options": {**WHOLE, "deselect": ["tests/loop/test_loop.py::x"]}}, "selected its tests"),
+    ("one file", {"paths": ["tests/loop/test_loop.py"]}, "selected its tests"),
+    ("options not recorded", {"options": None}, "selected its tests"),
+    ("a count missing", {"figures": {**FIGURES, reliability_md.KILLS[1]: {
+        k: v for k, v in FIGURES[reliability_md.KILLS[1]].items() if k != "starts"}}}, "lacks ['starts']"),
+])
+def test_the_page_generator_refuses_a_failed_partial_or_selected_run(tmp_path, capsys, case, kwargs, says):
+    if kwargs.get("options", WHOLE) is None:
+        kwargs["options"] = {}
+        kwargs["paths"] = ()
+    code, err = _page(tmp_path, capsys, **kwargs)
+    assert code == 2 and says in err, f"exit {code}: {err[:300]}"
+    assert not (tmp_path / "page.md").exists() and not (tmp_path / "record").exists()
+
+
+DOCTORED = [
+    ("a torn record", "S3 faults (500/503 bursts, slow, hung, restart)", {"torn_records": ["a/result.json"]},
+     "torn records: ['a/result.json']"),
+    ("a failed trial nobody planted", reliability_md.KILLS[0], {"states": {**FIGURES[reliability_md.KILLS[0]][
+        "states"], "7": "failed"}}, "ended other than ok: [7], planted failures: []"),
+    ("30 of 32 ok", reliability_md.KILLS[0], {"states": {str(t): "ok" for t in range(30)}},
+     "trial ids: missing [30, 31]"),
+    ("a planted failure that ended ok", reliability_md.KILLS[1], {"planted": [2, 9, 11]},
+     "planted failures: [2, 9, 11]"),
+    ("3 of 4 programs started", reliability_md.KILLS[2], {"starts": {"0": 1, "1": 1, "2": 1}},
+     "never started: [3, 4, 5, 6, 7]"),
+    ("a program started twice", "kube-apiserver restarted mid-search", {"starts": {**{str(t): 1 for t in range(8)},
+                                                                                  "5": 2}}, "started twice: [5]"),
+    ("a Job created twice", "API faults through a proxy, real cluster", {"jobs": {"created": 6, "twice": ["t-3"]}},
+     "Job created twice: ['t-3']"),
+    ("fewer Jobs than trials", reliability_md.KILLS[1], {"jobs": {"created": 23, "twice": []}}, "23 Jobs for 24"),
+    ("a fault planned but not served", "API faults through a proxy, real cluster", {"served": {}},
+     "faults served {}, planned {'gone': 1}"),
+    ("nothing adopted at the takeover", "leader SIGKILLed, standby takes over running Jobs",
+     {"jobs_running_at_takeover": 0}, "no Job ran at the takeover"),
+    ("a kill with no Search running", reliability_md.OPERATOR_KILLS, {"searches_running_at_each_kill": [3, 0, 1, 1, 1]},
+     "a kill with no Search running"),
+    ("an operator Search with 3 of 4 started and a Job twice", reliability_md.OPERATOR_KILLS,
+     {"searches": {"alpha": {**_search(4), "starts": {"0": 1, "1": 1, "2": 1},
+                             "jobs": {"created": 5, "twice": ["alpha-t1"]}}}},
+     "never started: [3]; Job created twice: ['alpha-t1']; 5 Jobs for 4 trials"),
+]
+
+
+@pytest.mark.parametrize("case, name, change, says", DOCTORED, ids=[d[0] for d in DOCTORED])
+def test_doctored_figures_are_never_called_nothing_lost(tmp_path, case, name, change, says):
+    code, page = _page(tmp_path, figures={**FIGURES, name: {**FIGURES[name], **change}})
+    lost = [line for line in page.splitlines() if "LOST" in line]
+    assert code == 0 and says in page, f"{says!r} is not on the page: {lost}"
+    assert page.count("**nothing**") == 8  # the untouched verdicts stay
+
+
+def test_a_bad_input_whose_records_changed_says_yes(tmp_path):
+    name = "bad input: wrong type"
+    code, page = _page(tmp_path, figures={**FIGURES, name: {**FIGURES[name], "digest_after": "d2"}})
+    assert code == 0 and "| wrong type | 2 | `x` | all: 9 | **YES** |" in page
+
+
+def test_every_verdict_of_an_intact_run_is_nothing_and_each_figure_names_its_test(tmp_path):
+    code, page = _page(tmp_path)
+    assert code == 0 and page.count("**nothing**") == 9 and "LOST" not in page
+    assert "`tests/x.py::t0`" in page and (tmp_path / "record" / "run.json").exists()
+
+
+def test_the_generator_knows_every_bad_input_case_the_test_runs():
+    from test_reliability import BAD_INPUTS
+
+    assert sorted(c[0] for c in BAD_INPUTS) == sorted(reliability_md.BAD_INPUT_CASES)
+
+
+def test_the_committed_page_is_its_committed_run_rendered(tmp_path):
+    """RELIABILITY.md is exactly what reliability/ (the run's record and the mutation results) renders to, and that
+    record is a whole, passed run."""
+    out = tmp_path / "page.md"
+    assert reliability_md.main(["--run", str(ROOT / "reliability"), "--out", str(out), "--mutations",
+                                str(ROOT / "reliability" / "mutations.json")]) == 0
+    assert out.read_text() == (ROOT / "RELIABILITY.md").read_text()
+    mutations = json.loads((ROOT / "reliability" / "mutations.json").read_text())
+    assert mutations and all(m["caught"] for m in mutations), [m for m in mutations if not m["caught"]]

