@@ -49,8 +49,8 @@ MUTATIONS = [
     M("process-relaunch", "a restarted local controller never starts a running or unreleased trial again",
       "controller/launch/local.py", "a fresh ProcessLauncher starts what still runs or ended unreleased",
       (("        if self._locked(tid) or self._unreleased_end(tid):", "        if False:"),),
-      "tests/loop/test_launcher_contract.py::test_a_new_launcher_that_launches_instead_of_adopting_still_runs_nothing_twice"
-      "[process]"),
+      "tests/loop/test_launcher_contract.py::TestProcessLauncher::"
+      "test_a_new_launcher_that_launches_instead_of_adopting_still_runs_nothing_twice"),
     M("local-kills", "controller SIGKILL, local mode: nothing lost, nothing run twice",
       "controller/launch/supervise.py",
       "the supervisor does not take the trial's lock, so a restarted controller cannot tell a live trial from a dead "
@@ -151,6 +151,11 @@ MUTATIONS = [
       (('return history.get("objective") or history.get(V1_CIFAR_OBJECTIVE)',
         'return history.get(V1_CIFAR_OBJECTIVE) or history.get("objective")'),),
       "tests/ledger/test_ledger.py::test_the_objective_curve_is_the_contracts_series_and_an_older_records_cifar_series"),
+    M("grant-create-header", "a trial's grant store writes a once-only record once", "controller/store/grant.py",
+      "the grant store's CREATE is sent without If-None-Match (a plain PUT that replaces)",
+      (('        headers = {"If-None-Match": "*"} if method == "CREATE" else {}',
+        "        headers: dict[str, str] = {}"),),
+      "tests/store/test_store.py::TestGrantStoreOnMoto::test_create_is_create_only"),
 ]
 
 

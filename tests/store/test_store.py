@@ -1,72 +1,62 @@
-"""The Store contract, run against every backend (a directory, and S3 over HTTP via moto's server)."""
-
-import threading
+"""The store contract (tests/support/store_contract.py) on every backend: memory, a directory, S3 over HTTP on moto's
+server and on versitygw's, and a trial's grant store (presigned URLs) on both S3 servers."""
 
 import pytest
+from support.store_contract import KEYS, StoreContract, TrialStoreContract
 
-from controller.errors import ConfigError, RecordError
-from controller.store.base import create_json, get_json, put_json
-from controller.store.local import LocalStore
+from controller.errors import ConfigError
+from controller.store.grant import GrantStore
+from controller.store.local import LocalStore, MemoryStore
+from controller.store.s3 import S3Store
 from controller.store.uri import open_store
 
 pytestmark = pytest.mark.contract
 
 
-def test_missing_key_is_none(store):
-    assert store.get("nope/x.json") is None
-    assert not store.exists("nope/x.json")
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self):
+        return MemoryStore("memory://some/prefix")
 
 
-def test_put_get_overwrite(store):
-    store.put("a/b.json", b"1")
-    store.put("a/b.json", b"2")
-    assert store.get("a/b.json") == b"2"
-    assert store.exists("a/b.json")
+class TestLocalStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path):
+        return open_store(str(tmp_path / "store"))
 
 
-def test_create_is_create_only(store):
-    assert store.create("t/proposal.json", b"first")
-    assert not store.create("t/proposal.json", b"second")
-    assert store.get("t/proposal.json") == b"first"
+class TestS3StoreOnMoto(StoreContract):
+    @pytest.fixture
+    def store(self, bucket):
+        return open_store(f"s3://{bucket}/some/prefix")
 
 
-def test_concurrent_creates_have_one_winner(store):
-    wins = []
+class TestS3StoreOnVersitygw(StoreContract):
+    """versitygw checks every signature, as AWS does."""
 
-    def go(i):
-        wins.append(store.create("race.json", str(i).encode()))
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    assert wins.count(True) == 1
-    assert int(store.get("race.json")) in range(8)
+    @pytest.fixture
+    def store(self, versitygw):
+        return S3Store(versitygw.bucket(), "some/prefix", client=versitygw.client())
 
 
-def test_list_prefix_start_after_and_child(store):
-    for k in ("trials/000001/a", "trials/000002/a", "trials/000002/b", "other/x"):
-        store.put(k, b"x")
-    assert store.list("trials/") == ["trials/000001/a", "trials/000002/a", "trials/000002/b"]
-    assert store.list("trials/", start_after="trials/000001/~") == ["trials/000002/a", "trials/000002/b"]
-    child = store.child("trials/000002")
-    assert child.list() == ["a", "b"]
-    assert child.get("a") == b"x"
-    assert child.uri.endswith("trials/000002")
+def _grant_store(s3: S3Store) -> GrantStore:
+    """A trial's store as its grant makes it: one presigned URL per key and method, nothing else."""
+    urls = {key: {m: s3.presign(m, key, 600) for m in ("GET", "HEAD", "PUT", "CREATE")} for key in KEYS}
+    return GrantStore(s3.uri, urls)
 
 
-def test_json_helpers_refuse_nan_and_report_the_key(store):
-    put_json(store, "r.json", {"a": 1})
-    assert get_json(store, "r.json") == {"a": 1}
-    with pytest.raises(ValueError):
-        put_json(store, "bad.json", {"a": float("nan")})
-    store.put("broken.json", b'{"a": NaN}')
-    with pytest.raises(RecordError, match="broken.json"):
-        get_json(store, "broken.json")
-    assert create_json(store, "c.json", [1]) and not create_json(store, "c.json", [2])
+class TestGrantStoreOnMoto(TrialStoreContract):
+    @pytest.fixture
+    def store(self, bucket):
+        return _grant_store(S3Store(bucket, "some/prefix"))
 
 
-def test_check_accepts_a_usable_store(store):
-    store.check()
+class TestGrantStoreOnVersitygw(TrialStoreContract):
+    """The URLs' signatures checked: a CREATE's If-None-Match is part of what was signed."""
+
+    @pytest.fixture
+    def store(self, versitygw):
+        return _grant_store(S3Store(versitygw.bucket(), "some/prefix", client=versitygw.client()))
 
 
 def test_missing_bucket_is_a_clear_config_error(s3_endpoint):
