@@ -17,6 +17,7 @@ LIMIT_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enu
 
 
 def camel(name: str) -> str:
+    """A settings field's name as config files and the CRD spell it (n_ei_candidates: nEICandidates)."""
     special = {"n_ei_candidates": "nEICandidates"}
     if name in special:
         return special[name]
@@ -55,6 +56,7 @@ def describe(spec: Mapping[str, Any]) -> str:
 
 
 def within(value: Any, spec: Mapping[str, Any]) -> bool:
+    """Whether a value meets a field's declared limits (an enum, or a minimum and maximum, exclusive or not)."""
     if "enum" in spec:
         return value in spec["enum"]
     return all(ok for ok in (

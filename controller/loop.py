@@ -59,6 +59,9 @@ def open_search(store: Store, settings: Settings, space: Space) -> dict[str, Any
 
 
 class SearchLoop:
+    """The search loop: rebuild the state from the store, reconcile with the launcher, propose, launch, collect and
+    stop trials until the budget is spent."""
+
     def __init__(self, settings: Settings, store: Store, launcher: Launcher, *, publisher: Publisher | None = None,
                  wait_seconds: float = 5.0, backoff: Backoff | None = None):
         self.settings = settings

@@ -3,7 +3,7 @@
 # the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), the node (kubelet,
 # kube-proxy, and gpuplugin: our device plugin, scripts/k8s/gpuplugin) and kubectl (the same version as the
 # cluster, inside the client skew policy). Prints the cache folder on stdout.
-# KUBE_BIN_DIR overrides the cache folder. The first build on 2 cores takes a while (README: "Real cluster").
+# KUBE_BIN_DIR overrides the cache folder. The first build on 2 cores takes a while (docs/development.md).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 version="v1.34.4"

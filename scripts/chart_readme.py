@@ -96,7 +96,8 @@ def render() -> str:
 {chart['description']}. Version {chart['version']} (app {chart['appVersion']}); Kubernetes {chart['kubeVersion']}.
 
 ```bash
-helm install cifar-hpo charts/ -n hpo --create-namespace --set store.bucket=my-bucket --set store.existingSecret=s3-creds
+helm install cifar-hpo charts/ -n hpo --create-namespace \\
+  --set store.bucket=my-bucket --set store.existingSecret=s3-creds
 kubectl -n hpo get searches
 ```
 

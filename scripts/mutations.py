@@ -1,6 +1,6 @@
-"""Runs each mutation of the product code (or of the figures) that a claim of RELIABILITY.md or the README's
-reliability section names, against the test that backs the claim, and records whether that test caught it
-(reliability/mutations.json, rendered in the page's appendix by scripts/reliability_md.py).
+"""Runs each mutation of the product code (or of the figures) that a claim of RELIABILITY.md names, against the test
+that backs the claim, and records whether that test caught it (reliability/mutations.json, rendered in the page's
+appendix by scripts/reliability_md.py).
 
     .venv/bin/python scripts/mutations.py                 # all (the cluster ones need CIFAR_HPO_KUBE_DIR)
     .venv/bin/python scripts/mutations.py --only loop      # those whose id contains 'loop'

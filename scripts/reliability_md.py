@@ -348,7 +348,7 @@ $ kubectl get events --field-selector involvedObject.name=cifar100
 
 ## Appendix: mutations, and the test that catches each
 
-Each claim above (and in the README's reliability section) has a mutation of the product code, or of the figures,
+Each claim above has a mutation of the product code, or of the figures,
 that its test or this generator must catch. `scripts/mutations.py` applies each to a scratch copy of the checkout,
 runs the named test there, and records whether it failed ({len(mutations)} mutations from
 `reliability/mutations.json`, run at commit {mutations[0]['commit'] if mutations else 'n/a'}).

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test
 ./scripts/install-tools.sh
-./scripts/build-kube.sh >/dev/null  # the Kubernetes binaries, built from source once (README: Real cluster)
+./scripts/build-kube.sh >/dev/null  # the Kubernetes binaries, built from source once (docs/development.md)
 lint=0
 ./scripts/lint.sh || lint=$?
 

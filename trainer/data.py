@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def load_keras() -> Dataset:
+    """CIFAR-100 through Keras' own download and cache (fine and coarse labels)."""
     from tensorflow import keras
 
     try:
@@ -85,7 +86,7 @@ def cached(uri: str, read: Callable[[], bytes], cache_dir: str | None, sha256: s
         # A hostPath or an NFS/EFS claim owned by root: fsGroup does not reach it. The trial goes on with what it
         # read; every trial reads the store until the folder is made writable.
         log.warning("dataset cache %s not writable by uid %d (%s): not cached; make it writable by that uid "
-                    "(chown %d, or chmod 1777, on the node folder or the volume's root; README 'Run on a cluster')",
+                    "(chown %d, or chmod 1777, on the node folder or the volume's root; docs/cluster.md)",
                     folder, os.getuid(), e.strerror or e, os.getuid())
     return data
 

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def expected_gpus() -> int:
+    """The GPUs the trial's Job requested (the controller passes them), 0 when none were."""
     raw = os.environ.get(EXPECT_GPUS_ENV, "0") or "0"
     try:
         return max(0, int(raw))
@@ -44,7 +45,7 @@ def prepare(expected: int) -> int:
             f"device files {sorted(glob.glob('/dev/nvidia*')) or 'none'}, TensorFlow {tf.__version__} "
             f"(built with CUDA: {tf.test.is_built_with_cuda()}, CUDA {build.get('cuda_version', 'none')}, "
             f"cuDNN {build.get('cudnn_version', 'none')}). Check the node's NVIDIA driver and device plugin and "
-            "the trainer image's CUDA libraries (README: the trainer image's GPU stack), or run on the CPU with "
-            "trainer.gpu.count=0")
+            "the trainer image's CUDA libraries (docs/cluster.md: the trainer image's GPU stack), or run on the CPU "
+            "with trainer.gpu.count=0")
     log.info("GPUs: %d visible, %d requested", len(gpus), expected)
     return len(gpus)

@@ -3,8 +3,8 @@
 The architecture is the original's layer for layer, its quirks included (extra batch-norms after the residual
 units; linear stride-2 convolutions with batch-norm in the inception reduction), so that trainable parameter
 counts equal the original's for all 42 of its points (tests/trial/test_model.py). Deliberate deviations, each with
-its reason, are listed in the README ("Deliberate deviations from the original"): softmax heads, the random
-flip active in training only, sparse labels, mixed precision and XLA on a GPU.
+its reason, are listed in docs/architecture.md ("The original model, and the deliberate deviations from it"): softmax
+heads, the random flip active in training only, sparse labels, mixed precision and XLA on a GPU.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ SEED_NAMES = {
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """How one point is trained: epochs, validation split, patience, time limit, precision, XLA, seed."""
     epochs: int = 100
     """Maximum epochs."""
     val_size: int = 5000
@@ -62,6 +63,7 @@ class Stopped(Exception):
 
 @dataclass
 class Outcome:
+    """What a training run produced: status, why it stopped, history, best epoch and its metrics, the model, timings."""
     status: ResultStatus
     stop_reason: str
     history: dict[str, list[float | None]]
@@ -95,6 +97,7 @@ _IMPORTED = time.monotonic()
 
 
 def gpu_present() -> bool:
+    """Whether TensorFlow sees a GPU."""
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
@@ -191,8 +194,19 @@ def _device() -> str:
         return "gpu"
 
 
+def _saved(model: Any) -> bytes:
+    """The model as a .keras file's bytes (Keras saves to a path only)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.keras")
+        model.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
 def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epoch: Callable[[dict[str, Any]], None],
           stop_event: threading.Event) -> Outcome:
+    """Fits one point, selecting on the validation split, and evaluates the test split once with the best epoch's
+    weights."""
     from trainer.model import build_model, check_params
 
     arch = check_params(params)
@@ -227,11 +241,7 @@ def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epo
             test = {"fine_accuracy": float(ev["fine_outputs_accuracy"]), "fine_loss": float(ev["fine_outputs_loss"]),
                     "coarse_accuracy": float(ev["coarse_outputs_accuracy"]),
                     "coarse_loss": float(ev["coarse_outputs_loss"])}
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "model.keras")
-            model.save(path)
-            with open(path, "rb") as f:
-                model_bytes = f.read()
+        model_bytes = _saved(model)
     status = ResultStatus.STOPPED if watch.stop_reason == "sigterm" else ResultStatus.OK
     if watch.best_epoch is None:
         status = ResultStatus.FAIL

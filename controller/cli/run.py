@@ -25,7 +25,7 @@ from controller.store.uri import open_store
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The `run` command's flags."""
     run = sub.add_parser("run", help="run (or resume) a search")
-    run.add_argument("--config", help="YAML config file (see charts/values.yaml and README), or a Search manifest")
+    run.add_argument("--config", help="YAML config file (docs/quickstart.md), or a Search manifest")
     run.add_argument("--local", action="store_true", help="run trials as local processes (no cluster)")
     run.add_argument("--store", help="s3://bucket/prefix or a directory")
     run.add_argument("--search", help="search name (a folder in the store)")

@@ -39,6 +39,7 @@ CUT_AT = re.compile(r"at (?:rung )?epoch (\d+)")
 
 
 def finite(v: Any) -> float | None:
+    """The number as a float, or None for NaN, infinity, a bool or anything not a number (JSON has no NaN)."""
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
@@ -112,6 +113,8 @@ def _curve(r: TrialRecord, progress: dict[str, Any] | None) -> list[float | None
 
 
 def trial_json(r: TrialRecord, progress: dict[str, Any] | None) -> dict[str, Any]:
+    """One trial as the page shows it: state, objective, params, timing, its curve (the record's, or the latest
+    progress.json's) and where a rule cut it."""
     startup = r.metrics.get("startup") if isinstance(r.metrics.get("startup"), dict) else None
     duration = (r.finished_at - r.created_at) if r.finished_at and r.created_at else None
     return {"tid": r.tid, "state": str(r.state), "objective": finite(r.objective), "params": r.params,

@@ -99,6 +99,7 @@ class Dashboard:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """One request: the page's static files, the JSON API and the event stream; GET and HEAD only."""
     dashboard: Dashboard
     server_version = "cifar-hpo-dashboard"
 
@@ -203,6 +204,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class DashboardServer(ThreadingHTTPServer):
+    """The HTTP server of one Dashboard: a thread per request, and a shutdown that ends the refresher and the event
+    streams."""
     daemon_threads = True
     dashboard: Dashboard
 

@@ -24,6 +24,7 @@ N_FINE, N_COARSE = 100, 20
 
 @dataclass(frozen=True)
 class Split:
+    """One split of CIFAR-100: images (N, 32, 32, 3) uint8 with their fine (0-99) and coarse (0-19) labels."""
     x: np.ndarray
     fine: np.ndarray
     coarse: np.ndarray
@@ -37,6 +38,7 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
+    """The training and test splits, and where they came from (shown in the trial's records)."""
     train: Split
     test: Split
     source: str
@@ -105,6 +107,8 @@ def _archive_split(raw: bytes, name: str, where: str) -> Split:
 
 
 def load_archive(data: bytes, where: str) -> Dataset:
+    """The standard cifar-100-python.tar.gz read (its pickles through the restricted unpickler) and checked; a
+    ConfigError naming `where` otherwise."""
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
             raw = _archive_members(tar, ("train", "test"), where)
@@ -164,6 +168,7 @@ def archive_to_npz(data: bytes, where: str) -> bytes:
 
 
 def load_npz(data: bytes, where: str) -> Dataset:
+    """The staged arrays (an .npz, read with allow_pickle=False) and checked; a ConfigError naming `where` otherwise."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             a = {k: z[k] for k in NPZ_FIELDS}

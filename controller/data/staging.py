@@ -39,6 +39,7 @@ _ONE_AT_A_TIME = threading.Lock()
 
 @dataclass(frozen=True)
 class Staged:
+    """A dataset staged in the store: where trials read it and the checksums they check."""
     uri: str
     """Where trials read the arrays: <store root>/datasets/<sha256>.npz."""
     sha256: str

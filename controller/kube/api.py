@@ -45,6 +45,8 @@ class Conflict(TemporaryError):
 
 
 def translate(e: Exception, what: str) -> PermanentError | TemporaryError:
+    """An API error as one of the two error kinds: refusals and bad requests are permanent (RBAC named), conflicts,
+    throttling and outages temporary."""
     status = getattr(e, "status", None)
     if status in (401, 403):
         return ConfigError(f"{what}: the API server refused ({status}); check the controller's RBAC Role")
@@ -65,6 +67,9 @@ def _message(e: Exception) -> str:
 
 
 class KubeClient:
+    """The few API calls the controller makes, in one namespace, on plain dicts; every API error translated by
+    translate()."""
+
     def __init__(self, api_client: Any, namespace: str, identity: str = "cifar-hpo-controller"):
         self.api = api_client
         self.ns = namespace

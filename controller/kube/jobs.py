@@ -24,6 +24,7 @@ CA_DIR = "/etc/cifar-hpo/ca"  # Dockerfile.trainer's user: not 1000, the first u
 
 
 def labels(s: KubeSettings, search: str) -> dict[str, str]:
+    """The labels of a search's trial Jobs and pods (the app.kubernetes.io set and the search's)."""
     return {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": s.instance or s.release,
             "app.kubernetes.io/managed-by": "cifar-hpo-controller", SEARCH_LABEL: search}
 
@@ -46,6 +47,7 @@ def job_prefix(s: KubeSettings, search: str) -> str:
 
 
 def selector(s: KubeSettings, search: str) -> str:
+    """The label selector of a search's trial Jobs and pods."""
     return ",".join(f"{k}={v}" for k, v in labels(s, search).items() if k != "app.kubernetes.io/managed-by") + \
         ",app.kubernetes.io/component=trial"
 
@@ -149,6 +151,7 @@ def finished(job: Job) -> str | None:
 
 
 def failure_reason(job: Job) -> str | None:
+    """A failed Job's reason and message (its Failed condition), or None while it has not failed."""
     for c in _conditions(job):
         if c.get("type") == "Failed" and c.get("status") == "True":
             return f"{c.get('reason')}: {c.get('message', '')}".strip(": ")
@@ -156,6 +159,7 @@ def failure_reason(job: Job) -> str | None:
 
 
 def tid_of(obj: Job | Pod) -> int | None:
+    """The trial id a Job or pod is labelled with, or None for one that is not a trial's."""
     value = ((obj.get("metadata") or {}).get("labels") or {}).get(TRIAL_LABEL)
     return int(value) if value and value.isdigit() else None
 

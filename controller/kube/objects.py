@@ -7,6 +7,7 @@ from typing import Any, TypedDict
 
 
 class ObjectMeta(TypedDict, total=False):
+    """An object's metadata, as far as the controller reads it."""
     name: str
     namespace: str
     uid: str
@@ -18,6 +19,7 @@ class ObjectMeta(TypedDict, total=False):
 
 
 class Condition(TypedDict, total=False):
+    """A condition of a Job, a pod or a Search."""
     type: str
     status: str
     reason: str
@@ -25,6 +27,7 @@ class Condition(TypedDict, total=False):
 
 
 class JobStatus(TypedDict, total=False):
+    """A Job's status: its conditions and pod counts."""
     conditions: list[Condition]
     active: int
     failed: int
@@ -32,6 +35,7 @@ class JobStatus(TypedDict, total=False):
 
 
 class Job(TypedDict, total=False):
+    """A batch/v1 Job."""
     apiVersion: str
     kind: str
     metadata: ObjectMeta
@@ -40,12 +44,14 @@ class Job(TypedDict, total=False):
 
 
 class ContainerStatus(TypedDict, total=False):
+    """A container's status in its pod: its state now and the last one."""
     name: str
     state: dict[str, dict[str, Any]]
     lastState: dict[str, dict[str, Any]]
 
 
 class PodStatus(TypedDict, total=False):
+    """A pod's status: phase, conditions and its containers'."""
     phase: str
     reason: str
     conditions: list[Condition]
@@ -53,11 +59,13 @@ class PodStatus(TypedDict, total=False):
 
 
 class Pod(TypedDict, total=False):
+    """A pod, as far as the controller reads it."""
     metadata: ObjectMeta
     status: PodStatus
 
 
 class LeaseSpec(TypedDict, total=False):
+    """A coordination.k8s.io Lease's spec: who holds it and until when."""
     holderIdentity: str
     leaseDurationSeconds: int
     acquireTime: str
@@ -66,6 +74,7 @@ class LeaseSpec(TypedDict, total=False):
 
 
 class Lease(TypedDict, total=False):
+    """A coordination.k8s.io Lease."""
     apiVersion: str
     kind: str
     metadata: ObjectMeta
@@ -73,6 +82,7 @@ class Lease(TypedDict, total=False):
 
 
 class OwnerRef(TypedDict):
+    """An ownerReference: what a trial Job belongs to (its Search), so that deleting that collects the Job."""
     apiVersion: str
     kind: str
     name: str

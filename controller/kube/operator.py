@@ -46,6 +46,9 @@ class StoreUnavailable(TemporaryError):
 
 
 class SearchWorker:
+    """One Search's thread: its settings checked against the policy, its search loop run, its edits followed, its
+    status written."""
+
     def __init__(self, op: Operator, obj: dict[str, Any]):
         self.op = op
         self.obj = obj

@@ -26,10 +26,13 @@ KEY_PARAMS = 8  # how many of the best point's parameters .status.best shows (th
 
 
 def now() -> str:
+    """The current time as the API server writes timestamps (RFC 3339, UTC, seconds)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class SearchStatusWriter:
+    """Writes one Search's status subresource (state, counts, best, conditions) and its Events."""
+
     def __init__(self, kube: KubeClient, obj: dict[str, Any], records_uri: str):
         meta = obj["metadata"]
         self.kube = kube

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class Watcher:
+    """A list-then-watch loop on its own thread: every event to on_event, listed again after resync_seconds or an
+    expired version."""
+
     def __init__(self, what: str, list_fn: Callable[[], dict[str, Any]], watch_fn: Callable[[str | None, int], Any],
                  on_event: Callable[[str, dict[str, Any]], None], resync_seconds: float):
         self.what = what

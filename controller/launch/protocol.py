@@ -39,6 +39,9 @@ class TrialLaunch:
 
 
 class Launcher(Protocol):
+    """How the loop runs trials, whatever runs them: launch, adopt after a restart, wait for ends, cancel, and why a
+    trial waits."""
+
     def launch(self, trial: TrialLaunch) -> None:
         """Start the trial; a no-op if it is already running."""
 

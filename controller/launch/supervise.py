@@ -28,6 +28,8 @@ def _describe(code: int) -> tuple[int, str | None]:
 
 
 def main(argv: list[str]) -> int:
+    """Runs the command under the trial folder's lock and records its exit code and output there; returns 2 for a bad
+    command line."""
     if len(argv) < 3 or argv[1] != "--":
         sys.stderr.write("usage: python -m controller.launch.supervise DIR -- COMMAND [ARGS...]\n")
         return 2

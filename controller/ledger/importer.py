@@ -44,6 +44,7 @@ _TRIALS_PICKLE = with_classes("hyperopt.base.Trials")
 
 @dataclass(frozen=True)
 class ImportedTrial:
+    """A trial read from an earlier result (the seed's JSON, a results.pkl), as it enters the ledger."""
     params: dict[str, Any]
     objective: float | None
     """None when the source has no finite objective (a diverged run): imported as a failed trial."""
@@ -53,6 +54,7 @@ class ImportedTrial:
 
 
 def load_trials_pickle(data: bytes) -> Any:
+    """A hyperopt results.pkl unpickled through the allowlist (hyperopt, numpy and builtin types only)."""
     return restricted_loads(data, _TRIALS_PICKLE,
                             "a results.pkl holds only hyperopt Trials data (hyperopt, numpy and builtin types)")
 
@@ -133,6 +135,8 @@ def _pickle_trial(doc: Any, space: Space, path: Path) -> ImportedTrial | None:
 
 
 def read_source(path: str | Path, space: Space) -> list[ImportedTrial]:
+    """The trials of an import source: a folder of the original project's result JSONs, or a results.pkl; a
+    ConfigError naming the path otherwise."""
     p = Path(path)
     if p.is_dir():
         files = sorted(p.glob("*.json"))

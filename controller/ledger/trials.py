@@ -40,6 +40,8 @@ IMPORT_INCOMPLETE = "import did not finish: run the same import again to complet
 
 @dataclass
 class TrialRecord:
+    """One trial as the controller knows it, derived from its records: point, state, objective, curve, reason,
+    timing."""
     tid: int
     params: dict[str, Any]
     vals: dict[str, Any]
@@ -93,6 +95,7 @@ class TrialRecord:
 
 def proposal_record(tid: int, params: Mapping[str, Any], vals: Mapping[str, Any], seed: int | None,
                     origin: str, *, import_key: str | None = None, import_source: str | None = None) -> ProposalDoc:
+    """The proposal.json of a trial: its point (params and hyperopt's vals), seed, origin and creation time."""
     doc: ProposalDoc = {"schema_version": SCHEMA_VERSION, "tid": tid, "params": dict(params), "vals": dict(vals),
                         "seed": seed, "origin": origin, "created_at": time.time()}
     if import_key is not None:
@@ -304,12 +307,14 @@ class Ledger:
 
 
 def best_of(records: Iterable[TrialRecord]) -> TrialRecord | None:
+    """The finished trial with the highest objective (the lowest id on a tie), or None."""
     scored = [(r.objective, -r.tid, r) for r in records
               if r.state in (TrialState.OK, TrialState.STOPPED) and r.objective is not None]
     return max(scored, key=lambda t: t[:2])[2] if scored else None
 
 
 def best_record(best: TrialRecord) -> dict[str, Any]:
+    """best.json's content for the best trial."""
     return {"schema_version": SCHEMA_VERSION, "updated_at": time.time(), **best.to_json()}
 
 

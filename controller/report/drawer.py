@@ -31,6 +31,8 @@ DRAW_ERRORS = (ValueError, RuntimeError, OSError, TemporaryError, PermanentError
 
 
 class Drawer(Protocol):
+    """Draws a search's report/ from its records, now or later."""
+
     def draw(self, store: Store, search: str, records: Iterable[TrialRecord]) -> None: ...
 
 
@@ -41,6 +43,8 @@ def _put(store: Store, search: str, files: dict[str, bytes]) -> None:
 
 
 class InlineDrawer:
+    """Draws report/ in the calling thread (local mode: one search)."""
+
     def __init__(self, renderer: Renderer = render):
         self.renderer = renderer
 
@@ -52,6 +56,9 @@ class InlineDrawer:
 
 
 class BackgroundDrawer:
+    """Draws report/ in one child process for every search of an operator, one at a time, the newest request per
+    search; a child that dies is replaced."""
+
     def __init__(self, renderer: Renderer = render):
         """renderer: a module-level function (it is sent to the child process by name)."""
         self.renderer = renderer

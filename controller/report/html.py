@@ -122,6 +122,7 @@ def _table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> str:
 
 
 def render(records: Iterable[TrialRecord], search: str) -> dict[str, bytes]:
+    """The report's files (index.html and its PNG plots) for a search's records."""
     recs = sorted(records, key=lambda r: r.tid)
     best = best_of(recs)
     counts: dict[str, int] = {}

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SearchStatus:
+    """A search's state as the loop publishes it: counts, budget, best, and why launched trials wait."""
     state: SearchState
     reason: str | None
     counts: dict[str, int]
@@ -61,6 +62,8 @@ class Notifier(Protocol):
 
 
 class NullNotifier:
+    """A Notifier that tells no one (local mode)."""
+
     def event(self, reason: str, message: str, warning: bool = False, once: str | None = None) -> None:
         pass
 
@@ -69,6 +72,8 @@ class NullNotifier:
 
 
 class Publisher:
+    """The loop's one way out: status.json, best.json, Events, metrics, report/ and the progress line."""
+
     def __init__(self, store: Store, search: str, *, notifier: Notifier | None = None, metrics: Metrics | None = None,
                  report_seconds: float = 30.0, on_change: Callable[[SearchStatus], None] | None = None,
                  drawer: Drawer | None = None):

@@ -32,6 +32,7 @@ def live_states(store: Store, records: dict[int, TrialRecord]) -> None:
 
 
 def status_json(store: Store, search: str) -> dict[str, Any]:
+    """`controller status --json`: the search's state, counts, every trial and the best, read from its store."""
     records = Ledger(store).load()
     live_states(store, records)
     best = best_of(records.values())
@@ -79,6 +80,7 @@ def _fmt(v: Any) -> str:
 
 
 def status_table(doc: dict[str, Any], key_params: Iterable[str] | None = None) -> str:
+    """status_json's document as the table `controller status` prints."""
     trials = doc["trials"]
     key_params = list(key_params if key_params is not None else doc.get("key_params", []))
     header = ["id", "state", "objective", *key_params, "time", "note"]

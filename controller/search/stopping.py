@@ -29,6 +29,7 @@ Curve = Sequence[float | None]
 
 @dataclass(frozen=True)
 class StoppingSettings:
+    """The earlyStopping section: which rule, from which epoch, against how many peers."""
     rule: str = field(default="none", metadata=limit(enum=RULES))
     """none, median or asha."""
     start_epoch: int = field(default=20, metadata=limit(minimum=1))
@@ -56,6 +57,7 @@ def best_so_far(curve: Curve) -> np.ndarray[tuple[int], np.dtype[np.float64]]:
 
 
 def rungs(settings: StoppingSettings, max_epoch: int) -> list[int]:
+    """ASHA's rungs up to max_epoch: grace_epochs times eta to the power 0, 1, 2 ..."""
     out: list[int] = []
     r = float(settings.grace_epochs)
     while round(r) <= max_epoch:

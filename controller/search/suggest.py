@@ -30,6 +30,7 @@ PENDING_STRATEGIES: tuple[str, ...] = ("hyperopt", "liar_mean", "ignore")
 
 @dataclass(frozen=True)
 class SuggestSettings:
+    """The TPE step's settings (the tpe section)."""
     n_startup_jobs: int = field(default=20, metadata=limit(minimum=0))
     """Random proposals before TPE starts; imported (warm-start) trials count toward it."""
     n_ei_candidates: int = field(default=24, metadata=limit(minimum=1))
@@ -54,6 +55,7 @@ class Observation:
 
 @dataclass(frozen=True)
 class Proposal:
+    """A proposed point: its trial id, decoded params, hyperopt's vals, the seed it was drawn with and its origin."""
     tid: int
     params: dict[str, Any]
     vals: dict[str, Any]

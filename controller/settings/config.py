@@ -43,6 +43,7 @@ from controller.settings.policy import MAX_PARALLELISM, PolicySettings
 
 @dataclass(frozen=True)
 class SearchSection:
+    """The search section: its name, budget, parallelism, goal, seed and space."""
     name: str = "cifar100"
     """The search's folder under the store: a new name starts a new search."""
     max_trials: int = field(default=20, metadata=limit(minimum=1))
@@ -70,6 +71,7 @@ class SearchSection:
 
 @dataclass(frozen=True)
 class StoreSection:
+    """The store section: where a search keeps its records and how to reach it."""
     uri: str = "./runs"
     """s3://bucket/prefix, a directory path, or file://path."""
     endpoint_url: str | None = None
@@ -101,6 +103,7 @@ class StoreSection:
 
 @dataclass(frozen=True)
 class TrialSection:
+    """The trial section: the program each trial runs, its data and epochs."""
     command: list[str] = field(default_factory=lambda: ["python", "-m", "trainer"])
     """The trial program; it gets `--trial <trial URI>` (and --data/--epochs when set) appended."""
     data: str | None = None
@@ -138,6 +141,7 @@ class TrialSection:
 
 @dataclass(frozen=True)
 class LocalSection:
+    """The local section: local mode's working folder and poll interval."""
     workdir: str | None = None
     """Where local mode keeps trial processes' locks, exit codes and logs until they are uploaded;
     null: <store>/<search>/.local for a directory store, ~/.cache/cifar-hpo/... for S3."""
@@ -150,6 +154,7 @@ class LocalSection:
 
 @dataclass(frozen=True)
 class ControllerSection:
+    """The controller section: checkpointing, logs, metrics, the report and the dashboard."""
     checkpoint_every: int = field(default=25, metadata=limit(minimum=1))
     """Write the ledger checkpoint after this many decided trials (it makes resume fast)."""
     log_format: str = field(default="text", metadata=limit(enum=("text", "json")))
@@ -166,12 +171,15 @@ class ControllerSection:
 
 @dataclass(frozen=True)
 class TpeSection(SuggestSettings):
+    """The tpe section: SuggestSettings, checked as a section of the config."""
+
     def validate(self) -> None:
         limits.check(self, "tpe")
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Every section of the settings, loaded and range-checked once at the edge (validate())."""
     search: SearchSection = SearchSection()
     tpe: TpeSection = TpeSection()
     store: StoreSection = StoreSection()

@@ -22,6 +22,7 @@ SYNTHETIC_MIN = 100
 
 @dataclass(frozen=True)
 class DataSpec:
+    """A parsed data spec: its kind and the text it came from."""
     kind: str
     """cifar100 | synthetic | http | s3 | path | npz | none"""
     spec: str
@@ -30,6 +31,8 @@ class DataSpec:
 
 
 def parse_data_spec(spec: str, field: str = "--data") -> DataSpec:
+    """The data spec's kind (cifar100, synthetic[:N], an https URL, s3://, a path, staged .npz, none), or a
+    ConfigError naming the field."""
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"{field}: must name a dataset: cifar100, synthetic[:N], s3://bucket/key or a path")
     if spec == "cifar100":

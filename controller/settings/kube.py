@@ -15,6 +15,8 @@ from controller.settings.policy import MAX_DEADLINE_SECONDS, MAX_GPUS
 
 @dataclass(frozen=True)
 class KubeSettings:
+    """The kube section: how a trial's Job is made (image, GPUs, resources, placement, retries, deadlines, store
+    access)."""
     namespace: str = "default"
     release: str = "cifar-hpo"
     """Prefixes Job names (<release>-<search>-t<tid>): the chart passes its full name."""

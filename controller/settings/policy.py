@@ -31,6 +31,7 @@ class PolicyError(ConfigError):
 
 @dataclass(frozen=True)
 class PolicySettings:
+    """The operator's policy: what a Search may ask beyond the operator's own trial settings."""
     images: list[str] = field(default_factory=list)
     """Trial images a Search may name (exact references; a digest pins one build). The operator's own trial image
     (kube.image, the chart's trainer image) is always allowed; empty: only that one."""
@@ -148,6 +149,7 @@ def check_data(policy: PolicySettings, data: str | None, sha256: str | None, sto
 
 
 def host_of(url: str) -> str:
+    """The host of a URL, without user info, port or IPv6 brackets."""
     netloc = url.split("://", 1)[1].partition("/")[0].rpartition("@")[2]
     if netloc.startswith("["):
         return netloc[1:].partition("]")[0]

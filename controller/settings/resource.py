@@ -52,6 +52,7 @@ def load_settings(path: str | Path | None) -> Settings:
 
 
 def is_search(doc: Any) -> bool:
+    """Whether a YAML document is a Search manifest."""
     return isinstance(doc, Mapping) and doc.get("kind") == KIND and str(doc.get("apiVersion", "")).startswith(GROUP)
 
 
@@ -173,13 +174,14 @@ def _section_schema(cls: type, names: tuple[str, ...] | None = None, defaults: b
 
 
 def spec_schema() -> dict[str, Any]:
+    """The Search's spec as an OpenAPI schema, from the settings' fields, limits and docstrings."""
     search = _section_schema(SearchSection)
     search["properties"]["name"].pop("default")
     search["properties"]["name"]["pattern"] = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
     search["properties"]["name"]["description"] = "The search's folder in the store; default: the Search's name."
     search["properties"]["space"] = {"type": "object", "nullable": True, "x-kubernetes-preserve-unknown-fields": True,
-                                     "description": "The search space (README: Search spaces); null: the original "
-                                                    "project's 19-key space."}
+                                     "description": "The search space (docs/quickstart.md: Search spaces); null: "
+                                                    "the original project's 19-key space."}
     trial = _section_schema(TrialSection, TRIAL_FIELDS, defaults=False)
     trial["properties"].update(_section_schema(KubeSettings, JOB_FIELDS, defaults=False)["properties"])
     trial["properties"]["dataSha256"]["pattern"] = "^[0-9a-fA-F]{64}$"

@@ -65,10 +65,12 @@ def bucket_of(store: TrialStore) -> str | None:
 
 def dumps(record: Any) -> bytes:
     # allow_nan=False: NaN/inf are not JSON, and a record other tools cannot parse is a lost record.
+    """A record as JSON bytes; NaN and infinity refused (a record other tools cannot parse is a lost record)."""
     return json.dumps(record, indent=1, allow_nan=False).encode()
 
 
 def loads(data: bytes, key: str) -> Any:
+    """A record from JSON bytes; a RecordError naming the key for anything that is not strict JSON."""
     try:
         return json.loads(data, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as e:
@@ -80,13 +82,16 @@ def _reject_constant(name: str) -> float:
 
 
 def get_json(store: TrialStore, key: str) -> Any | None:
+    """The record at key, or None when there is none."""
     data = store.get(key)
     return None if data is None else loads(data, key)
 
 
 def put_json(store: TrialStore, key: str, record: Any) -> None:
+    """Writes (or overwrites) the record at key."""
     store.put(key, dumps(record))
 
 
 def create_json(store: TrialStore, key: str, record: Any) -> bool:
+    """Writes the record only if the key does not exist; False if it did."""
     return store.create(key, dumps(record))

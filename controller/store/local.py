@@ -17,6 +17,8 @@ os.umask(_UMASK)
 
 
 class LocalStore:
+    """A Store in a local directory: atomic writes by rename, create-only by link."""
+
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser().absolute()
         self.uri = str(self.root)

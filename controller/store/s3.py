@@ -52,7 +52,7 @@ class S3Store:
             if code == "NotImplemented" or status == 501:
                 # A feature this store lacks (conditional writes, a checksum mode): no retry will bring it.
                 return ConfigError(f"{what} in {self.uri}: the store does not implement this request ({code}, HTTP "
-                                   f"{status}); see README 'Stores' for what a store must support")
+                                   f"{status}); see docs/cluster.md, 'Stores', for what a store must support")
             if code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                         "AllAccessDisabled"):
                 return ConfigError(f"{what} in {self.uri}: {code}; check the bucket name and credentials")

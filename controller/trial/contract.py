@@ -27,6 +27,7 @@ class TrialState(StrEnum):
 
 
 class SearchState(StrEnum):
+    """A search's state, as status.json and the Search's status say it."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     GOAL_REACHED = "goal_reached"
@@ -46,6 +47,7 @@ class ResultStatus(StrEnum):
 
 
 class Origin(StrEnum):
+    """Where a trial's point came from."""
     RANDOM = "random"
     TPE = "tpe"
     IMPORT = "import"
@@ -58,6 +60,7 @@ SEARCH_ORIGINS = (Origin.RANDOM, Origin.TPE, Origin.UNKNOWN)
 
 
 class ProposalDoc(TypedDict):
+    """proposal.json: written once by the controller before the trial starts."""
     schema_version: int
     tid: int
     params: dict[str, Any]
@@ -139,6 +142,7 @@ class OutcomeDoc(TypedDict):
 
 
 class StopDoc(TypedDict):
+    """stop.json: written once by the controller before it stops a running trial."""
     schema_version: int
     tid: int
     reason: str

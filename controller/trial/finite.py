@@ -40,4 +40,5 @@ def finite_json(value: Any) -> tuple[Any, int]:
 
 
 def finite_or_none(value: Any) -> Any:
+    """The value with every non-finite number replaced by None."""
     return finite_json(value)[0]

@@ -20,6 +20,7 @@ _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}
 
 @cache
 def schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of one record kind (proposal, progress, result, outcome, stop)."""
     if kind not in KINDS:
         raise ValueError(f"no schema for {kind!r}; one of {KINDS}")
     text = resources.files("controller.trial").joinpath("schemas", f"{kind}.schema.json").read_text()

@@ -9,7 +9,7 @@ the node's directory: the host's file system never sees their mounts or files. W
 namespace (sysctls the kubelet sets, iptables chains of the kubelet, kube-proxy and CNI, the bridge, the kubepods
 cgroups) is recorded before the start and undone by stop(), which leaves the machine as it found it.
 
-Needs root and Linux; see ../../README.md "A real cluster on one machine".
+Needs root and Linux; see docs/development.md, "A real cluster on one machine".
 """
 
 from __future__ import annotations
