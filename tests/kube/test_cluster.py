@@ -17,7 +17,7 @@ import boto3
 import pytest
 import yaml
 from support.cli import run_cli
-from support.clusterkit import CREDS, _finished, _status_cm, _store_keys, _values
+from support.clusterkit import CREDS, bucket_etags, chart_values, finished_status, status_config_map_data
 from support.figures import record_figure
 from support.paths import PY, ROOT
 from support.realkube import JobRecorder, wait_for
@@ -37,7 +37,7 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
     ns, store = kube_ns, f"s3://{bucket}/searches"
     shared = tmp_path / "shared"
     runlog = shared / "runlog"
-    values = _values(kube, ns, tmp_path, bucket, s3_endpoint, {"FAKE_TRIAL_RUNLOG": str(runlog)}, shared=shared)
+    values = chart_values(kube, ns, tmp_path, bucket, s3_endpoint, {"FAKE_TRIAL_RUNLOG": str(runlog)}, shared=shared)
     with JobRecorder(kube, ns) as jobs:
         kube.helm("install", "cifar-hpo", "charts/", "-n", ns, "-f", str(values))
         wait_for("the first search to succeed", lambda: _search_status(kube, ns, "cifar100").get("state")
@@ -48,7 +48,7 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
                    "events": kube.kubectl("-n", ns, "get", "events", "--field-selector",
                                           "involvedObject.name=cifar100")}
         assert "trial 0: objective" in session["logs"]  # apiserver → kubelet → the trial's own output
-        first = _finished(store, "cifar100")
+        first = finished_status(store, "cifar100")
         assert [t["state"] for t in first["trials"]] == ["ok"] * 3
 
         # The operator ran as the chart's ServiceAccount (its pod's token), in a restricted namespace.
@@ -64,7 +64,7 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
 
         kube.helm("upgrade", "cifar-hpo", "charts/", "-n", ns, "--reuse-values", "--set", "search.maxTrials=5")
         wait_for("the extended search to finish 5 trials", lambda: len(
-            [t for t in _finished(store, "cifar100")["trials"] if t["state"] == "ok"]) == 5)
+            [t for t in finished_status(store, "cifar100")["trials"] if t["state"] == "ok"]) == 5)
         wait_for("the extended search to succeed", lambda: _search_status(kube, ns, "cifar100").get("budgetLeft")
                  == 0 and _search_status(kube, ns, "cifar100").get("state") == "Succeeded")
         restarts = kube.pods(ns, "app.kubernetes.io/component=controller")[0]["metadata"]["name"]
@@ -73,7 +73,7 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
         # A new search name (the README's advice): another Search, its own Jobs, none adopted from the first.
         kube.helm("upgrade", "cifar-hpo", "charts/", "-n", ns, "--reuse-values", "--set", "search.name=second",
                   "--set", "search.maxTrials=2")
-        wait_for("the second search to finish", lambda: [t["state"] for t in _finished(store, "second")["trials"]]
+        wait_for("the second search to finish", lambda: [t["state"] for t in finished_status(store, "second")["trials"]]
                  == ["ok", "ok"])
         # Its last act (after best.json, status.json and the report): the bucket is final once this Event exists.
         wait_for("the second search's SearchFinished Event", lambda: any(
@@ -84,11 +84,11 @@ def test_helm_install_runs_a_search_upgrade_extends_it_a_second_search_shares_no
         ran = sorted(runlog.read_text().split())
         assert len(ran) == 7  # 5 + 2 trial processes, each once
 
-        before = _store_keys(bucket)
+        before = bucket_etags(bucket)
         kube.helm("uninstall", "cifar-hpo", "-n", ns)
         wait_for("the garbage collector to delete the trial Jobs",
                  lambda: not kube.jobs(ns, "app.kubernetes.io/component=trial"))
-        assert _store_keys(bucket) == before  # the bucket is never touched by an uninstall
+        assert bucket_etags(bucket) == before  # the bucket is never touched by an uninstall
     record_figure("kubectl session, real cluster", session)
 
 
@@ -255,8 +255,8 @@ def test_a_search_runs_as_jobs_watch_driven_with_bodies_the_api_server_accepts(r
     assert f"trial {out['tid']}: objective" in (tmp_path / "best" / "trial.log").read_text()
     reasons = Counter(e["reason"] for e in kube.events(ns) if e["involvedObject"]["kind"] == "ConfigMap")
     assert reasons["TrialCreated"] == 6 and reasons["TrialFinished"] == 6 and reasons["SearchFinished"] == 1
-    assert _status_cm(kube, ns, release.full) == {**_status_cm(kube, ns, release.full), "state": "succeeded",
-                                                  "budgetLeft": "0"}
+    status = status_config_map_data(kube, ns, release.full)
+    assert status == {**status, "state": "succeeded", "budgetLeft": "0"}
     lease = kube.lease(ns, f"{release.full}-controller")["spec"]
     assert lease["holderIdentity"] == "" and lease["leaseTransitions"] == 0  # held once, handed back at exit
     assert set().union(*release.job_creators().values()) == {"ctl-a"}

@@ -16,7 +16,7 @@ import time
 
 import pytest
 import yaml
-from support.clusterkit import Release, _finished, _values
+from support.clusterkit import Release, chart_values, finished_status
 from support.figures import record_figure, search_figure
 from support.paths import PY, ROOT
 from support.realkube import JobRecorder, PodStarts, wait_for
@@ -48,7 +48,7 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
     ns, n, kills = kube_ns, 24, 20
     shared = tmp_path / "shared"
     gate, faults = shared / "gate", shared / "faults.json"
-    values = _values(kube, ns, tmp_path, bucket, s3_endpoint,
+    values = chart_values(kube, ns, tmp_path, bucket, s3_endpoint,
                      {"FAKE_TRIAL_GATE": str(gate), "FAKE_TRIAL_FAULTS": str(faults),
                       "FAKE_TRIAL_SLEEP": "0.05"}, shared=shared,
                      search={"maxTrials": n, "parallelism": 3, "maxFailedTrials": 50}, trainer={"backoffLimit": 0})
@@ -56,7 +56,7 @@ def test_the_controller_pod_killed_9_times_20_while_a_search_runs(kube, kube_ns,
     faults.write_text(json.dumps({"2": "exit1", "9": "exit1"}))  # failures too, so that 'outcome' is written
     rng = random.Random(12)
     store = f"s3://{bucket}/searches"
-    finished = lambda: _finished(store, "cifar100")["trials"]
+    finished = lambda: finished_status(store, "cifar100")["trials"]
     done = lambda: sum(t["state"] in ("ok", "failed") for t in finished())
     def loaded(restarts: int) -> bool:
         """The container's start number `restarts` (0: the first) has loaded its ledger."""

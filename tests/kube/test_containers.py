@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support.clusterkit import Release, _finished, _values
+from support.clusterkit import Release, chart_values, finished_status
 from support.realkube import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -223,7 +223,7 @@ def test_a_trial_that_cannot_start_is_reported_then_failed(kube, kube_ns, node, 
     finally:
         if proc.poll() is None:
             proc.kill()
-    (trial,) = _finished(rel.store, "cifar100")["trials"]
+    (trial,) = finished_status(rel.store, "cifar100")["trials"]
     assert trial["state"] == "failed"
     assert "did not start within startTimeoutSeconds (20 s)" in trial["reason"], trial
     assert any(r in trial["reason"] for r in expected), trial
@@ -243,7 +243,7 @@ def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, s
     proc = rel.controller(cfg, log=tmp_path / "controller.log")
     rc = proc.wait(900)
     assert rc == 0, (tmp_path / "controller.log").read_text()[-3000:]
-    trials = _finished(rel.store, "cifar100")["trials"]
+    trials = finished_status(rel.store, "cifar100")["trials"]
     assert [t["state"] for t in trials] == ["ok", "ok"], trials
     import boto3
 
@@ -262,7 +262,7 @@ def test_a_real_trainer_search_runs_as_containers(kube, kube_ns, node, bucket, s
 
 
 def _chart_values(kube, ns: str, tmp_path: Path, bucket: str, s3_endpoint: str) -> Path:
-    return _values(kube, ns, tmp_path, bucket, s3_endpoint)
+    return chart_values(kube, ns, tmp_path, bucket, s3_endpoint)
 
 
 def _search_state(kube, ns: str) -> str | None:
@@ -281,7 +281,7 @@ def test_the_chart_runs_the_operator_image_in_cluster_and_its_trials_as_containe
     log = kube.kubectl("-n", kube_ns, "logs", operator["metadata"]["name"])
     # No kubeconfig in the pod: the mounted token and KUBERNETES_SERVICE_HOST, through kube-proxy to the apiserver.
     assert "Kubernetes API at https://10.0.0.1:443 as this pod's service account (in-cluster)" in log, log[-2000:]
-    trials = _finished(f"s3://{bucket}/searches", "cifar100")["trials"]
+    trials = finished_status(f"s3://{bucket}/searches", "cifar100")["trials"]
     assert [t["state"] for t in trials] == ["ok"] * 3
     for p in kube.pods(kube_ns, "app.kubernetes.io/component=trial"):
         assert p["spec"]["nodeName"] == node["name"]
@@ -351,7 +351,7 @@ def test_a_search_whose_trial_image_is_absent_says_so_in_kubectl_get_searches(ku
                                                                                tmp_path):
     """The chart's operator (in its pod) on a trial image that does not exist: `kubectl get searches` shows the
     kubelet's reason in WAITING, then the Search fails with it after startTimeoutSeconds."""
-    values = _values(kube, kube_ns, tmp_path, bucket, s3_endpoint, search={"maxTrials": 1, "parallelism": 1,
+    values = chart_values(kube, kube_ns, tmp_path, bucket, s3_endpoint, search={"maxTrials": 1, "parallelism": 1,
                                                                            "maxFailedTrials": 1})
     doc = yaml.safe_load(values.read_text())
     doc["trainer"].update(image={"repository": "localhost/cifar-hpo-absent", "tag": "1"}, startTimeoutSeconds=20)
@@ -365,7 +365,7 @@ def test_a_search_whose_trial_image_is_absent_says_so_in_kubectl_get_searches(ku
 
     wait_for("the pull failure in kubectl get searches", shown, timeout=120)
     wait_for("the Search to fail", lambda: _search_state(kube, kube_ns) == "Failed", timeout=180)
-    (trial,) = _finished(f"s3://{bucket}/searches", "cifar100")["trials"]
+    (trial,) = finished_status(f"s3://{bucket}/searches", "cifar100")["trials"]
     assert trial["state"] == "failed" and "did not start within startTimeoutSeconds (20 s)" in trial["reason"], trial
     assert "ImagePull" in trial["reason"] or "ErrImagePull" in trial["reason"], trial
     print(seen[-1])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.cli import run_cli
-from support.clusterkit import CREDS, _finished, trial_env
+from support.clusterkit import CREDS, finished_status, trial_env
 from support.figures import record_figure, search_figure
 from support.paths import ROOT
 from support.realkube import JobRecorder, PodStarts, wait_for
@@ -287,7 +287,7 @@ def test_budget_edits_on_a_running_search_are_followed(crd, release, kube_ns, tm
         # trials 3, 4 and 5; with 1 it is trial 3 alone.
         wait_for("trial 3's Job", lambda: any(j["metadata"]["name"] == "edited-t3"
                                               for j in crd.jobs(kube_ns, "cifar-hpo.io/search=edited")), proc=op)
-        keys = [t["tid"] for t in _finished(store, "edited")["trials"]]
+        keys = [t["tid"] for t in finished_status(store, "edited")["trials"]]
         assert max(keys) == 3, keys
         (gate / "all").touch()
         wait_for("the search to succeed with 6", lambda: _status(crd, kube_ns, "edited").get("state") == "Succeeded"

@@ -35,8 +35,8 @@ def trial_env(env: dict[str, str], shared: Path | None) -> list[str]:
     return [f"{k}={pod_path(v)}" for k, v in {"FAKE_TRIAL_SLEEP": "0.2", **env}.items()]
 
 
-def _values(kube, ns: str, tmp_path: Path, bucket: str, s3: str, env: dict[str, str] | None = None,
-            shared: Path | None = None, **sections) -> Path:
+def chart_values(kube, ns: str, tmp_path: Path, bucket: str, s3: str, env: dict[str, str] | None = None,
+                 shared: Path | None = None, **sections) -> Path:
     """A values file: moto's S3, quick stand-in trials (the test image) on the cluster's node, the controller
     image as the operator. shared: a host folder the trials mount at /cache (Kube.shared_dir)."""
     ctrl, trial = image(kube, "controller"), image(kube, "objective")
@@ -60,7 +60,8 @@ def _values(kube, ns: str, tmp_path: Path, bucket: str, s3: str, env: dict[str, 
     return path
 
 
-def _status_cm(kube, ns, release="cifar-hpo"):
+def status_config_map_data(kube, ns, release="cifar-hpo"):
+    """The data of the one-search mode's status ConfigMap, {} while there is none."""
     from kubernetes.client.exceptions import ApiException
 
     try:
@@ -69,13 +70,15 @@ def _status_cm(kube, ns, release="cifar-hpo"):
         return {}
 
 
-def _store_keys(bucket):
+def bucket_etags(bucket):
+    """Every key of the bucket with its ETag: what a test compares to see that nothing changed."""
     s3 = boto3.client("s3")
     return {o["Key"]: o["ETag"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
             for o in page.get("Contents", [])}
 
 
-def _finished(store_uri, search):
+def finished_status(store_uri, search):
+    """`controller status --json` of a search, or an empty document while it has none."""
     p = run_cli("status", "--store", store_uri, "--search", search, "--json", check=False)
     return json.loads(p.stdout) if p.returncode == 0 else {"trials": [], "state": None}
 
@@ -149,4 +152,4 @@ class Release:
                 for j in self.kube.jobs(self.ns)}
 
     def trials(self, search="cifar100"):
-        return _finished(self.store, search)["trials"]
+        return finished_status(self.store, search)["trials"]
