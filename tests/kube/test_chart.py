@@ -193,25 +193,29 @@ def test_dockerfiles_pass_hadolint_and_run_as_non_root():
         assert users and not users[-1].startswith(("root", "0"))
 
 
-def _closure(dist_name):
-    """Every distribution the package needs on this interpreter, without extras."""
+def _closure(dist_name, extras=()):
+    """Every distribution the package needs on this interpreter with these extras (and the extras its requirements
+    name, its own included: cifar-hpo[controller] needs cifar-hpo[s3])."""
     from packaging.requirements import Requirement
 
-    seen, todo = set(), [dist_name]
+    seen, names, todo = set(), set(), [(dist_name, frozenset(extras))]
     while todo:
-        name = todo.pop().lower().replace("_", "-")
-        if name in seen:
+        name, wanted = todo.pop()
+        name = name.lower().replace("_", "-")
+        if (name, wanted) in seen:
             continue
-        seen.add(name)
+        seen.add((name, wanted))
+        names.add(name)
         for line in metadata.requires(name) or []:
             req = Requirement(line)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
-    return seen
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in {"", *wanted}):
+                todo.append((req.name, frozenset(req.extras)))
+    return names
 
 
-def test_the_controller_install_set_has_no_tensorflow():
-    deps = _closure("cifar-hpo")
+def test_the_base_install_needs_nothing_and_the_controllers_has_no_tensorflow():
+    assert _closure("cifar-hpo") == {"cifar-hpo"}  # the trial library: the standard library only
+    deps = _closure("cifar-hpo", {"controller"})
     assert {"hyperopt", "boto3", "kubernetes", "pyyaml"} <= deps
     assert not {d for d in deps if d.startswith(("tensorflow", "keras", "tf-"))}, deps
     runs = [line for line in (ROOT / "Dockerfile.controller").read_text().splitlines()

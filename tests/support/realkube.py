@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.paths import ROOT
+
 TOOLS = ROOT / ".tools" / "bin"
 
 

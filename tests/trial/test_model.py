@@ -2,11 +2,10 @@
 
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from support.paths import SEED_RESULTS
+from support.paths import ROOT, SEED_RESULTS
 
 from trainer.model import ParamError, build_model, check_params
 
@@ -94,7 +93,7 @@ def test_missing_parameters_are_named():
 def test_the_model_of_each_of_the_42_original_points_has_the_originals_parameter_count():
     """tests/data/seed-architecture.json: the original code's build_model, built under Keras 3 with only renamed
     APIs, for each original result's point. Ours must give the same trainable parameter count for all 42."""
-    expected = json.loads((Path(__file__).parent / "data" / "seed-architecture.json").read_text())["results"]
+    expected = json.loads((ROOT / "tests" / "data" / "seed-architecture.json").read_text())["results"]
     assert len(expected) == 42
     got = {}
     for entry in expected:
