@@ -156,6 +156,11 @@ MUTATIONS = [
       (('        headers = {"If-None-Match": "*"} if method == "CREATE" else {}',
         "        headers: dict[str, str] = {}"),),
       "tests/store/test_store.py::TestGrantStoreOnMoto::test_create_is_create_only"),
+    M("final-report-first", "once a search's SearchFinished Event exists, its bucket is whole (the report included)",
+      "controller/report/publish.py", "the final report is drawn behind the end's back",
+      (("self.drawer.draw(self.store, self.search, records, wait=force)",
+        "self.drawer.draw(self.store, self.search, records, wait=False)"),),
+      "tests/report/test_report.py::test_a_searchs_final_report_is_stored_before_its_end_is_told"),
 ]
 
 

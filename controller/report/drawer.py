@@ -30,10 +30,17 @@ Renderer = Callable[[list[TrialRecord], str], dict[str, bytes]]
 DRAW_ERRORS = (ValueError, RuntimeError, OSError, TemporaryError, PermanentError)
 
 
+# How long a search's end waits for its final report before telling its end anyway (a report takes seconds; a queue
+# of many searches' reports ahead of it, longer).
+FINAL_WAIT_SECONDS = 120.0
+
+
 class Drawer(Protocol):
     """Draws a search's report/ from its records, now or later."""
 
-    def draw(self, store: Store, search: str, records: Iterable[TrialRecord]) -> None: ...
+    def draw(self, store: Store, search: str, records: Iterable[TrialRecord], wait: bool = False) -> None:
+        """wait: return only once this report (or a newer one of the search) is stored, or FINAL_WAIT_SECONDS
+        passed: a search's end is told after its final report."""
 
 
 def _put(store: Store, search: str, files: dict[str, bytes]) -> None:
@@ -48,7 +55,7 @@ class InlineDrawer:
     def __init__(self, renderer: Renderer = render):
         self.renderer = renderer
 
-    def draw(self, store: Store, search: str, records: Iterable[TrialRecord]) -> None:
+    def draw(self, store: Store, search: str, records: Iterable[TrialRecord], wait: bool = False) -> None:
         try:
             _put(store, search, self.renderer(list(records), search))
         except DRAW_ERRORS as e:
@@ -62,7 +69,10 @@ class BackgroundDrawer:
     def __init__(self, renderer: Renderer = render):
         """renderer: a module-level function (it is sent to the child process by name)."""
         self.renderer = renderer
-        self._pending: dict[str, tuple[Store, str, list[TrialRecord]]] = {}
+        self._pending: dict[str, tuple[Store, str, list[TrialRecord], int]] = {}
+        self._asked = 0
+        """Requests numbered in order: a search's report numbered n is stored once _done[its store] >= n."""
+        self._done: dict[str, int] = {}
         self._busy = False
         self._closed = False
         self._cond = threading.Condition()
@@ -72,12 +82,17 @@ class BackgroundDrawer:
         self._thread = threading.Thread(target=self._run, name="report-drawer", daemon=True)
         self._thread.start()
 
-    def draw(self, store: Store, search: str, records: Iterable[TrialRecord]) -> None:
+    def draw(self, store: Store, search: str, records: Iterable[TrialRecord], wait: bool = False) -> None:
         # A copy of each record: the loop goes on changing its own while this one waits its turn.
         snapshot = [copy.copy(r) for r in records]
         with self._cond:
-            self._pending[store.uri] = (store, search, snapshot)  # replaces an older request for the same search
+            self._asked += 1
+            number = self._asked
+            self._pending[store.uri] = (store, search, snapshot, number)  # replaces an older request of the search
             self._cond.notify_all()
+            if wait and not self._cond.wait_for(lambda: self._done.get(store.uri, 0) >= number or self._closed,
+                                                FINAL_WAIT_SECONDS):
+                log.warning("search %s: report/ not drawn within %.0f s; going on", search, FINAL_WAIT_SECONDS)
 
     def idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing is pending or being drawn; False if timeout came first."""
@@ -101,7 +116,7 @@ class BackgroundDrawer:
                 if self._closed:
                     return
                 uri = next(iter(self._pending))
-                store, search, records = self._pending.pop(uri)
+                store, search, records, number = self._pending.pop(uri)
                 self._busy = True
             try:
                 _put(store, search, self._render(records, search))
@@ -111,6 +126,7 @@ class BackgroundDrawer:
             finally:
                 with self._cond:
                     self._busy = False
+                    self._done[uri] = number  # drawn, or failed and logged: either way nobody waits for it longer
                     self._cond.notify_all()
 
     def _render(self, records: list[TrialRecord], search: str) -> dict[str, bytes]:

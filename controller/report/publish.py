@@ -133,11 +133,12 @@ class Publisher:
         self.event("NewBest", f"trial {best.tid}: new best objective {best.objective:.4f}")
 
     def report(self, records: Iterable[TrialRecord], force: bool = False) -> None:
-        """report/ in the store, at most every report_seconds, and always at the end (force)."""
+        """report/ in the store, at most every report_seconds, and always at the end (force: drawn before the end is
+        told, so that the bucket is whole once the SearchFinished Event exists)."""
         if not force and time.monotonic() < self._next_report:
             return
         self._next_report = time.monotonic() + self.report_seconds
-        self.drawer.draw(self.store, self.search, records)
+        self.drawer.draw(self.store, self.search, records, wait=force)
 
     def proposed(self, seconds: float) -> None:
         if self.metrics:

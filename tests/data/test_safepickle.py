@@ -6,9 +6,7 @@ written to a temporary file and read in a subprocess, which must exit 2 with a m
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import pickle
 import tarfile
 from pathlib import Path
@@ -16,18 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.cli import run_cli
-from support.paths import ROOT
+from support.hostile import crasher, crasher_names
 
 from controller.data.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 from controller.errors import ConfigError
 
-CRASHERS = sorted(json.loads((ROOT / "tests" / "data" / "pickle-crashers.json").read_text())["crashers"])
-
-
-def crasher(name: str) -> bytes:
-    """One hostile input's bytes (tests/data/pickle-crashers.json)."""
-    doc = json.loads((ROOT / "tests" / "data" / "pickle-crashers.json").read_text())
-    return base64.b64decode(doc["crashers"][name])
+CRASHERS = crasher_names()
 
 
 def _loads(data: bytes):

@@ -379,7 +379,7 @@ def test_a_forged_archive_fails_its_search_and_nothing_else(crd, release, kube_n
     import hashlib
 
     import boto3
-    from test_safepickle import crasher
+    from support.hostile import crasher
 
     payload = crasher("forged-dtype.tar.gz")
     bucket = release.store.split("/")[2]

@@ -10,7 +10,9 @@ from support.paths import SEED_RESULTS
 from controller.ledger.trials import TrialRecord
 from controller.report.drawer import BackgroundDrawer
 from controller.report.html import render
+from controller.report.publish import Publisher, SearchStatus
 from controller.store.local import MemoryStore
+from controller.trial.contract import SearchState
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -86,5 +88,41 @@ def test_the_operators_drawer_draws_in_another_process_and_keeps_the_newest_requ
         assert drawer.drawn <= 2  # the first request of "a" at most, and the newest: never all three
         assert not root.child("broken").list("report/")
         assert int(root.child("a").get("report/pid")) != os.getpid()
+    finally:
+        drawer.close()
+
+
+def _slow(records, search):
+    """A renderer that takes a second (module-level: the drawing process gets it by name)."""
+    import time
+
+    time.sleep(1.0)
+    return {"index.html": f"{len(records)} trials of {search}".encode()}
+
+
+@pytest.mark.e2e
+def test_a_searchs_final_report_is_stored_before_its_end_is_told():
+    """The end of a search waits for its final report (Publisher.finished draws with wait=True, then tells the
+    SearchFinished Event): once the Event exists the bucket is whole. Other reports are drawn behind the loop's back."""
+    root = MemoryStore()
+    drawer = BackgroundDrawer(_slow)
+    try:
+        recs = [TrialRecord(t, {"x": t}, {}, t, "tpe", state="ok", objective=0.1 * t) for t in range(2)]
+        drawer.draw(root.child("late"), "late", recs)  # a periodic report: not waited for
+        assert root.child("late").get("report/index.html") is None
+        drawer.draw(root.child("other"), "other", recs[:1])  # another search's report, queued first
+        told = []
+
+        class Notifier:
+            def event(self, reason, message, warning=False, once=None):
+                told.append((reason, root.child("ended").get("report/index.html")))
+
+            def status(self, status_doc):
+                pass
+
+        publisher = Publisher(root.child("ended"), "ended", notifier=Notifier(), drawer=drawer)
+        status = SearchStatus(SearchState.SUCCEEDED, "budget spent", {"ok": 2}, budget=2, finished=2)
+        publisher.finished(status, recs)
+        assert told == [("SearchFinished", b"2 trials of ended")]  # the report was there when the end was told
     finally:
         drawer.close()
