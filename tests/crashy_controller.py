@@ -7,6 +7,10 @@ import os
 import signal
 import sys
 
+# A program run as a script (sys.path[0] is tests/): it must run the checkout it sits in, not the controller installed
+# in the environment, or a test run on a copy of the tree (scripts/mutations.py does) would run another one's code.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from controller import cli
 from controller.kube.launcher import KubernetesLauncher
 from controller.launch.local import ProcessLauncher

@@ -16,6 +16,10 @@ import signal
 import sys
 import time
 
+# A program run as a script (sys.path[0] is tests/): it must run the checkout it sits in, not the controller installed
+# in the environment, or a test run on a copy of the tree (scripts/mutations.py does) would run another one's code.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from controller.errors import TemporaryError
 from controller.store.base import dumps, get_json, put_json
 from controller.trial import open_trial, patiently
