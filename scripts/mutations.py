@@ -161,6 +161,12 @@ MUTATIONS = [
       (("self.drawer.draw(self.store, self.search, records, wait=force)",
         "self.drawer.draw(self.store, self.search, records, wait=False)"),),
       "tests/report/test_report.py::test_a_searchs_final_report_is_stored_before_its_end_is_told"),
+    M("cli-kube-lazy", "local mode and the store commands start without the kubernetes client",
+      "controller/cli/operator.py", "the operator command's Kubernetes modules are imported with the command line",
+      (("from controller.dashboard.server import serve as serve_dashboard\n",
+        "from controller.dashboard.server import serve as serve_dashboard\n"
+        "from controller.kube.operator import Operator\n"),),
+      "tests/loop/test_local_search.py::test_the_command_line_loads_no_kubernetes_client_until_a_cluster_command_runs"),
 ]
 
 

@@ -10,9 +10,6 @@ import threading
 
 from controller.cli.logs import setup_logging
 from controller.dashboard.server import serve as serve_dashboard
-from controller.kube.connect import connect
-from controller.kube.lease import take_lease
-from controller.kube.operator import Operator
 from controller.report.drawer import BackgroundDrawer
 from controller.report.metrics import Families, Metrics
 from controller.report.publish import Notifier, Publisher
@@ -40,6 +37,11 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if not settings.kube.lease_name:  # never two operators acting on one namespace's Searches
         settings = with_overrides(settings, kube__lease_name="cifar-hpo-operator")
     setup_logging(settings.controller.log_format, args.verbose, "operator")
+    # Imported here: the other commands (local mode above all) never load the kubernetes client.
+    from controller.kube.connect import connect
+    from controller.kube.lease import take_lease
+    from controller.kube.operator import Operator
+
     families = Families()
     if settings.controller.metrics_port:
         families.serve(settings.controller.metrics_port)  # at once: it is the pod's readiness too

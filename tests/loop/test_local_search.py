@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -296,3 +297,12 @@ def test_a_whole_search_on_versitygw(versitygw, fake_trial_config, tmp_path):
     keys = [o["Key"] for o in versitygw.client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert not [k for k in keys if ".cifar-hpo-probe" in k]  # the probe leaves nothing behind
     assert sum(k.endswith("/result.json") for k in keys) == 4
+
+
+def test_the_command_line_loads_no_kubernetes_client_until_a_cluster_command_runs():
+    """Local mode, status, best, report, import and the dashboard start without the kubernetes client (seconds of
+    imports, and a package a laptop need not have working); only `operator` and `run` without --local load it."""
+    code = ("import sys; import controller.cli; from controller.cli import build_parser; build_parser(); "
+            "print('kubernetes' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
