@@ -14,6 +14,13 @@ from typing import Any
 from controller.errors import ConfigError
 
 LIMIT_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum")
+# Bounds on what a Search may set that no real search comes near, so that none can make the operator work without
+# end (benchmarks/RESULTS.md, S3, measures a proposal at these bounds).
+MAX_TRIALS = 10_000
+MAX_EPOCHS = 100_000
+MAX_EI_CANDIDATES = 1000
+MAX_TPE_WORK = 25_000
+"""Distributions × nEICandidates: one proposal's work (256 × 1000 takes 2.5 s of one core; 25,000 ~0.25 s)."""
 
 
 def camel(name: str) -> str:

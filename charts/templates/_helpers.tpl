@@ -126,6 +126,12 @@ policy:
   allowPrivateAddresses: {{ .Values.policy.allowPrivateAddresses }}
   maxDataBytes: {{ .Values.policy.maxDataBytes | int64 }}
   requireDataSha256: {{ .Values.policy.requireDataSha256 }}
+  dataS3Prefix: {{ .Values.policy.dataS3Prefix | quote }}
+  stagingMemoryBytes: {{ .Values.policy.stagingMemoryBytes | int64 }}
+  stagingSeconds: {{ .Values.policy.stagingSeconds | int64 }}
+  minCheckSeconds: {{ .Values.policy.minCheckSeconds }}
+  maxTerminationGraceSeconds: {{ .Values.policy.maxTerminationGraceSeconds | int64 }}
+  maxResources: {{ .Values.policy.maxResources | toJson }}
 {{- end }}
 
 {{- /* Any address but link-local (cloud metadata: 169.254.169.254, fd00:ec2::254), unless CIDRs are given. */ -}}

@@ -7,6 +7,8 @@ The archive's pickles are read with an allowlist unpickler: they hold numpy arra
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import lzma
 import tarfile
@@ -62,6 +64,57 @@ def check_split(split: Split, where: str) -> Split:
 # expand to gigabytes: the sizes are checked before a member is read).
 MAX_MEMBERS = 64
 MAX_BATCH_BYTES = 512 * 2**20
+# tarfile reads a GNU long name or a pax header whole, before any member is seen; and the compressed size says
+# nothing of the expanded one. Both are capped as the bytes are read.
+MAX_HEADER_BYTES = 64 * 2**10
+MAX_EXPANDED_BYTES = 2**30
+
+
+class _Capped(io.RawIOBase):
+    """A decompressed stream that stops at MAX_EXPANDED_BYTES."""
+
+    def __init__(self, inner: io.BufferedIOBase | io.BytesIO, where: str):
+        self.inner, self.where, self.total = inner, where, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.inner.read(len(buffer))
+        self.total += len(data)
+        if self.total > MAX_EXPANDED_BYTES:
+            raise ConfigError(f"{self.where}: the archive expands to more than {MAX_EXPANDED_BYTES} bytes; "
+                              "the real cifar-100-python.tar.gz expands to ~180 MB")
+        buffer[:len(data)] = data
+        return len(data)
+
+
+class _Header(tarfile.TarInfo):
+    """A member header whose long name or pax record is read only when it is small."""
+
+    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        self._small_header()
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc,no-any-return]
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        self._small_header()
+        return super()._proc_pax(tarfile)  # type: ignore[misc,no-any-return]
+
+    def _small_header(self) -> None:
+        if self.size > MAX_HEADER_BYTES:
+            raise ConfigError(f"a tar header record of {self.size} bytes (a long name or pax header; at most "
+                              f"{MAX_HEADER_BYTES}): not the cifar-100-python.tar.gz layout")
+
+
+def _decompressed(data: bytes, where: str) -> _Capped:
+    raw = io.BytesIO(data)
+    if data[:2] == b"\x1f\x8b":
+        return _Capped(gzip.GzipFile(fileobj=raw), where)
+    if data[:3] == b"BZh":
+        return _Capped(bz2.BZ2File(raw), where)
+    if data[:6] == b"\xfd7zXZ\x00":
+        return _Capped(lzma.LZMAFile(raw), where)
+    return _Capped(raw, where)
 
 
 def _archive_members(tar: tarfile.TarFile, names: tuple[str, ...], where: str) -> dict[str, bytes]:
@@ -110,9 +163,9 @@ def load_archive(data: bytes, where: str) -> Dataset:
     """The standard cifar-100-python.tar.gz read (its pickles through the restricted unpickler) and checked; a
     ConfigError naming `where` otherwise."""
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        with tarfile.open(fileobj=_decompressed(data, where), mode="r|", tarinfo=_Header) as tar:
             raw = _archive_members(tar, ("train", "test"), where)
-    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError) as e:
         raise ConfigError(f"{where}: not a readable tar archive ({type(e).__name__}: {e})") from e
     return Dataset(_archive_split(raw["train"], "train", where), _archive_split(raw["test"], "test", where), where)
 

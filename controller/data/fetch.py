@@ -38,7 +38,7 @@ def fetch(source: str, policy: PolicySettings, field: str, timeout: float = 60.0
         return _http(source, policy, field, timeout)
     if source.startswith("s3://"):
         parent, _, name = source.rpartition("/")
-        data = open_s3(parent).get(name)
+        data = open_s3(parent).get(name, policy.max_data_bytes)  # never more than the cap read
         if data is None:
             raise ConfigError(f"{field}: no object at {source}")
         _cap(len(data), policy, field, source)

@@ -122,8 +122,10 @@ def _scalar(dtype: Any, raw: Any = b"") -> Any:
 
 
 def _encode(text: Any, encoding: Any = "utf-8") -> bytes:
-    """_codecs.encode: how protocol-2 pickles spell bytes (text, 'latin1'); no other codec."""
-    if not isinstance(text, str) or str(encoding).replace("_", "-").lower() not in ("latin1", "latin-1"):
+    """_codecs.encode: how protocol-2 pickles spell bytes (text, 'latin1'); no other codec. The types are checked
+    before anything is converted: str() of a self-sharing tuple takes exponential time."""
+    if not (isinstance(text, str) and isinstance(encoding, str)) \
+            or encoding.replace("_", "-").lower() not in ("latin1", "latin-1"):
         raise Refused(f"_codecs.encode with {_short(encoding)}")
     return codecs.encode(text, "latin1")
 
@@ -152,6 +154,41 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Opaque:
     return cls()
 
 
+# Hashing walks a key's every path: a tuple that shares itself level by level (DUP, TUPLE2: a few bytes per level)
+# has 2^depth of them, walked in one C call holding the GIL. Only keys and set members whose walk is short are taken.
+MAX_KEY_NODES = 256
+
+
+def _hashable(value: Any) -> Any:
+    """The value, if hashing it is cheap: a plain scalar, or tuples of them with few nodes in all (shared ones
+    counted each time they are reached, as hashing reaches them)."""
+    todo, nodes = [value], 0
+    while todo:
+        item = todo.pop()
+        nodes += 1
+        if nodes > MAX_KEY_NODES:
+            raise Refused(f"a dict key or set member of more than {MAX_KEY_NODES} parts")
+        if isinstance(item, tuple):
+            todo.extend(item)
+        elif not (item is None or isinstance(item, (bool, int, float, complex, str, bytes))):
+            raise Refused(f"a dict key or set member of type {type(item).__name__}")
+    return value
+
+
+def _set(items: Any = ()) -> set[Any]:
+    """builtins.set, taking only cheaply hashed members."""
+    if not isinstance(items, (list, tuple)):
+        raise Refused(f"set() of a {type(items).__name__}")
+    return {_hashable(v) for v in items}
+
+
+def _ordered_dict(items: Any = ()) -> collections.OrderedDict[Any, Any]:
+    """collections.OrderedDict, from (key, value) pairs with cheaply hashed keys."""
+    if not isinstance(items, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in items):
+        raise Refused("OrderedDict() of something other than (key, value) pairs")
+    return collections.OrderedDict((_hashable(k), v) for k, v in items)
+
+
 _NUMPY: dict[tuple[str, str], Any] = {}
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _NUMPY[(_mod, "_reconstruct")] = _Array
@@ -167,9 +204,9 @@ NUMPY_AND_BUILTINS: dict[tuple[str, str], Any] = {
     ("copyreg", "_reconstructor"): _reconstructor,
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
-    ("__builtin__", "set"): set,
-    ("builtins", "set"): set,
-    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("__builtin__", "set"): _set,
+    ("builtins", "set"): _set,
+    ("collections", "OrderedDict"): _ordered_dict,
     ("_codecs", "encode"): _encode,
     ("datetime", "datetime"): datetime.datetime,  # C-checked: a datetime from its 10-byte state
 }
@@ -192,11 +229,55 @@ def _load_bytearray8(self: Any) -> None:
     self.append(bytearray(data))
 
 
+# A memo entry costs ~85 bytes and MEMOIZE one: the real files need a few thousand.
+MAX_MEMO = 100_000
+
+
+class _Memo(dict[int, Any]):
+    def __setitem__(self, key: int, value: Any) -> None:
+        if len(self) >= MAX_MEMO and key not in self:
+            raise Refused(f"a pickle that memoizes more than {MAX_MEMO} objects")
+        super().__setitem__(key, value)
+
+
+def _keys_checked(load: Callable[[Any], None], items: Callable[[Any], list[Any]]) -> Callable[[Any], None]:
+    """An opcode's handler that first checks the keys or members it is about to hash (items: them, from the
+    unpickler's stack, without popping)."""
+    def checked(self: Any) -> None:
+        for item in items(self):
+            _hashable(item)
+        load(self)
+    return checked
+
+
+def _since_mark(self: Any) -> list[Any]:
+    return list(self.stack)  # MARK started a new stack: what is on it came after the mark
+
+
+def _pairs_since_mark(self: Any) -> list[Any]:
+    return list(self.stack[::2])
+
+
+def _setitem_key(self: Any) -> list[Any]:
+    return list(self.stack[-2:-1])
+
+
+_STOCK: dict[int, Any] = pickle._Unpickler.dispatch
+_HASHING = {
+    pickle.SETITEM[0]: _keys_checked(_STOCK[pickle.SETITEM[0]], _setitem_key),
+    pickle.SETITEMS[0]: _keys_checked(_STOCK[pickle.SETITEMS[0]], _pairs_since_mark),
+    pickle.DICT[0]: _keys_checked(_STOCK[pickle.DICT[0]], _pairs_since_mark),
+    pickle.ADDITEMS[0]: _keys_checked(_STOCK[pickle.ADDITEMS[0]], _since_mark),
+    pickle.FROZENSET[0]: _keys_checked(_STOCK[pickle.FROZENSET[0]], _since_mark),
+}
+
+
 class _Restricted(pickle._Unpickler):
-    dispatch = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: _load_bytearray8}
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: _load_bytearray8, **_HASHING}
 
     def __init__(self, data: bytes, allowed: dict[tuple[str, str], Any]):
         super().__init__(io.BytesIO(data), encoding="latin1")  # latin1: Python 2 pickles
+        self.memo = _Memo()
         self.allowed = allowed
 
     def find_class(self, module: str, name: str) -> Any:
@@ -256,5 +337,7 @@ def restricted_loads(data: bytes, allowed: dict[tuple[str, str], Any], what: str
         raise ConfigError(f"refusing to unpickle {e}: {what}; the file was not loaded") from e
     except RecursionError as e:
         raise ConfigError(f"not a readable pickle ({what}): nested too deeply") from e
+    except MemoryError:
+        raise  # the reader's memory limit (controller/data/sandbox.py) names it; not the file's format
     except Exception as e:
         raise ConfigError(f"not a readable pickle ({what}): {type(e).__name__}: {e}"[:500]) from e

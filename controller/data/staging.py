@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.data.cifar import archive_to_npz
 from controller.data.fetch import fetch
+from controller.data.sandbox import SandboxLimits, archive_to_npz_isolated
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.settings.config import Settings, with_overrides
 from controller.settings.dataspec import parse_data_spec
@@ -72,14 +72,15 @@ def stage(data: str | None, sha256: str | None, root: Store, policy: PolicySetti
     with _ONE_AT_A_TIME:  # an archive, its batches and its arrays at once: ~1 GB for CIFAR-100
         archive = _fetch_verified(source, expected,
                                   fetcher or (lambda s: fetch(s, policy, field, open_s3=open_s3)), attempts, backoff,
-                                  field)
+                                  field, reveal=policy == LOCAL)
         digest = expected or hashlib.sha256(archive).hexdigest()
         if not expected:
             log.warning("dataset %s: no trial.dataSha256 given; staged as sha256 %s (pass it to pin the data)",
                         source, digest)
         if not root.exists(_key(digest)):
             try:
-                arrays = archive_to_npz(archive, source)
+                arrays = archive_to_npz_isolated(archive, source, SandboxLimits(policy.staging_memory_bytes,
+                                                                                 policy.staging_seconds))
             except PermanentError as e:
                 raise ConfigError(f"{field}: {e}") from e
             del archive
@@ -105,9 +106,10 @@ def _arrays_digest(root: Store, digest: str) -> str:
 
 
 def _fetch_verified(source: str, expected: str | None, fetcher: Callable[[str], bytes], attempts: int,
-                    backoff: float, field: str) -> bytes:
+                    backoff: float, field: str, reveal: bool) -> bytes:
     """Fetch with retries: a network error or a checksum mismatch (a truncated or corrupted download) is tried
-    again; what still fails ends the run, naming the source."""
+    again; what still fails ends the run, naming the source. reveal: whether a mismatch names the bytes' own hash
+    and size (local mode: the user's own file; never to a Search's author, who may have named another's object)."""
     problem = ""
     for attempt in range(1, attempts + 1):
         try:
@@ -118,7 +120,8 @@ def _fetch_verified(source: str, expected: str | None, fetcher: Callable[[str], 
             got = hashlib.sha256(data).hexdigest()
             if expected is None or got == expected:
                 return data
-            problem = f"sha256 {got} of {len(data)} bytes differs from the expected {expected}"
+            problem = (f"sha256 {got} of {len(data)} bytes differs from the expected {expected}" if reveal
+                       else f"its sha256 differs from the expected {expected}")
         log.warning("dataset %s: %s (attempt %d of %d)", source, problem, attempt, attempts)
         if attempt < attempts:
             time.sleep(backoff * attempt)

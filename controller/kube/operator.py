@@ -32,7 +32,7 @@ from controller.kube.watch import Watcher
 from controller.loop import SearchLoop
 from controller.report.publish import Notifier, Publisher
 from controller.settings.config import Settings
-from controller.settings.policy import PolicyError, check_data, check_job
+from controller.settings.policy import PolicyError, check_data, check_job, merged_job
 from controller.settings.resource import API_VERSION, KIND, budget_change, settings_of
 from controller.store.base import Store, bucket_of, get_json
 
@@ -238,9 +238,10 @@ class SearchWorker:
         kube = dataclasses.replace(settings.kube, namespace=obj["metadata"]["namespace"], job_prefix=self.name,
                                    instance=self.name, owner_config_map=None, status_config_map=None,
                                    lease_name=None)
-        settings = dataclasses.replace(settings, kube=kube)
-        # A Search gets the operator's trial settings and what its policy lets it change: nothing else.
         base = self.op.base
+        # A Search adds to the operator's placement and limits; it never removes them.
+        settings = dataclasses.replace(settings, kube=merged_job(base.kube, kube))
+        # A Search gets the operator's trial settings and what its policy lets it change: nothing else.
         check_job(base.policy, base, settings, (obj.get("spec") or {}).get("trial") or {},
                   settings.search.parallelism)
         check_data(base.policy, settings.trial.data, settings.trial.data_sha256, bucket_of(self.op.root),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,15 @@ class Group:
 Node = Literal | Dist | Group
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a spec is whoever wrote the Search's, and its errors go to its status."""
+    return _REPR.repr(value)
+
+
 def is_number(x: Any) -> bool:
     """A number that is not a bool."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -108,20 +118,35 @@ def _literal(value: Any, path: str) -> Any:
     return json.loads(text)
 
 
+# What one proposal may cost is set by the space: hyperopt's TPE works per distribution and candidate, and treats a
+# choice, and a randint, as a categorical of that many weights (randint 0..10^7: 1.4 GB and 3 s per proposal).
+# These bounds keep one proposal under ~0.3 s and ~0.2 GB (benchmarks/RESULTS.md, S3); the search's tpe section is
+# bounded with them (controller/settings/config.py).
+MAX_DISTRIBUTIONS = 256
+MAX_OPTIONS = 1000
+MAX_RANDINT_RANGE = 100_000
+MAX_GROUP_DEPTH = 8
+
+
 class Parser:
     """Parses a declarative spec into nodes, checking every path and keeping labels unique."""
 
     def __init__(self) -> None:
         self.labels: dict[str, str] = {}
+        self.depth = 0
 
     def group(self, spec: Any, path: str) -> Group:
         if not isinstance(spec, Mapping) or not spec:
-            raise SpaceError(f"{path}: expected a non-empty mapping of parameter name -> spec, got {spec!r}")
+            raise SpaceError(f"{path}: expected a non-empty mapping of parameter name -> spec, got {_short(spec)}")
+        if self.depth >= MAX_GROUP_DEPTH:
+            raise SpaceError(f"{path}: groups nested more than {MAX_GROUP_DEPTH} deep")
+        self.depth += 1
         members = []
         for name, sub in spec.items():
             if not isinstance(name, str) or not name:
-                raise SpaceError(f"{path}: parameter names must be non-empty strings, got {name!r}")
+                raise SpaceError(f"{path}: parameter names must be non-empty strings, got {_short(name)}")
             members.append((name, self.node(sub, f"{path}.{name}", default_label=name)))
+        self.depth -= 1
         return Group(tuple(members))
 
     def node(self, spec: Any, path: str, default_label: str, group_ok: bool = False) -> Node:
@@ -129,7 +154,7 @@ class Parser:
         be a distribution or an explicit literal, so that a mistyped distribution is never taken for a value."""
         if spec is None or isinstance(spec, (str, bool, int, float)):
             if isinstance(spec, float) and not math.isfinite(spec):
-                raise SpaceError(f"{path}: literal values must be finite, got {spec!r}")
+                raise SpaceError(f"{path}: literal values must be finite, got {_short(spec)}")
             return Literal(spec)
         if isinstance(spec, Mapping) and "dist" in spec:
             return self.dist(spec, path, default_label)
@@ -142,20 +167,22 @@ class Parser:
             hint = (f"did you mean {{dist: {named[0]}, {', '.join(_FORM[named[0]])}}}? " if named else "")
             raise SpaceError(
                 f"{path}: a mapping without 'dist' is neither a distribution nor a literal; {hint}write "
-                f"{{dist: <{' | '.join(DISTRIBUTIONS)}>, ...}}, or {{literal: {dict(spec)!r}}} for a fixed mapping "
-                "value (a mapping of specs is a conditional group only as a choice's option)")
+                f"{{dist: <{' | '.join(DISTRIBUTIONS)}>, ...}}, or {{literal: {_short(dict(spec))}}} for a fixed "
+                "mapping value (a mapping of specs is a conditional group only as a choice's option)")
         raise SpaceError(
             f"{path}: expected a literal or a mapping with 'dist' (one of {', '.join(DISTRIBUTIONS)}), "
-            f"got {type(spec).__name__} {spec!r}"
+            f"got {type(spec).__name__} {_short(spec)}"
         )
 
     def _label(self, spec: Mapping[str, Any], path: str, default_label: str) -> str:
         label = spec.get("label", default_label)
         if not isinstance(label, str) or not label:
-            raise SpaceError(f"{path}.label: must be a non-empty string, got {label!r}")
+            raise SpaceError(f"{path}.label: must be a non-empty string, got {_short(label)}")
+        if len(self.labels) >= MAX_DISTRIBUTIONS:
+            raise SpaceError(f"{path}: more than {MAX_DISTRIBUTIONS} distributions in the space")
         if label in self.labels:
             raise SpaceError(
-                f"{path}: duplicate label {label!r} (already used at {self.labels[label]}); "
+                f"{path}: duplicate label {_short(label)} (already used at {self.labels[label]}); "
                 "give one of them an explicit distinct 'label'"
             )
         self.labels[label] = path
@@ -164,7 +191,7 @@ class Parser:
     def dist(self, spec: Mapping[str, Any], path: str, default_label: str) -> Dist:
         kind = spec["dist"]
         if kind not in _ALLOWED_KEYS:
-            raise SpaceError(f"{path}.dist: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
+            raise SpaceError(f"{path}.dist: unknown distribution {_short(kind)}; use one of {', '.join(DISTRIBUTIONS)}")
         unknown = set(spec) - _ALLOWED_KEYS[kind] - {"dist", "label"}
         if unknown:
             raise SpaceError(
@@ -174,7 +201,10 @@ class Parser:
         if kind == "choice":
             options = spec.get("options")
             if not isinstance(options, list) or not options:
-                raise SpaceError(f"{path}.options: a choice needs a non-empty list of options, got {options!r}")
+                raise SpaceError(f"{path}.options: a choice needs a non-empty list of options, got {_short(options)}")
+            if len(options) > MAX_OPTIONS:
+                raise SpaceError(f"{path}.options: {len(options)} options; at most {MAX_OPTIONS} (for more values "
+                                 "of a number, use a quantized distribution: quniform, qloguniform)")
             parsed = tuple(
                 self.node(opt, f"{path}.options[{i}]", default_label=f"{label}_{i}", group_ok=True)
                 for i, opt in enumerate(options)
@@ -188,7 +218,7 @@ class Parser:
             raise SpaceError(f"{path}.{key}: required for {spec['dist']}")
         v = spec[key]
         if not is_number(v) or not math.isfinite(v):
-            raise SpaceError(f"{path}.{key}: must be a finite number, got {type(v).__name__} {v!r}")
+            raise SpaceError(f"{path}.{key}: must be a finite number, got {type(v).__name__} {_short(v)}")
         return float(v)
 
     def _numeric_args(self, kind: str, spec: Mapping[str, Any], path: str) -> tuple[float, ...]:
@@ -218,6 +248,9 @@ class Parser:
             self._check_order(low, high, path, "low", "high")
             if kind == "randint" and not (low.is_integer() and high.is_integer()):
                 raise SpaceError(f"{path}: randint bounds must be integers, got {low}, {high}")
+            if kind == "randint" and high - low > MAX_RANDINT_RANGE:
+                raise SpaceError(f"{path}: randint over {high - low:.0f} values; at most {MAX_RANDINT_RANGE} (TPE "
+                                 "weighs each one: use quniform with q: 1 for a wider range of integers)")
             args = (low, high)
         if kind in QUANTIZED:
             q = self._num(spec, "q", path)

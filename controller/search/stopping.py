@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller import limits
-from controller.limits import limit
+from controller.limits import MAX_EPOCHS, MAX_TRIALS, limit
 
 RULES = ("none", "median", "asha")
 Curve = Sequence[float | None]
@@ -32,17 +32,17 @@ class StoppingSettings:
     """The earlyStopping section: which rule, from which epoch, against how many peers."""
     rule: str = field(default="none", metadata=limit(enum=RULES))
     """none, median or asha."""
-    start_epoch: int = field(default=20, metadata=limit(minimum=1))
+    start_epoch: int = field(default=20, metadata=limit(minimum=1, maximum=MAX_EPOCHS))
     """median: no decision before this epoch."""
-    min_trials: int = field(default=5, metadata=limit(minimum=1))
+    min_trials: int = field(default=5, metadata=limit(minimum=1, maximum=MAX_TRIALS))
     """Values needed at an epoch (median) or rung (asha) before anything is stopped there."""
-    grace_epochs: int = field(default=10, metadata=limit(minimum=1))
+    grace_epochs: int = field(default=10, metadata=limit(minimum=1, maximum=MAX_EPOCHS))
     """asha: the first rung."""
-    eta: float = field(default=3.0, metadata=limit(exclusive_minimum=1))
+    eta: float = field(default=3.0, metadata=limit(exclusive_minimum=1, maximum=100))
     """asha: keep the top 1/eta at each rung; rungs are grace·eta^i."""
     margin: float = field(default=0.0, metadata=limit(minimum=0, exclusive_maximum=1))
     """Stop only if below the cut by more than this (accuracy points, e.g. 0.01): less aggressive."""
-    check_seconds: float = field(default=30.0, metadata=limit(exclusive_minimum=0))
+    check_seconds: float = field(default=30.0, metadata=limit(minimum=0.01, maximum=3600))
     """How often the controller reads running trials' progress.json."""
 
     def validate(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from controller.limits import limit
+from controller.limits import MAX_EI_CANDIDATES, MAX_TRIALS, limit
 from controller.search.space import Space
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,13 @@ PENDING_STRATEGIES: tuple[str, ...] = ("hyperopt", "liar_mean", "ignore")
 @dataclass(frozen=True)
 class SuggestSettings:
     """The TPE step's settings (the tpe section)."""
-    n_startup_jobs: int = field(default=20, metadata=limit(minimum=0))
+    n_startup_jobs: int = field(default=20, metadata=limit(minimum=0, maximum=MAX_TRIALS))
     """Random proposals before TPE starts; imported (warm-start) trials count toward it."""
-    n_ei_candidates: int = field(default=24, metadata=limit(minimum=1))
+    n_ei_candidates: int = field(default=24, metadata=limit(minimum=1, maximum=MAX_EI_CANDIDATES))
     """Candidates TPE draws from l(x) per proposal, keeping the best by expected improvement."""
     gamma: float = field(default=0.25, metadata=limit(exclusive_minimum=0, exclusive_maximum=1))
     """Fraction (× sqrt(n)) of the observations that TPE calls good."""
-    prior_weight: float = field(default=1.0, metadata=limit(exclusive_minimum=0))
+    prior_weight: float = field(default=1.0, metadata=limit(exclusive_minimum=0, maximum=1000))
     """Weight of the prior in TPE's Parzen estimators."""
     pending: str = field(default="hyperopt", metadata=limit(enum=PENDING_STRATEGIES))
     """How running trials enter TPE: 'hyperopt' (as infinitely bad, hyperopt's own treatment of

@@ -31,8 +31,8 @@ import yaml
 
 from controller import limits
 from controller.errors import ConfigError
+from controller.limits import MAX_EPOCHS, MAX_TPE_WORK, MAX_TRIALS, limit
 from controller.limits import camel as _camel
-from controller.limits import limit
 from controller.search.space import Space
 from controller.search.stopping import StoppingSettings
 from controller.search.suggest import SuggestSettings
@@ -46,16 +46,16 @@ class SearchSection:
     """The search section: its name, budget, parallelism, goal, seed and space."""
     name: str = "cifar100"
     """The search's folder under the store: a new name starts a new search."""
-    max_trials: int = field(default=20, metadata=limit(minimum=1))
+    max_trials: int = field(default=20, metadata=limit(minimum=1, maximum=MAX_TRIALS))
     """Trials this search runs to the end (imported trials do not count)."""
-    max_failed_trials: int = field(default=5, metadata=limit(minimum=1))
+    max_failed_trials: int = field(default=5, metadata=limit(minimum=1, maximum=MAX_TRIALS))
     """The search stops, marked failed, when this many of its trials have failed."""
     parallelism: int = field(default=1, metadata=limit(minimum=1, maximum=MAX_PARALLELISM))
     """Trials in flight at once."""
     goal: float | None = field(default=None, metadata=limit(exclusive_minimum=0, maximum=1,
                                                               hint="(a validation accuracy) or null"))
     """Stop once a trial's objective (validation fine accuracy) reaches this value."""
-    seed: int = field(default=0, metadata=limit(minimum=0))
+    seed: int = field(default=0, metadata=limit(minimum=0, maximum=2**31 - 1))
     """Search seed: every proposal's seed derives from it and the trial id."""
     space: dict[str, Any] | None = None
     """The search space (see controller/search/space.py); null means the seed project's 19-key space."""
@@ -113,7 +113,7 @@ class TrialSection:
     data_sha256: str | None = None
     """The SHA-256 (64 hex digits) of what `data` names, checked before staging (and by every trial, of the staged
     arrays); cifar100's published hash is built in."""
-    epochs: int | None = field(default=None, metadata=limit(minimum=1))
+    epochs: int | None = field(default=None, metadata=limit(minimum=1, maximum=MAX_EPOCHS))
     """Epochs per trial; null uses the trainer's default."""
     extra_args: list[str] = field(default_factory=list)
     """More arguments appended to every trial's command."""
@@ -199,7 +199,11 @@ class Settings:
     def validate(self) -> Settings:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
-        self.space()
+        work = len(self.space().dists) * self.tpe.n_ei_candidates
+        if work > MAX_TPE_WORK:
+            raise ConfigError(f"tpe.nEICandidates: {self.tpe.n_ei_candidates} candidates for each of the space's "
+                              f"{len(self.space().dists)} distributions is {work} draws per proposal; at most "
+                              f"{MAX_TPE_WORK} (lower nEICandidates: 24 is TPE's usual)")
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -47,10 +47,10 @@ class KubeSettings:
     backoff_limit: int = field(default=1, metadata=limit(minimum=0, maximum=10))
     active_deadline_seconds: int = field(default=86400, metadata=limit(minimum=1, maximum=MAX_DEADLINE_SECONDS))
     """Every trial Job ends after this long (pending time included): no trial holds a GPU for ever."""
-    ttl_seconds_after_finished: int = field(default=86400, metadata=limit(minimum=0))
+    ttl_seconds_after_finished: int = field(default=86400, metadata=limit(minimum=0, maximum=MAX_DEADLINE_SECONDS))
     termination_grace_seconds: int = field(default=60, metadata=limit(minimum=1, maximum=3600))
     """Time the trainer gets after SIGTERM to write its 'stopped' result."""
-    start_timeout_seconds: int = field(default=600, metadata=limit(minimum=1))
+    start_timeout_seconds: int = field(default=600, metadata=limit(minimum=1, maximum=MAX_DEADLINE_SECONDS))
     """A trial whose container cannot start (its image cannot be pulled, a Secret it names is missing) fails
     after this long, with the kubelet's reason, instead of holding its slot until activeDeadlineSeconds. Waiting
     for a node (no GPU free) does not count."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import textwrap
 import types
 import typing
@@ -39,6 +40,7 @@ JOB_FIELDS = ("image", "image_pull_policy", "gpu_resource", "gpu_count", "reques
 SPEC_SECTIONS = {"search": SearchSection, "tpe": SuggestSettings, "earlyStopping": StoppingSettings}
 # Budgets: a change to these takes effect on a running search; anything else that names the search's history
 # (its space, seed, folder) is refused, since the records would no longer fit it.
+MAX_SPEC_BYTES = 256 * 2**10
 BUDGET_FIELDS = ("max_trials", "max_failed_trials", "parallelism", "goal")
 FIXED_FIELDS = ("name", "seed", "space")
 
@@ -62,6 +64,13 @@ def settings_mapping(doc: Mapping[str, Any]) -> dict[str, Any]:
     spec = doc.get("spec") or {}
     if not isinstance(spec, Mapping):
         raise ConfigError(f"Search {name}: spec must be a mapping")
+    try:
+        size = len(json.dumps(spec))
+    except (TypeError, ValueError, RecursionError) as e:
+        raise ConfigError(f"Search {name}: spec is not plain JSON data ({type(e).__name__})") from e
+    if size > MAX_SPEC_BYTES:
+        raise ConfigError(f"Search {name}: spec is {size} bytes; at most {MAX_SPEC_BYTES} (a search space of a few "
+                          "hundred parameters takes ~30 kB)")
     unknown = sorted(set(spec) - {*SPEC_SECTIONS, "trial"})
     if unknown:
         raise ConfigError(f"Search {name}: spec.{unknown[0]}: unknown section; known: "

@@ -22,8 +22,9 @@ class TrialStore(Protocol):
 
     uri: str
 
-    def get(self, key: str) -> bytes | None:
-        """The value, or None if there is no such key."""
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
+        """The value, or None if there is no such key. limit: at most limit + 1 bytes are read (the caller
+        refuses a value longer than limit), so that what a record's writer chose cannot size the reader's memory."""
 
     def put(self, key: str, data: bytes) -> None:
         """Write (or overwrite) atomically: readers see the old or the new value, never a mix."""
@@ -63,6 +64,12 @@ def bucket_of(store: TrialStore) -> str | None:
 # -- JSON helpers shared by every caller ---------------------------------------------------------
 
 
+# A record is small (a long trial's progress.json: ~100 kB; a checkpoint of 10,000 trials: ~10 MB); the operator reads
+# every search's, so a writer's bytes must not size its memory.
+MAX_RECORD_BYTES = 32 * 2**20
+MAX_RECORD_DEPTH = 32
+
+
 def dumps(record: Any) -> bytes:
     # allow_nan=False: NaN/inf are not JSON, and a record other tools cannot parse is a lost record.
     """A record as JSON bytes; NaN and infinity refused (a record other tools cannot parse is a lost record)."""
@@ -70,20 +77,33 @@ def dumps(record: Any) -> bytes:
 
 
 def loads(data: bytes, key: str) -> Any:
-    """A record from JSON bytes; a RecordError naming the key for anything that is not strict JSON."""
+    """A record from JSON bytes; a RecordError naming the key for anything that is not strict JSON, or nested
+    deeper than MAX_RECORD_DEPTH (every reader after this one may recurse)."""
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        record = json.loads(data, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as e:
         raise RecordError(f"{key}: not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise RecordError(f"{key}: nested deeper than {MAX_RECORD_DEPTH} levels") from e
+    todo = [(record, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if depth > MAX_RECORD_DEPTH:
+            raise RecordError(f"{key}: nested deeper than {MAX_RECORD_DEPTH} levels")
+        if isinstance(value, (dict, list)):
+            todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return record
 
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def get_json(store: TrialStore, key: str) -> Any | None:
-    """The record at key, or None when there is none."""
-    data = store.get(key)
+def get_json(store: TrialStore, key: str, limit: int = MAX_RECORD_BYTES) -> Any | None:
+    """The record at key, or None when there is none; a RecordError for one over `limit` bytes."""
+    data = store.get(key, limit)
+    if data is not None and len(data) > limit:
+        raise RecordError(f"{key}: over {limit} bytes; not read")
     return None if data is None else loads(data, key)
 
 

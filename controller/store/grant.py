@@ -48,9 +48,9 @@ class GrantStore:
         except (urllib.error.URLError, OSError) as e:
             raise TemporaryError(f"{wire} {self.uri}/{key}: {getattr(e, 'reason', e)}") from e
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
         status, body = self._send(key, "GET")
-        return None if status == 404 else body
+        return None if status == 404 else body if limit is None else body[:limit + 1]
 
     def put(self, key: str, data: bytes) -> None:
         self._send(key, "PUT", data)

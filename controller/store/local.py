@@ -28,9 +28,10 @@ class LocalStore:
             raise PermanentError(f"invalid store key {key!r}")
         return self.root / key
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
         try:
-            return self._path(key).read_bytes()
+            with self._path(key).open("rb") as f:
+                return f.read() if limit is None else f.read(limit + 1)
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -117,8 +118,9 @@ class MemoryStore:
             raise PermanentError(f"invalid store key {key!r}")
         return self._prefix + key
 
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(self._key(key))
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
+        data = self.data.get(self._key(key))
+        return data if data is None or limit is None else data[:limit + 1]
 
     def put(self, key: str, data: bytes) -> None:
         with self._lock:

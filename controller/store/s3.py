@@ -61,15 +61,20 @@ class S3Store:
             return PermanentError(f"{what} in {self.uri}: {code} (HTTP {status})")
         return TemporaryError(f"{what} in {self.uri}: {e}")
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            data: bytes = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+            extra = {} if limit is None else {"Range": f"bytes=0-{limit}"}
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **extra)["Body"]
+            data: bytes = body.read() if limit is None else body.read(limit + 1)
             return data
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = e.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
                 return None
+            if code == "InvalidRange" and limit is not None:
+                return b""  # a range of an empty object
             raise self._error(e, f"get {key}") from e
         except BotoCoreError as e:
             raise self._error(e, f"get {key}") from e

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.cli import run_cli
-from support.hostile import crasher, crasher_names
+from support.hostile import archive_of, cpu_pickle, crasher, crasher_names, memo_pickle, shared_tuple_pickle
 
 from controller.data.safepickle import NUMPY_AND_BUILTINS, restricted_loads
 from controller.errors import ConfigError
@@ -106,3 +106,101 @@ def test_every_input_that_ever_crashed_a_reader_exits_2_with_a_message(name, tmp
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
     assert "not a readable pickle" in p.stderr or "refusing to unpickle" in p.stderr, p.stderr[-2000:]
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("trials/*/proposal.json"))
+
+
+# -- inputs that cost the reader time or memory out of proportion to their size (issue 34: findings 1 and 2) --
+
+
+@pytest.mark.pure
+def test_a_self_sharing_dict_key_is_refused_before_it_is_hashed():
+    """186 bytes whose dict key has 2^60 paths: hashing it would hold the GIL for ever."""
+    with pytest.raises(ConfigError, match="a dict key or set member of more than 256 parts"):
+        _loads(shared_tuple_pickle(60))
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("build", [
+    lambda t: b"\x80\x02c__builtin__\nset\n" + t + b"\x85\x85R.",  # set((shared,))
+    lambda t: b"\x80\x02(" + t + b"\x91.",  # FROZENSET
+    lambda t: b"\x80\x02}(" + t + b"Nu.",  # SETITEMS
+    lambda t: b"\x80\x02(" + t + b"Nd.",  # DICT
+])
+def test_every_way_a_pickle_hashes_a_value_checks_it_first(build):
+    shared = shared_tuple_pickle(60)[3:-3]  # the tuple's own opcodes
+    with pytest.raises(ConfigError, match="more than 256 parts"):
+        _loads(build(shared))
+
+
+@pytest.mark.pure
+def test_the_codec_call_refuses_a_self_sharing_argument_without_converting_it():
+    with pytest.raises(ConfigError, match=r"_codecs\.encode with"):
+        _loads(shared_tuple_pickle(60, as_key=False))
+
+
+@pytest.mark.pure
+def test_a_pickle_that_memoizes_without_end_is_refused():
+    """25 kB of MEMOIZE took 2.6 GiB in the reader; past the cap it is refused, whatever the machine's memory."""
+    from controller.data.safepickle import MAX_MEMO
+
+    assert _loads(memo_pickle(1000)) is None
+    with pytest.raises(ConfigError, match=f"memoizes more than {MAX_MEMO} objects"):
+        _loads(memo_pickle(MAX_MEMO + 1))
+
+
+@pytest.mark.pure
+def test_a_long_tar_header_is_refused_before_it_is_read():
+    from controller.data.cifar import MAX_HEADER_BYTES, load_archive
+
+    archive = archive_of({"train": b"", "test": b""}, long_name=MAX_HEADER_BYTES + 1)
+    with pytest.raises(ConfigError, match="a tar header record of"):
+        load_archive(archive, "long")
+
+
+@pytest.mark.pure
+def test_an_archive_is_read_only_up_to_its_expanded_cap(monkeypatch):
+    from controller.data import cifar
+
+    monkeypatch.setattr(cifar, "MAX_EXPANDED_BYTES", 2**20)
+    archive = archive_of({"padding": b"\0" * (2 * 2**20), "train": b"", "test": b""})
+    assert len(archive) < 2**14
+    with pytest.raises(ConfigError, match=r"expands to more than 1048576 bytes"):
+        cifar.load_archive(archive, "bomb")
+
+
+@pytest.mark.e2e
+def test_the_child_that_reads_an_archive_is_stopped_at_its_cpu_limit():
+    """What no cap inside the reader catches (here 50 MB of valid opcodes: ~20 s of one core) is stopped by the
+    child's own CPU limit: the Search's failure, with the reason."""
+    from controller.data.sandbox import SandboxLimits, archive_to_npz_isolated
+
+    archive = archive_of({"train": cpu_pickle(25_000_000), "test": cpu_pickle(1)})
+    with pytest.raises(ConfigError, match=r"cpu-burner: reading the archive used more than 1 s of CPU"):
+        archive_to_npz_isolated(archive, "cpu-burner", SandboxLimits(2**31, 1))
+
+
+@pytest.mark.e2e
+def test_the_child_that_reads_an_archive_is_stopped_at_its_memory_limit():
+    """20 MB of EMPTY_LIST opcodes make 1.3 GB of lists on the unpickler's stack: the child's address-space limit
+    stops it, and the message names the policy setting."""
+    from controller.data.sandbox import SandboxLimits, archive_to_npz_isolated
+
+    archive = archive_of({"train": b"\x80\x02" + b"]" * 20_000_000 + b".", "test": cpu_pickle(1)})
+    with pytest.raises(ConfigError, match=r"lists: reading the archive needed more than 536870912 bytes of memory "
+                                          r"and was stopped \(policy.stagingMemoryBytes\)"):
+        archive_to_npz_isolated(archive, "lists", SandboxLimits(512 * 2**20, 60))
+
+
+@pytest.mark.e2e
+def test_the_child_converts_a_real_archive_and_refuses_a_bad_one_with_the_readers_message(tmp_path):
+    from controller.data.cifar import archive_to_npz, load_npz, synthetic, write_archive
+    from controller.data.sandbox import SandboxLimits, archive_to_npz_isolated
+
+    ds = synthetic(300)
+    write_archive(tmp_path / "c.tar.gz", ds.train, ds.test)
+    archive = (tmp_path / "c.tar.gz").read_bytes()
+    limits = SandboxLimits(2**31, 60)
+    got = archive_to_npz_isolated(archive, "ok", limits)
+    assert got == archive_to_npz(archive, "ok")
+    assert np.array_equal(load_npz(got, "ok").train.x, ds.train.x)
+    with pytest.raises(ConfigError, match=r"refusing to unpickle dtype 'V8'"):
+        archive_to_npz_isolated(crasher("forged-dtype.tar.gz"), "evil", limits)

@@ -93,7 +93,7 @@ def test_asha_stops_the_laggard_and_records_the_decision_before_telling_it():
     good = [0.5, 0.6, 0.7, 0.8]
     curves = {0: good, 1: good, 2: good, 3: [0.1, 0.1, 0.1, 0.1]}
     launcher = ScriptedLauncher(root, lambda tid, p: Plan(curve=curves.get(tid, good)))
-    rules = {"rule": "asha", "graceEpochs": 1, "minTrials": 3, "eta": 2, "checkSeconds": 0.001}
+    rules = {"rule": "asha", "graceEpochs": 1, "minTrials": 3, "eta": 2, "checkSeconds": 0.01}
     status = _loop(_settings({"maxTrials": 4, "parallelism": 4}, earlyStopping=rules), root, launcher).run()
     rec = Ledger(root.child("cifar100")).read_trial(3)
     assert rec.state == "stopped" and rec.reason.startswith("early-stopped: asha rule")
@@ -109,7 +109,7 @@ def test_a_diverged_trial_is_stopped_by_asha_and_recorded_without_an_objective()
     root = MemoryStore()
     curves = {0: [None, None, None], 1: [None, None, None], 2: [0.9, 0.9, 0.9]}
     launcher = ScriptedLauncher(root, lambda tid, p: Plan(curve=curves[tid]))
-    rules = {"rule": "asha", "graceEpochs": 1, "minTrials": 3, "eta": 3, "checkSeconds": 0.001}
+    rules = {"rule": "asha", "graceEpochs": 1, "minTrials": 3, "eta": 3, "checkSeconds": 0.01}
     _loop(_settings({"maxTrials": 3, "parallelism": 3}, earlyStopping=rules), root, launcher).run()
     recs = Ledger(root.child("cifar100")).load()
     assert recs[0].state == "stopped" and recs[0].objective is None and recs[0].loss == math.inf

@@ -81,9 +81,9 @@ class CountingStore(MemoryStore):
         super().__init__(uri, data)
         self.counts = counts if counts is not None else {"get": 0, "list": 0, "exists": 0}
 
-    def get(self, key):
+    def get(self, key, limit=None):
         self.counts["get"] += 1
-        return super().get(key)
+        return super().get(key, limit)
 
     def list(self, prefix="", start_after=""):
         self.counts["list"] += 1

@@ -136,3 +136,32 @@ def test_a_search_with_a_mistyped_distribution_is_refused_naming_its_spec_path()
            "spec": {"search": {"maxTrials": 3, "space": {"lr_rate_mult": {"loguniform": {"low": 0.1}}}}}}
     with pytest.raises(ConfigError, match=r"Search s: spec\.search\.space\.lr_rate_mult: a mapping without 'dist'"):
         settings_of(doc, Settings()).validate()
+
+
+# -- issue 34: a space cannot make one proposal cost without bound --
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"a": {"dist": "choice", "options": list(range(1001))}}, r"space\.a\.options: 1001 options; at most 1000"),
+    ({"a": {"dist": "randint", "low": 0, "high": 10_000_000}}, r"space\.a: randint over 10000000 values; at most"),
+    ({f"p{i}": {"dist": "uniform", "low": 0, "high": 1} for i in range(257)}, r"more than 256 distributions"),
+])
+def test_a_space_whose_proposals_would_cost_without_bound_is_refused(spec, message):
+    with pytest.raises(SpaceError, match=message):
+        Space.from_spec(spec)
+
+
+def test_groups_nest_at_most_eight_deep_and_errors_quote_a_bounded_value():
+    spec: dict = {"x": 1}
+    for i in range(9):
+        spec = {"c": {"dist": "choice", "label": f"c{i}", "options": [spec]}}
+    with pytest.raises(SpaceError, match="nested more than 8 deep"):
+        Space.from_spec(spec)
+    with pytest.raises(SpaceError) as e:
+        Space.from_spec({"a": {"dist": "uniform", "low": "x" * 100_000, "high": 1}})
+    assert len(str(e.value)) < 300
+
+
+def test_the_bounds_themselves_are_accepted():
+    Space.from_spec({"a": {"dist": "choice", "options": list(range(1000))},
+                     "b": {"dist": "randint", "low": 0, "high": 100_000}})

@@ -31,7 +31,7 @@ def test_to_json_round_trips():
     ({"search": {"maxTrails": 3}}, r"search\.maxTrails: unknown key; did you mean 'maxTrials'\?"),
     ({"serch": {}}, r"serch: unknown section; did you mean 'search'\?"),
     ({"search": {"maxTrials": "many"}}, r"search\.maxTrials: expected an integer, got str 'many'"),
-    ({"search": {"maxTrials": 0}}, r"search\.maxTrials: 0 must be >= 1"),
+    ({"search": {"maxTrials": 0}}, r"search\.maxTrials: 0 must be in \[1, 10000\]"),
     ({"search": {"parallelism": True}}, r"search\.parallelism: expected an integer, got bool"),
     ({"search": {"goal": 1.5}}, r"search\.goal: 1\.5 must be in \(0, 1\]"),
     ({"search": {"name": "My Search"}}, r"search\.name: 'My Search' must be 1-40 lowercase"),
@@ -76,8 +76,40 @@ def test_the_committed_crd_is_the_one_the_settings_generate():
 
     assert gen_crd.OUT.read_text() == gen_crd.render(), "charts/crds/ is stale: run scripts/gen_crd.py"
     spec = gen_crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    assert spec["search"]["properties"]["maxTrials"] == {"type": "integer", "minimum": 1, "default": 20,
-                                                         "description": spec["search"]["properties"]["maxTrials"]
-                                                         ["description"]}
+    max_trials = spec["search"]["properties"]["maxTrials"]
+    assert max_trials == {"type": "integer", "minimum": 1, "maximum": 10000, "default": 20,
+                          "description": max_trials["description"]}
     assert spec["tpe"]["properties"]["gamma"]["exclusiveMaximum"] is True
     assert "default" not in spec["trial"]["properties"]["image"]  # the operator's defaults fill a Search's trial
+
+
+def test_a_proposals_work_is_bounded_by_distributions_times_candidates():
+    from controller.settings.config import settings_from_mapping
+
+    space = {f"p{i}": {"dist": "uniform", "low": 0, "high": 1} for i in range(100)}
+    settings_from_mapping({"search": {"space": space}, "tpe": {"nEICandidates": 250}}).validate()
+    with pytest.raises(ConfigError, match=r"tpe\.nEICandidates: 251 candidates for each of the space's 100 "
+                                          r"distributions is 25100 draws per proposal; at most 25000"):
+        settings_from_mapping({"search": {"space": space}, "tpe": {"nEICandidates": 251}}).validate()
+    with pytest.raises(ConfigError, match=r"tpe\.nEICandidates: 100000 must be in \[1, 1000\]"):
+        settings_from_mapping({"tpe": {"nEICandidates": 100000}}).validate()
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("earlyStopping", "checkSeconds", 1e-6), ("search", "maxTrials", 10**9), ("search", "seed", 2**63),
+    ("trial", "epochs", 10**9), ("earlyStopping", "eta", 1e9), ("tpe", "priorWeight", 1e300),
+])
+def test_every_number_a_search_sets_is_bounded(section, key, value):
+    from controller.settings.config import settings_from_mapping
+
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}: .* must be in"):
+        settings_from_mapping({section: {key: value}}).validate()
+
+
+def test_a_search_spec_over_its_size_bound_is_refused_naming_it():
+    from controller.settings.resource import settings_of
+
+    doc = {"apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": "big"},
+           "spec": {"trial": {"extraArgs": ["x" * 1000] * 300}}}
+    with pytest.raises(ConfigError, match=r"Search big: spec is \d+ bytes; at most 262144"):
+        settings_of(doc, Settings())

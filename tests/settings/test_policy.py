@@ -80,7 +80,10 @@ def test_parallelism_beyond_the_policy_is_refused():
     ("/dev/zero", "a" * 64, "path sources are not allowed"),
     ("/etc/passwd", "a" * 64, "path sources are not allowed"),
     ("http://169.254.169.254/latest/meta-data/iam/cifar-100-python.tar.gz", "a" * 64, "http sources are not allowed"),
-    ("s3://someone-elses-bucket/cifar-100-python.tar.gz", "a" * 64, "not in the store's bucket"),
+    ("s3://someone-elses-bucket/uploads/cifar-100-python.tar.gz", "a" * 64, "is not under s3://our-bucket/uploads/"),
+    # another search's records (a model another Search's trial wrote), and a way out of the prefix
+    ("s3://our-bucket/searches/theirs/trials/0/model.keras", "a" * 64, "is not under s3://our-bucket/uploads/"),
+    ("s3://our-bucket/uploads/../searches/x.tar.gz", "a" * 64, "is not under s3://our-bucket/uploads/"),
     ("https://example.org/cifar-100-python.tar.gz", None, "spec.trial.dataSha256: required"),
 ])
 def test_data_sources_outside_the_default_policy_are_refused(data, sha, match):
@@ -90,7 +93,7 @@ def test_data_sources_outside_the_default_policy_are_refused(data, sha, match):
 
 @pytest.mark.pure
 def test_allowed_data_sources_pass():
-    for data in ("cifar100", "synthetic:500", "https://example.org/c.tar.gz", "s3://our-bucket/c.tar.gz"):
+    for data in ("cifar100", "synthetic:500", "https://example.org/c.tar.gz", "s3://our-bucket/uploads/c.tar.gz"):
         check_data(PolicySettings(), data, "a" * 64, "our-bucket")
     with pytest.raises(PolicyError, match="host 'example.org' is not allowed"):
         check_data(PolicySettings(data_hosts=["mirror.example"]), "https://example.org/c.tar.gz", "a" * 64, "b")
@@ -180,3 +183,102 @@ def test_urls_are_checked_where_they_resolve_and_after_each_redirect():
 def test_a_policy_with_an_unknown_scheme_is_a_config_error():
     with pytest.raises(ConfigError, match="policy.dataSchemes: 'ftp'"):
         PolicySettings(data_schemes=["ftp"]).validate()
+
+
+# -- issue 34: the policy covers what a Search removes, every argument, every quantity, every address form --
+
+PLACED = Settings(kube=dataclasses.replace(
+    Settings().kube, image=PINNED, node_selector={"pool": "gpu"}, tolerations=[{"key": "gpu", "operator": "Exists"}],
+    affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+    requests={"cpu": "3", "memory": "10Gi"}, limits={"memory": "12Gi"}))
+
+
+@pytest.mark.pure
+def test_a_search_cannot_remove_the_operators_placement_or_limits():
+    """nodeSelector: {}, affinity: {}, limits: {} used to replace the operator's own: the trial ran anywhere, with
+    no memory limit. Merged, the operator's stay and a Search's additions join them."""
+    from controller.settings.policy import merged_job
+
+    doc = _search(nodeSelector={}, affinity={}, limits={}, requests={}, tolerations=[])
+    wanted = settings_of(doc, PLACED)
+    kube = merged_job(PLACED.kube, wanted.kube)
+    assert kube.node_selector == {"pool": "gpu"} and kube.affinity == PLACED.kube.affinity
+    assert kube.limits == {"memory": "12Gi"} and kube.requests == {"cpu": "3", "memory": "10Gi"}
+    assert kube.tolerations == PLACED.kube.tolerations
+    # what a Search adds joins them; it cannot change the operator's own value of a key
+    added = merged_job(PLACED.kube, settings_of(_search(nodeSelector={"pool": "cpu", "zone": "a"},
+                                                        limits={"cpu": "4"}), PLACED).kube)
+    assert added.node_selector == {"pool": "gpu", "zone": "a"} and added.limits == {"memory": "12Gi", "cpu": "4"}
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("trial, field, rule", [
+    ({"requests": {"memory": "2Ti"}}, "spec.trial.requests.memory", "at most 512Gi"),
+    ({"limits": {"cpu": "65"}}, "spec.trial.limits.cpu", "at most 64"),
+    ({"requests": {"cpu": "64001m"}}, "spec.trial.requests.cpu", "at most 64"),
+    ({"requests": {"ephemeral-storage": "1.5Ti"}}, "spec.trial.requests.ephemeral-storage", "at most 1Ti"),
+    ({"requests": {"memory": "lots"}}, "spec.trial.requests.memory", "not a resource quantity"),
+    ({"terminationGraceSeconds": 3600}, "spec.trial.terminationGraceSeconds", "at most 300"),
+])
+def test_requests_limits_and_grace_are_bounded(trial, field, rule):
+    with pytest.raises(PolicyError) as e:
+        _check(PolicySettings(), **trial)
+    assert str(e.value).startswith(field + ":") and rule in str(e.value), e.value
+
+
+@pytest.mark.pure
+def test_quantities_at_the_bound_pass():
+    _check(PolicySettings(), requests={"cpu": "64", "memory": "512Gi"}, limits={"memory": "549755813888",
+                                                                                  "ephemeral-storage": "1Ti"},
+           terminationGraceSeconds=300)
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("arg", ["--data", "--data=http://169.254.169.254/", "--data-sha256", "--data-s", "--dat",
+                                 "--trial=s3://other/trials/0", "--epochs=100000", "--epo"])
+def test_extra_args_cannot_override_what_the_operator_passes(arg):
+    with pytest.raises(PolicyError, match=r"^spec\.trial\.extraArgs: .*would override"):
+        _check(PolicySettings(), extraArgs=[arg, "x"])
+
+
+@pytest.mark.pure
+def test_extra_args_of_the_trainers_own_options_pass():
+    _check(PolicySettings(), extraArgs=["--patience", "5", "--no-xla", "--val-size=5000", "-v"])
+
+
+@pytest.mark.pure
+def test_a_search_cannot_check_progress_more_often_than_the_policy_allows():
+    doc = _search()
+    doc["spec"]["earlyStopping"] = {"rule": "median", "checkSeconds": 0.5}
+    wanted = settings_of(doc, BASE)
+    with pytest.raises(PolicyError, match=r"spec\.earlyStopping\.checkSeconds: 0\.5 seconds; at least 5"):
+        check_job(PolicySettings(), BASE, wanted, doc["spec"]["trial"], 1)
+    check_job(PolicySettings(min_check_seconds=0.5), BASE, wanted, doc["spec"]["trial"], 1)
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("address", ["::ffff:169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16",
+                                     "::ffff:a9fe:a9fe", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::169.254.169.254",
+                                     "fe80::1%eth0"])
+def test_metadata_addresses_are_refused_in_every_form_under_every_policy(address):
+    from controller.settings.policy import address_refusal
+
+    for policy in (PolicySettings(), LOCAL):
+        refusal = address_refusal(policy, "h", [address])
+        assert refusal and ("link-local" in refusal or "metadata" in refusal), (address, refusal)
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("address", ["::ffff:10.0.0.1", "::ffff:127.0.0.1", "64:ff9b::a00:1", "::1"])
+def test_private_addresses_embedded_in_ipv6_are_private(address):
+    from controller.settings.policy import address_refusal
+
+    assert "policy.allowPrivateAddresses" in (address_refusal(PolicySettings(), "h", [address]) or "")
+    assert address_refusal(LOCAL, "h", [address]) is None
+
+
+@pytest.mark.pure
+def test_a_public_address_passes():
+    from controller.settings.policy import address_refusal
+
+    assert address_refusal(PolicySettings(), "h", ["151.101.1.1", "2a04:4e42::1"]) is None
