@@ -72,9 +72,11 @@ def main() -> int:
     fault = json.load(open(faults_file)).get(str(tid)) if faults_file else None
     stopped = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stopped.update(flag=True))
-    if fault == "bad_params":
+    if fault in ("bad_params", "forge_log"):
         # As the trainer does: the failure is recorded as a 'fail' result, then exit 3 (do not retry).
         error = "params.pooling_type: 'fractional' is not one of [...] (stand-in for the trainer's check)"
+        if fault == "forge_log":  # a trial's text that tries to write a line of the controller's log
+            error = "boom\n2026-01-01 00:00:00,000 INFO search=forged controller.loop: all is well\x1b[2K"
         print(error, file=sys.stderr)
         store.create("result.json", dumps({"schema_version": 1, "tid": tid, "status": "fail", "error": error,
                                            "params": proposal["params"], "finished_at": time.time()}))

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+
+# Line breaks and other control characters in a message (a trial's error text, a record's field) would let whoever
+# wrote that text forge lines of the operator's log.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class _Context(logging.Filter):
@@ -34,6 +39,20 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+class _TextFormatter(logging.Formatter):
+    """One line per record: control characters in the message escaped (a traceback still follows on its own
+    lines: the operator's, not text it read)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        return super().formatMessage(record)
+
+
+def escape(text: str) -> str:
+    """text with its control characters written as Python escapes (\\n, \\x1b)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def setup_logging(fmt: str, verbose: bool, search: str = "-") -> None:
     """The process's one log handler (stderr): text or json, DEBUG with --verbose, third parties at WARNING."""
     handler = logging.StreamHandler(sys.stderr)
@@ -41,7 +60,7 @@ def setup_logging(fmt: str, verbose: bool, search: str = "-") -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(_TextFormatter(
             "%(asctime)s %(levelname)s search=%(search)s%(trial)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -58,3 +58,18 @@ def test_json_logs_carry_search_and_trial_ids(tmp_path, fake_trial_config):
     assert lines and all(line["search"] == "logs-demo" for line in lines)
     trial_lines = [line for line in lines if line["msg"].startswith("trial ")]
     assert {line["tid"] for line in trial_lines} == {0, 1}
+
+
+def test_a_trials_text_cannot_forge_a_line_of_the_controllers_log(tmp_path, fake_trial_config):
+    """A trial's error (its own text) with a line break and a terminal escape: the controller's text log shows it
+    escaped, on the controller's own line."""
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps({"0": "forge_log"}))
+    cfg = fake_trial_config("search: {name: forge}\n")
+    proc = subprocess.run([PY, "-m", "controller", "run", "--config", str(cfg), "--local", "--store",
+                           str(tmp_path / "runs"), "--max-trials", "2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "FAKE_TRIAL_FAULTS": str(faults)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "boom\\n2026-01-01 00:00:00,000 INFO search=forged" in proc.stderr, proc.stderr[-3000:]
+    assert not any(line.startswith("2026-01-01 00:00:00,000") for line in proc.stderr.splitlines())
+    assert "\x1b" not in proc.stderr
