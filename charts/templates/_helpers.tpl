@@ -81,6 +81,7 @@ controller:
   logFormat: {{ .Values.controller.logFormat }}
   metricsPort: {{ .Values.controller.metricsPort }}
   dashboardPort: {{ .Values.controller.dashboard.port | mul (ternary 1 0 .Values.controller.dashboard.enabled) }}
+  dashboardHosts: {{ .Values.controller.dashboard.hosts | toJson }}
 kube:
   namespace: {{ .Release.Namespace | quote }}
   release: {{ $full | quote }}

@@ -59,7 +59,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
     root = open_store(settings.store.uri, **settings.store.options())
     if settings.controller.dashboard_port:
         # Read-only, and served by a standby too: the pod's port (the chart's Service and NetworkPolicy guard it).
-        serve_dashboard(root, "0.0.0.0", settings.controller.dashboard_port)
+        serve_dashboard(root, "0.0.0.0", settings.controller.dashboard_port,
+                        allow_hosts=settings.controller.dashboard_hosts)
     kube = connect(settings.kube.namespace)
     lease = take_lease(kube, settings.kube.lease_name, settings.kube.lease_seconds)
     stop = threading.Event()

@@ -41,6 +41,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     dash.add_argument("--port", type=int, default=8080)
     dash.add_argument("--refresh-seconds", type=float, default=2.0,
                       help="read a watched search again at most this often")
+    dash.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                      help="a host name the page may be reached by, besides localhost and addresses (repeatable); "
+                           "requests naming other hosts are refused (DNS rebinding)")
     dash.set_defaults(func=cmd_dashboard)
     sub.choices["status"].add_argument("--json", action="store_true")
     sub.choices["best"].add_argument("--download", metavar="DIR")
@@ -69,7 +72,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise ConfigError(f"--refresh-seconds: {args.refresh_seconds} must be in (0, 3600]")
     root = open_store(args.store, **(load_settings(args.config).store.options() if args.config else {}))
     try:
-        server = serve_dashboard(root, args.host, args.port, args.refresh_seconds)
+        server = serve_dashboard(root, args.host, args.port, args.refresh_seconds, args.allow_host)
     except OSError as e:
         raise ConfigError(f"--host/--port: cannot listen on {args.host}:{args.port} ({e}); pick another --port") from e
     host, port = server.server_address[:2]

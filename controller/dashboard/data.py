@@ -120,7 +120,8 @@ def trial_json(r: TrialRecord, progress: dict[str, Any] | None) -> dict[str, Any
     return {"tid": r.tid, "state": str(r.state), "objective": finite(r.objective), "params": r.params,
             "origin": str(r.origin), "reason": r.reason, "created_at": r.created_at, "finished_at": r.finished_at,
             "duration": round(duration, 2) if duration is not None else None, "curve": _curve(r, progress),
-            "cut_epoch": cut_epoch(r), "epoch": (progress or {}).get("epoch") if isinstance(progress, dict) else None,
+            "cut_epoch": cut_epoch(r), "epoch": finite((progress or {}).get("epoch")),
+            "unreadable": (progress or {}).get("unreadable"),
             "startup": {k: finite(v) for k, v in startup.items()} if startup else None}
 
 
@@ -192,7 +193,10 @@ class SearchView:
                 self.open[tid] = r
         changed = before != (len(self.decided), {t: (r.state, r.objective) for t, r in self.open.items()})
         for tid, r in self.open.items():
-            progress = get_json(self.store, trial_key(tid, "progress.json"))
+            try:
+                progress = get_json(self.store, trial_key(tid, "progress.json"))
+            except RecordError as e:  # that trial's own writing: it shows as unreadable, the rest as they are
+                progress = {"unreadable": str(e)[:300]}
             r.state = TrialState.RUNNING if progress is not None else TrialState.PENDING
             if isinstance(progress, dict) and progress != self.progress.get(tid):
                 self.progress[tid] = progress

@@ -1,21 +1,27 @@
 """The dashboard's HTTP server: one read-only page (static files shipped in this package) and a JSON API over
 SearchViews, with Server-Sent Events that tell open pages when a search changed.
 
-Read-only by construction: only GET and HEAD are served; the store is only read (Store.get/list). A trial's log is
-served as text/plain with nosniff, and the page puts it in a <pre> as text; no settings or secrets are ever sent
-(a search's document carries its trials, space and counts, never search.json's settings). Every response carries a
-Content-Security-Policy that allows nothing from elsewhere.
+Read-only by construction: only GET and HEAD are served; the store is only read (Store.get/list/stream). A trial's
+log is served as text/plain with nosniff, and the page puts it in a <pre> as text; no settings or secrets are ever
+sent (a search's document carries its trials, space and counts, never search.json's settings). Every response
+carries a Content-Security-Policy that allows nothing from elsewhere.
+
+What reaches it is not trusted either: a request whose Host is a name it was not given (a web page's DNS rebinding
+through a loopback port or `kubectl port-forward`) is refused; connections time out when idle, at most
+MAX_CONNECTIONS are served at once (event streams end after STREAM_SECONDS: the page reconnects), and files are
+streamed from the store, never held whole.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import mimetypes
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -38,6 +44,24 @@ TRIAL_FILES = {"log": ("trial.log", "text/plain; charset=utf-8"),
                "progress": ("progress.json", "application/json"),
                "model": ("model.keras", "application/octet-stream")}
 LOG_TAIL_BYTES = 64 * 1024
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+IDLE_SECONDS = 30.0
+MAX_CONNECTIONS = 32
+STREAM_SECONDS = 600.0
+
+
+def host_allowed(header: str | None, names: Iterable[str]) -> bool:
+    """Whether a request's Host header names this server: an address (no name to rebind), a loopback name, or one
+    of the names it was given (--allow-host, controller.dashboardHosts). No Host at all (HTTP/1.0) passes."""
+    if not header:
+        return True
+    host = header.strip().lower()
+    host = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if ":" in host else host
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return host.rstrip(".") in LOOPBACK_NAMES or host.rstrip(".") in {n.lower() for n in names}
 
 
 class Dashboard:
@@ -45,8 +69,10 @@ class Dashboard:
     stream in the last `watch_seconds`), at most once per `refresh_seconds`."""
 
     def __init__(self, root: Store, refresh_seconds: float = 2.0, watch_seconds: float = 15.0,
-                 names_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic):
+                 names_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 hosts: Iterable[str] = ()):
         self.root = root
+        self.hosts = tuple(hosts)
         self.refresh_seconds, self.watch_seconds, self.names_seconds = refresh_seconds, watch_seconds, names_seconds
         self.clock = clock
         self.views: dict[str, SearchView] = {}
@@ -87,14 +113,21 @@ class Dashboard:
             with self._lock:
                 due = [self.views[n] for n, t in self.watched.items() if now - t < self.watch_seconds]
             for view in due:
-                view.refresh()
+                try:
+                    view.refresh()
+                except Exception:  # one search's records must not stop the refresh of the others
+                    log.exception("dashboard: refreshing %s failed", view.name)
 
     def index(self) -> list[dict[str, Any]]:
         out = []
         for name in self.names():
-            view = self.view(name)
-            if view is not None:
-                out.append(view.summary())
+            try:
+                view = self.view(name)
+                if view is not None:
+                    out.append(view.summary())
+            except Exception as e:  # that search shows as unreadable; the others as they are
+                log.exception("dashboard: %s cannot be shown", name)
+                out.append({"name": name, "state": "unreadable", "error": f"{type(e).__name__}"})
         return out
 
 
@@ -102,6 +135,7 @@ class Handler(BaseHTTPRequestHandler):
     """One request: the page's static files, the JSON API and the event stream; GET and HEAD only."""
     dashboard: Dashboard
     server_version = "cifar-hpo-dashboard"
+    timeout = IDLE_SECONDS  # a connection that sends nothing (or reads nothing) for this long is closed
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -111,12 +145,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self, head: bool = False) -> None:
         self.head = head
+        if not host_allowed(self.headers.get("Host"), self.dashboard.hosts):
+            return self._send(421, "text/plain; charset=utf-8", b"unknown Host; start the dashboard with "
+                              b"--allow-host NAME (controller.dashboardHosts) to serve it under that name\n")
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/") if p]
         try:
             self._route(parts, parse_qs(url.query))
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
         except Exception as e:  # one request's failure must not take the server down
             log.exception("dashboard: %s failed", self.path)
             self._send(500, "text/plain; charset=utf-8", f"internal error: {type(e).__name__}".encode())
@@ -158,26 +195,35 @@ class Handler(BaseHTTPRequestHandler):
 
     def _trial_file(self, view: SearchView, tid: int, what: str) -> None:
         name, kind = TRIAL_FILES[what]
-        data = view.store.get(trial_key(tid, name))
-        if data is None:
+        found = view.store.stream(trial_key(tid, name))
+        if found is None:
             return self._send(404, "text/plain; charset=utf-8", f"trial {tid} has no {name} (yet)\n".encode())
+        size, chunks = found
+        if what == "log":  # the tail only, kept as it streams by
+            data = _tail(chunks, LOG_TAIL_BYTES)
+            return self._send(200, kind, data if size <= LOG_TAIL_BYTES
+                              else b"[... earlier lines left out ...]\n" + data)
         extra = {}
-        if what == "log" and len(data) > LOG_TAIL_BYTES:
-            data = b"[... earlier lines left out ...]\n" + data[-LOG_TAIL_BYTES:]
         if what == "model":
             extra["Content-Disposition"] = f'attachment; filename="{view.name}-trial-{tid}-model.keras"'
-        self._send(200, kind, data, extra)
+        self._head(200, kind, size, extra)
+        if not self.head:
+            for chunk in chunks:
+                self.wfile.write(chunk)
 
     def _json(self, doc: Any) -> None:
         self._send(200, "application/json", json.dumps(doc, allow_nan=False, default=str).encode())
 
     def _send(self, code: int, kind: str, body: bytes, extra: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        for k, v in {**HEADERS, "Content-Type": kind, "Content-Length": str(len(body)), **(extra or {})}.items():
-            self.send_header(k, v)
-        self.end_headers()
+        self._head(code, kind, len(body), extra)
         if not getattr(self, "head", False):
             self.wfile.write(body)
+
+    def _head(self, code: int, kind: str, size: int, extra: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for k, v in {**HEADERS, "Content-Type": kind, "Content-Length": str(size), **(extra or {})}.items():
+            self.send_header(k, v)
+        self.end_headers()
 
     def _events(self, name: str) -> None:
         """Server-Sent Events: the search's version whenever it changes (and a comment every 15 s to keep proxies
@@ -190,7 +236,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         sent, beat = -1, time.monotonic()
-        while not self.dashboard._stop.is_set():
+        ends = beat + STREAM_SECONDS  # the page's EventSource reconnects: no stream holds a connection for ever
+        while not self.dashboard._stop.is_set() and time.monotonic() < ends:
             self.dashboard.view(name)  # keeps it watched (and refreshed) while the stream is open
             if view.version != sent:
                 sent = view.version
@@ -203,11 +250,32 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(0.5)
 
 
+def _tail(chunks: Iterator[bytes], size: int) -> bytes:
+    kept = b""
+    for chunk in chunks:
+        kept = (kept + chunk)[-size:]
+    return kept
+
+
 class DashboardServer(ThreadingHTTPServer):
-    """The HTTP server of one Dashboard: a thread per request, and a shutdown that ends the refresher and the event
-    streams."""
+    """The HTTP server of one Dashboard: a thread per connection, at most MAX_CONNECTIONS at once (the next ones are
+    closed at once), and a shutdown that ends the refresher and the event streams."""
     daemon_threads = True
     dashboard: Dashboard
+    _slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("dashboard: %d connections open; refusing %s", MAX_CONNECTIONS, client_address[0])
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def shutdown(self) -> None:
         """Stops the refresher and every open event stream too, then the server."""
@@ -216,11 +284,14 @@ class DashboardServer(ThreadingHTTPServer):
         self.server_close()
 
 
-def serve(root: Store, host: str = "127.0.0.1", port: int = 8080, refresh_seconds: float = 2.0) -> DashboardServer:
-    """Starts the dashboard (daemon threads) and returns its server; server.server_address says where."""
-    dashboard = Dashboard(root, refresh_seconds=refresh_seconds)
+def serve(root: Store, host: str = "127.0.0.1", port: int = 8080, refresh_seconds: float = 2.0,
+          allow_hosts: Iterable[str] = ()) -> DashboardServer:
+    """Starts the dashboard (daemon threads) and returns its server; server.server_address says where.
+    allow_hosts: the names (besides loopback ones and addresses) it may be reached by."""
+    dashboard = Dashboard(root, refresh_seconds=refresh_seconds, hosts=allow_hosts)
     handler = type("BoundHandler", (Handler,), {"dashboard": dashboard})
-    server = DashboardServer((host, port), handler)
+    server_class = type("BoundServer", (DashboardServer,), {"_slots": threading.BoundedSemaphore(MAX_CONNECTIONS)})
+    server: DashboardServer = server_class((host, port), handler)
     server.dashboard = dashboard
     dashboard.start()
     threading.Thread(target=server.serve_forever, name="dashboard-http", daemon=True).start()

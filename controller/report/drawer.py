@@ -33,6 +33,9 @@ DRAW_ERRORS = (ValueError, RuntimeError, OSError, TemporaryError, PermanentError
 # How long a search's end waits for its final report before telling its end anyway (a report takes seconds; a queue
 # of many searches' reports ahead of it, longer).
 FINAL_WAIT_SECONDS = 120.0
+# How long one report may take to draw (seconds, a few for hundreds of trials): records are written by trials, and a
+# drawing that does not end would hold the one drawer every search shares.
+DRAW_SECONDS = 600.0
 
 
 class Drawer(Protocol):
@@ -123,6 +126,8 @@ class BackgroundDrawer:
                 self.drawn += 1
             except DRAW_ERRORS as e:
                 log.warning("search %s: could not draw report/: %s", search, e)
+            except Exception:  # records are trials' writing: whatever one search's do, the others' are drawn
+                log.exception("search %s: drawing report/ failed; the next request draws again", search)
             finally:
                 with self._cond:
                     self._busy = False
@@ -134,7 +139,13 @@ class BackgroundDrawer:
             # spawn, not fork: a fork of a process with threads may copy a lock some thread holds.
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
-            return self._pool.submit(self.renderer, records, search).result()
+            return self._pool.submit(self.renderer, records, search).result(timeout=DRAW_SECONDS)
         except BrokenProcessPool as e:
             self._pool = None  # the child died (killed for memory?): the next report starts another
             raise RuntimeError(f"the drawing process died: {e}") from e
+        except TimeoutError as e:
+            pool, self._pool = self._pool, None
+            for process in list(getattr(pool, "_processes", {}).values()):  # no public way to stop a running task
+                process.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise RuntimeError(f"drawing took over {DRAW_SECONDS:.0f} s and was stopped") from e

@@ -162,6 +162,9 @@ class ControllerSection:
     """Serve Prometheus metrics on this port (/metrics); 0: off."""
     dashboard_port: int = field(default=0, metadata=limit(minimum=0, maximum=65535, hint="(0: off)"))
     """The operator serves the read-only dashboard (every search of its store) on this port; 0: off."""
+    dashboard_hosts: list[str] = field(default_factory=list)
+    """Names the dashboard answers to besides loopback ones and addresses (a Service's or an Ingress's host):
+    a request naming another host is refused (DNS rebinding)."""
     report_seconds: float = field(default=30.0, metadata=limit(minimum=0))
     """Rebuild report/ in the store after a finished trial at most this often (and at the end); 0: after each."""
 

@@ -12,6 +12,7 @@ records safe against a restarted or duplicated writer.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from controller.errors import RecordError
@@ -47,6 +48,10 @@ class Store(TrialStore, Protocol):
     def check(self) -> None:
         """Raise ConfigError if the store does not exist or is not writable."""
 
+    def stream(self, key: str) -> tuple[int, Iterator[bytes]] | None:
+        """(size, its bytes in chunks of at most CHUNK), or None if there is no such key: a large value (a model)
+        passed on without being held whole."""
+
 
 class Signer(Protocol):
     """A store that can hand out presigned URLs (S3): what a trial's grant is made of."""
@@ -54,6 +59,9 @@ class Signer(Protocol):
     uri: str
 
     def presign(self, method: str, key: str, expires_s: int) -> str: ...
+
+
+CHUNK = 1 << 20
 
 
 def bucket_of(store: TrialStore) -> str | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.store.base import CHUNK
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -86,6 +88,20 @@ class LocalStore:
                     keys.append(key)
         return sorted(keys)
 
+    def stream(self, key: str) -> tuple[int, Iterator[bytes]] | None:
+        try:
+            f = self._path(key).open("rb")
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise TemporaryError(f"reading {self._path(key)}: {e}") from e
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+        return os.fstat(f.fileno()).st_size, chunks()
+
     def child(self, name: str) -> LocalStore:
         return LocalStore(self._path(name))
 
@@ -142,6 +158,10 @@ class MemoryStore:
 
     def child(self, name: str) -> MemoryStore:
         return MemoryStore(f"{self.uri}/{name.strip('/')}", self.data)
+
+    def stream(self, key: str) -> tuple[int, Iterator[bytes]] | None:
+        data = self.data.get(self._key(key))
+        return None if data is None else (len(data), iter([data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]))
 
     def check(self) -> None:
         return None

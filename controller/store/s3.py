@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.store.base import CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,19 @@ class S3Store:
             raise self._error(e, f"get {key}") from e
         except BotoCoreError as e:
             raise self._error(e, f"get {key}") from e
+
+    def stream(self, key: str) -> tuple[int, Iterator[bytes]] | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self._error(e, f"get {key}") from e
+        except BotoCoreError as e:
+            raise self._error(e, f"get {key}") from e
+        return int(resp["ContentLength"]), resp["Body"].iter_chunks(CHUNK)
 
     def put(self, key: str, data: bytes) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

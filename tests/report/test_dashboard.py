@@ -359,3 +359,110 @@ def test_the_cli_serves_a_store_until_sigterm_and_names_a_bad_flag(finished_stor
         busy = subprocess.run([PY, "-m", "controller", "dashboard", "--store", str(finished_store), "--port",
                                str(port)], cwd=ROOT, capture_output=True, text=True)
     assert busy.returncode == 2 and "--host/--port: cannot listen on" in busy.stderr, busy.stderr
+
+
+# -- issue 34: whoever reaches the port, and whatever a trial wrote, costs the dashboard little --
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    """What the server answers to a raw request (the whole answer, until it closes)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+@pytest.mark.e2e
+def test_a_request_naming_a_host_the_dashboard_was_not_given_is_refused(finished_store):
+    """DNS rebinding: a web page at evil.example, its name re-pointed at 127.0.0.1, reads the dashboard through the
+    user's loopback port or `kubectl port-forward`: its requests say Host: evil.example."""
+    server = serve(LocalStore(finished_store), port=0, allow_hosts=["dash.example"])
+    port = server.server_address[1]
+    try:
+        def status(host: str) -> int:
+            answer = _raw(port, f"GET /api/searches HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            return int(answer.split(b" ", 2)[1])
+
+        assert status("evil.example") == 421 and status("evil.example:8080") == 421
+        assert status("localhost.evil.example") == 421
+        for host in ("localhost:8080", "127.0.0.1", "[::1]:8080", "dash.example", "DASH.example:443", "10.1.2.3"):
+            assert status(host) == 200, host
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.e2e
+def test_idle_connections_time_out_and_connections_beyond_the_cap_are_closed(finished_store, monkeypatch):
+    import socket
+
+    from controller.dashboard import server as server_module
+
+    monkeypatch.setattr(server_module.Handler, "timeout", 1.0)
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 2)
+    server = serve(LocalStore(finished_store), port=0)
+    port = server.server_address[1]
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(2)]
+        # both slots held by connections that send nothing: the next one is closed unanswered...
+        wait_for("a third connection to be refused", lambda: _raw(port, b"GET / HTTP/1.0\r\n\r\n") == b"",
+                 timeout=60)
+        for s in idle:  # ...until the idle ones time out (their recv ends: the server closed them)
+            assert s.recv(100) == b""
+            s.close()
+        wait_for("a connection to be served again",
+                 lambda: _raw(port, b"GET /api/searches HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200"), timeout=60)
+    finally:
+        server.shutdown()
+
+
+class _NoWholeModel(MemoryStore):
+    def get(self, key, limit=None):
+        assert not key.endswith("model.keras"), "a model was read whole"
+        return super().get(key, limit)
+
+    def child(self, name):
+        return _NoWholeModel(f"{self.uri}/{name.strip('/')}", self.data)
+
+
+@pytest.mark.e2e
+def test_files_are_streamed_from_the_store_not_held_whole():
+    root = _NoWholeModel()
+    store = root.child("s")
+    _seed(store, 1, 0)
+    model = os.urandom(3 * 2**20 + 5)
+    store.put("trials/000000/model.keras", model)
+    store.put("trials/000000/trial.log", b"first line\n" + b"x" * 200_000 + b"\nlast line\n")
+    server = serve(root, port=0)
+    base = "http://{}:{}".format(*server.server_address[:2])
+    try:
+        code, headers, body = _get(base + "/api/search/s/trial/0/model")
+        assert code == 200 and body == model and headers["Content-Length"] == str(len(model))
+        code, _, body = _get(base + "/api/search/s/trial/0/log")
+        assert code == 200 and body.endswith(b"last line\n") and b"first line" not in body and len(body) < 70_000
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.e2e
+def test_a_trials_unreadable_progress_shows_for_that_trial_only():
+    """A 20 kB progress.json nested 10,000 deep answered /api/searches with 500 and ended the refresher's thread."""
+    root = MemoryStore()
+    store = root.child("s")
+    _seed(store, 2, 2)
+    store.put("trials/000002/progress.json", b"[" * 10_000 + b"]" * 10_000)
+    store.put("trials/000003/progress.json", dumps({"epoch": 1, "history": {"objective": [0.3]}}))
+    server = serve(root, port=0, refresh_seconds=0.1)
+    base = "http://{}:{}".format(*server.server_address[:2])
+    try:
+        code, _, body = _get(base + "/api/searches")
+        assert code == 200 and json.loads(body)[0]["name"] == "s"
+        trials = {t["tid"]: t for t in json.loads(_get(base + "/api/search/s")[2])["trials"]}
+        assert "nested deeper than 32 levels" in trials[2]["unreadable"] and trials[2]["curve"] == []
+        assert trials[3]["curve"] == [0.3] and trials[3]["unreadable"] is None and trials[1]["objective"] == 0.001
+        assert server.dashboard._thread.is_alive()
+    finally:
+        server.shutdown()

@@ -64,9 +64,16 @@ def test_a_search_writes_its_report_to_the_store(tmp_path, fake_trial_config):
 
 
 def _fails_for_broken(records, search):
-    """A renderer that fails for one search (sent to the drawing process by name, so module-level)."""
+    """A renderer that fails for some searches, as odd records can make it (sent to the drawing process by name,
+    so module-level)."""
     if search == "broken":
         raise ValueError("cannot draw this one")
+    if search == "odd":
+        raise TypeError("'<' not supported between instances of 'str' and 'float'")
+    if search == "endless":
+        import time
+
+        time.sleep(3600)
     return {**render(records, search), "pid": str(os.getpid()).encode()}
 
 
@@ -88,6 +95,28 @@ def test_the_operators_drawer_draws_in_another_process_and_keeps_the_newest_requ
         assert drawer.drawn <= 2  # the first request of "a" at most, and the newest: never all three
         assert not root.child("broken").list("report/")
         assert int(root.child("a").get("report/pid")) != os.getpid()
+    finally:
+        drawer.close()
+
+
+@pytest.mark.e2e
+def test_no_search_s_records_stop_the_drawer_that_every_search_shares(monkeypatch):
+    """A renderer error of any type (the review's schema-valid result.json ended the drawer's thread: no report of
+    any search was drawn again) and a drawing that never ends: each costs its own search's report only."""
+    from controller.report import drawer as drawer_module
+
+    monkeypatch.setattr(drawer_module, "DRAW_SECONDS", 20.0)
+    root = MemoryStore()
+    drawer = BackgroundDrawer(_fails_for_broken)
+    try:
+        recs = [TrialRecord(t, {"lr": 0.1 * (t + 1)}, {}, t, "tpe", state="ok", objective=0.1 * t) for t in range(2)]
+        drawer.draw(root.child("odd"), "odd", recs)
+        drawer.draw(root.child("endless"), "endless", recs)
+        drawer.draw(root.child("a"), "a", recs, wait=True)
+        assert "2 trials: 2 ok" in root.child("a").get("report/index.html").decode()
+        assert not root.child("odd").list("report/") and not root.child("endless").list("report/")
+        drawer.draw(root.child("b"), "b", recs, wait=True)  # and again: the drawer and a new child still serve
+        assert root.child("b").get("report/index.html") is not None
     finally:
         drawer.close()
 
