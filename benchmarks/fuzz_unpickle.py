@@ -1,7 +1,12 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of the two readers of untrusted pickles:
 
   batch    controller.data.cifar.load_archive: the input is a CIFAR-100 batch pickle, packed as both members of a tar
+  archive  controller.data.cifar.load_archive: the input is the archive itself (tar headers, gzip, members)
   results  controller.ledger.importer.pickle_trials: the input is a results.pkl
+
+Per input at most 10 s and 1 GiB (libFuzzer's -timeout and -rss_limit_mb): the readers' own caps (memo, keys, tar
+headers, expanded size) must hold them under that, whatever the bytes; the child process the operator reads an
+archive in (controller/data/sandbox.py) is the bound beyond them.
 
 Either may only return data or raise ConfigError; any other exception, a crash (SIGSEGV) or a hang is a finding,
 saved by libFuzzer as crash-* in the working folder. Every finding becomes an entry (base64) of
@@ -47,6 +52,13 @@ def batch_target(data: bytes) -> None:
         pass
 
 
+def archive_target(data: bytes) -> None:
+    try:
+        load_archive(data, "fuzz")
+    except ConfigError:
+        pass
+
+
 def results_target(data: bytes) -> None:
     try:
         pickle_trials(data, Path("fuzz.pkl"), SPACE)
@@ -67,6 +79,11 @@ def write_seeds(folder: Path) -> None:
     (folder / "batch").mkdir(parents=True, exist_ok=True)
     for proto in (2, 5):
         (folder / "batch" / f"cifar-p{proto}").write_bytes(pickle.dumps(batch, protocol=proto))
+    (folder / "archive").mkdir(parents=True, exist_ok=True)
+    (folder / "archive" / "cifar-tar").write_bytes(as_archive(pickle.dumps(batch, protocol=2)))
+    import gzip
+
+    (folder / "archive" / "cifar-tar-gz").write_bytes(gzip.compress(as_archive(pickle.dumps(batch, protocol=2))))
     trials = Trials()
     fmin(lambda p: -p["coarse_labels_weight"], SPACE.hyperopt, algo=tpe.suggest, max_evals=3, trials=trials,
          rstate=np.random.default_rng(0), show_progressbar=False)
@@ -79,10 +96,10 @@ def main() -> None:
     if sys.argv[1] == "seed":
         write_seeds(Path(sys.argv[2]))
         return
-    target = {"batch": batch_target, "results": results_target}[sys.argv[1]]
+    target = {"batch": batch_target, "archive": archive_target, "results": results_target}[sys.argv[1]]
     seconds, corpus = sys.argv[2], sys.argv[3]
-    atheris.Setup([sys.argv[0], f"-max_total_time={seconds}", "-print_final_stats=1", "-rss_limit_mb=3072",
-                   "-timeout=20", corpus], target)
+    atheris.Setup([sys.argv[0], f"-max_total_time={seconds}", "-print_final_stats=1", "-rss_limit_mb=1024",
+                   "-malloc_limit_mb=1024", "-timeout=10", corpus], target)
     atheris.Fuzz()
 
 

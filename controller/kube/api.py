@@ -106,14 +106,30 @@ class KubeClient:
         return cast(dict[str, Any], json.loads(data)) if data else {}
 
     # -- Jobs ----------------------------------------------------------------------------------------
-    def create_job(self, body: Job) -> bool:
-        """False if the Job already exists."""
+    def create_job(self, body: Job) -> Job | None:
+        """The Job created; None if it exists already."""
         try:
-            self.call(f"create Job {body['metadata']['name']}", self.batch.create_namespaced_job, self.ns, body,
-                      field_manager=self.identity)
-            return True
+            return cast(Job, self.call(f"create Job {body['metadata']['name']}", self.batch.create_namespaced_job,
+                                       self.ns, body, field_manager=self.identity))
         except Conflict:
-            return False
+            return None
+
+    def put_secret(self, body: dict[str, Any]) -> None:
+        """Creates the Secret, or replaces the data of the one of that name (no read: the operator may create and
+        patch Secrets, never read one)."""
+        name = body["metadata"]["name"]
+        try:
+            self.call(f"create Secret {name}", self.core.create_namespaced_secret, self.ns, body,
+                      field_manager=self.identity)
+        except Conflict:
+            self.call(f"update Secret {name}", self.core.patch_namespaced_secret, name, self.ns,
+                      {"stringData": body["stringData"]}, field_manager=self.identity)
+
+    def own_secret(self, name: str, owner: OwnerRef) -> None:
+        """The Secret is garbage-collected with owner from now on."""
+        self.call(f"give Secret {name} to {owner['name']}", self.core.patch_namespaced_secret, name, self.ns,
+                  {"metadata": {"ownerReferences": [{**owner, "blockOwnerDeletion": False}]}},
+                  field_manager=self.identity)
 
     def get_job(self, name: str) -> Job | None:
         try:
@@ -203,6 +219,15 @@ class KubeClient:
             return self.raw("watch Searches", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **kw)
         return self.raw("watch Searches", self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL,
                         **kw)
+
+    def read_search(self, name: str) -> dict[str, Any] | None:
+        """The Search of this namespace named name, or None if there is none."""
+        try:
+            found: dict[str, Any] = self.call(f"read Search {name}", self.custom.get_namespaced_custom_object, GROUP,
+                                              VERSION, self.ns, PLURAL, name)
+            return found
+        except NotFound:
+            return None
 
     def patch_search_status(self, name: str, body: dict[str, Any]) -> None:
         self.call(f"update the status of Search {name}", self.custom.patch_namespaced_custom_object_status, GROUP,

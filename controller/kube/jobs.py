@@ -10,12 +10,13 @@ from typing import Any
 
 from controller.kube.objects import Condition, Job, OwnerRef, Pod
 from controller.settings.kube import KubeSettings
-from controller.trial.contract import EXIT_BAD_INPUT, EXPECT_GPUS_ENV
+from controller.trial.contract import EXIT_BAD_INPUT, EXPECT_GPUS_ENV, GRANT_ENV
 
 APP = "cifar-hpo"
 COLLECTED = "cifar-hpo.io/collected"
 SEARCH_LABEL = "cifar-hpo.io/search"
 TRIAL_LABEL = "cifar-hpo.io/trial"
+GRANT_KEY = "grant.json"
 TRAINER_ENTRYPOINT = ["python", "-m", "trainer"]
 CONTAINER = "trainer"
 TRAINER_UID = 10002
@@ -53,8 +54,8 @@ def selector(s: KubeSettings, search: str) -> str:
 
 
 def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: Mapping[str, str],
-              params: Mapping[str, Any], owner: OwnerRef | None) -> Job:
-    """The batch/v1 Job of one trial."""
+              params: Mapping[str, Any], owner: OwnerRef | None, grant_secret: str | None = None) -> Job:
+    """The batch/v1 Job of one trial. grant_secret: the Secret holding its grant (grant_secret_manifest)."""
     trial_labels = {**labels(s, search), "app.kubernetes.io/component": "trial", TRIAL_LABEL: str(tid)}
     spec: dict[str, Any] = {
         "backoffLimit": s.backoff_limit,
@@ -66,7 +67,7 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
                                                   "values": [EXIT_BAD_INPUT]}},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]},
-        "template": {"metadata": {"labels": trial_labels}, "spec": _pod_spec(s, argv, env)},
+        "template": {"metadata": {"labels": trial_labels}, "spec": _pod_spec(s, argv, env, grant_secret)},
     }
     job: Job = {"apiVersion": "batch/v1", "kind": "Job", "spec": spec, "metadata": {
         "name": job_name(job_prefix(s, search), tid), "namespace": s.namespace, "labels": trial_labels,
@@ -76,7 +77,23 @@ def build_job(s: KubeSettings, search: str, tid: int, argv: Sequence[str], env: 
     return job
 
 
-def _pod_spec(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
+def grant_secret_manifest(s: KubeSettings, search: str, tid: int, grant: Mapping[str, str],
+                          owner: OwnerRef | None) -> dict[str, Any]:
+    """The Secret that carries one trial's grant into its pod: in the Job's env, `get jobs` (Kubernetes' built-in
+    `view` role) would read the trial's URLs; a Secret takes `get secrets`. Owned by the Search until its Job
+    exists, then by the Job (garbage-collected with it)."""
+    name = f"{job_name(job_prefix(s, search), tid)}-grant"
+    secret: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                              "metadata": {"name": name, "namespace": s.namespace,
+                                           "labels": {**labels(s, search), TRIAL_LABEL: str(tid)}},
+                              "stringData": {GRANT_KEY: grant[GRANT_ENV]}}
+    if owner:
+        secret["metadata"]["ownerReferences"] = [{**owner, "blockOwnerDeletion": False}]
+    return secret
+
+
+def _pod_spec(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str],
+              grant_secret: str | None = None) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -84,7 +101,7 @@ def _pod_spec(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> d
         "securityContext": {"runAsNonRoot": True, "runAsUser": TRAINER_UID, "runAsGroup": TRAINER_UID,
                             "fsGroup": TRAINER_UID,
                             "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_container(s, argv, env)],
+        "containers": [_container(s, argv, env, grant_secret)],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": s.cache_size_limit}}, _cache_volume(s),
                     *([{"name": "store-ca", "configMap": {"name": s.ca_config_map}}] if s.ca_config_map else [])],
     }
@@ -96,12 +113,15 @@ def _pod_spec(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> d
     return pod_spec
 
 
-def _container(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
+def _container(s: KubeSettings, argv: Sequence[str], env: Mapping[str, str],
+               grant_secret: str | None = None) -> dict[str, Any]:
     resources: dict[str, dict[str, str]] = {"requests": dict(s.requests), "limits": dict(s.limits)}
     if s.gpu_count:
         resources["limits"][s.gpu_resource] = str(s.gpu_count)
         resources["requests"][s.gpu_resource] = str(s.gpu_count)
     env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    if grant_secret:
+        env_list.append({"name": GRANT_ENV, "valueFrom": {"secretKeyRef": {"name": grant_secret, "key": GRANT_KEY}}})
     if s.s3_secret_name:
         env_list += [{"name": key, "valueFrom": {"secretKeyRef": {"name": s.s3_secret_name, "key": key}}}
                      for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]

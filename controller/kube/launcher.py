@@ -31,6 +31,7 @@ from controller.kube.jobs import (
     build_job,
     failure_reason,
     finished,
+    grant_secret_manifest,
     job_name,
     job_prefix,
     pod_exit,
@@ -98,14 +99,20 @@ class KubernetesLauncher:
     def launch(self, trial: TrialLaunch) -> None:
         # The Job's deadline counts from now (pending time included): the trainer stops short of it with its best.
         env = {**trial.env, DEADLINE_ENV: str(int(time.time()) + self.s.active_deadline_seconds)}
-        settings = self.s
+        settings, secret = self.s, None
         if self.grants is not None:
-            env.update(self.grants(trial.tid))
+            secret = grant_secret_manifest(self.s, self.search, trial.tid, self.grants(trial.tid), self.owner)
+            self.kube.put_secret(secret)
             settings = dataclasses.replace(settings, s3_secret_name=None)
-        body = build_job(settings, self.search, trial.tid, trial.argv, env, trial.params, self.owner)
+        body = build_job(settings, self.search, trial.tid, trial.argv, env, trial.params, self.owner,
+                         secret["metadata"]["name"] if secret else None)
         name = body["metadata"]["name"]
-        if self.kube.create_job(body):
+        created = self.kube.create_job(body)
+        if created:
             log.info("trial %d: created Job %s", trial.tid, name)
+            if secret:
+                self.kube.own_secret(secret["metadata"]["name"], {"apiVersion": "batch/v1", "kind": "Job",
+                                                                  "name": name, "uid": created["metadata"]["uid"]})
         else:
             existing = self.kube.get_job(name) or body
             found = (existing.get("metadata") or {}).get("labels") or {}

@@ -17,24 +17,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from controller.backoff import Backoff
 from controller.data.staging import stage
-from controller.errors import ConfigError, PermanentError, TemporaryError
+from controller.errors import ConfigError, PermanentError, RecordError, TemporaryError
 from controller.kube.api import KubeClient
 from controller.kube.grant import trial_grants
 from controller.kube.launcher import KubernetesLauncher
 from controller.kube.objects import OwnerRef
 from controller.kube.search_status import SearchStatusWriter
 from controller.kube.watch import Watcher
+from controller.ledger.layout import OWNER_KEY
 from controller.loop import SearchLoop
 from controller.report.publish import Notifier, Publisher
 from controller.settings.config import Settings
 from controller.settings.policy import PolicyError, check_data, check_job, merged_job
 from controller.settings.resource import API_VERSION, KIND, budget_change, settings_of
-from controller.store.base import Store, bucket_of, get_json
+from controller.store.base import Store, bucket_of, create_json, get_json, put_json
 
 log = logging.getLogger(__name__)
 
@@ -218,18 +220,52 @@ class SearchWorker:
                     self.loop, self.launcher = None, None
 
     def _check_folder_owner(self, settings: Settings) -> None:
-        """A folder another operator's Search started (another namespace: two releases sharing a bucket and
-        prefix) is refused, naming it, instead of both writing one history. Records of `controller run` (no
-        operator) may be taken over."""
-        doc = get_json(self.op.root.child(settings.search.name), "search.json")
+        """A folder belongs to the Search that first claimed it (owner.json: namespace, name and UID, created
+        once), whatever order an operator hears of Searches in: another Search naming it is refused, naming the
+        owner, while the owner exists. A Search of the owner's namespace and name (deleted and created again), or
+        any Search once the owner is gone, takes it over. Folders from before owner.json: another release's
+        Search (search.json's namespace) is refused; records of `controller run` (no operator) may be taken over."""
+        folder = self.op.root.child(settings.search.name)
+        me = {"namespace": self.kube.ns, "name": self.name, "uid": self.uid}
+        owner = _read_owner(folder)
+        if owner is None:
+            self._check_legacy_owner(settings, folder)
+            if create_json(folder, OWNER_KEY, {**me, "claimed_at": time.time()}):
+                return
+            owner = _read_owner(folder) or {}  # another Search claimed it at the same moment
+        if owner.get("uid") == self.uid:
+            return
+        ns, name = owner.get("namespace"), owner.get("name")
+        if isinstance(ns, str) and isinstance(name, str) and (ns, name) != (self.kube.ns, self.name) \
+                and self._alive(ns, name, owner.get("uid")):
+            self._folder_in_use(settings, f"{ns}/{name}")
+        log.info("Search %s: taking over folder %s from %s (no longer there)", self.name, settings.search.name,
+                 f"{ns}/{name}" if ns else "an unreadable owner record")
+        put_json(folder, OWNER_KEY, {**me, "claimed_at": time.time(), "previous": owner})
+
+    def _alive(self, namespace: str, name: str, uid: Any) -> bool:
+        """Whether the Search that owns a folder still exists (unknown, when it cannot be read: taken as yes)."""
+        try:
+            found = KubeClient(self.op.kube.api, namespace, self.op.kube.identity).read_search(name)
+        except (PermanentError, TemporaryError) as e:
+            log.warning("Search %s: cannot tell whether %s/%s exists (%s); its folder stays its own", self.name,
+                        namespace, name, e)
+            return True
+        return found is not None and (found.get("metadata") or {}).get("uid") == uid
+
+    def _check_legacy_owner(self, settings: Settings, folder: Store) -> None:
+        doc = get_json(folder, "search.json")
         recorded = doc.get("settings") if isinstance(doc, dict) else None
         kube = recorded.get("kube") if isinstance(recorded, dict) else None
         if not (isinstance(kube, dict) and kube.get("jobPrefix")) or kube.get("namespace") == settings.kube.namespace:
             return
-        other = f"{kube.get('namespace')}/{kube['jobPrefix']}"
+        self._folder_in_use(settings, f"{kube.get('namespace')}/{kube['jobPrefix']}",
+                            " (another release sharing this bucket and prefix?)",
+                            ", or the release another store.prefix")
+
+    def _folder_in_use(self, settings: Settings, owner: str, why: str = "", fix: str = "") -> None:
         message = (f"spec.search.name: folder {settings.search.name!r} in {self.op.root.uri} holds the records "
-                   f"of Search {other} (another release sharing this bucket and prefix?); give this Search "
-                   "another name or spec.search.name, or the release another store.prefix")
+                   f"of Search {owner}{why}; give this Search another name or spec.search.name{fix}")
         self._refuse("FolderInUse", message)
         raise ConfigError(message)
 
@@ -261,6 +297,17 @@ class SearchWorker:
         writer = self.writer
         writer.status({"state": "failed", "reason": message, "counts": {}, "finished": 0, "budget_left": 0})
         writer.event("SearchFailed", message, warning=True)
+
+
+def _read_owner(folder: Store) -> dict[str, Any] | None:
+    """The folder's owner record; None if there is none; {} if it cannot be read (damaged: any Search may take the
+    folder over, as from a Search that is gone)."""
+    try:
+        owner = get_json(folder, OWNER_KEY)
+    except RecordError as e:
+        log.warning("%s/%s: %s", folder.uri, OWNER_KEY, e)
+        return {}
+    return owner if isinstance(owner, dict) or owner is None else {}
 
 
 class Operator:
@@ -313,16 +360,9 @@ class Operator:
             if worker is not None:
                 worker.update(obj)
                 return
+            # Which Search a folder is decided by its owner record in the store (the worker claims it first), never by
+            # the order an operator hears of them: that changes with every restart.
             worker = SearchWorker(self, obj)
-            # One store root for every namespace watched: a folder is one search's, whichever namespace asks.
-            clash = next((w for w in self.workers.values() if w.folder == worker.folder), None)
             self.workers[key] = worker
-        if clash is not None:
-            message = (f"spec.search.name: folder {worker.folder!r} holds the records of Search "
-                       f"{clash.kube.ns}/{clash.name}; "
-                       "give this Search another name or spec.search.name")
-            worker._refuse("FolderInUse", message)
-            worker._fail(message)
-            return
         log.info("Search %s/%s: starting its search", *key)
         worker.start()

@@ -2,6 +2,8 @@
 
 Layout under a search's root (one writer per key):
   search.json                      controller, once: config + space snapshot
+  owner.json                       operator, once (again when its owner is gone): the Search whose folder it is
+                                   (namespace, name, UID)
   trials/<tid>/proposal.json       controller, once, before the trial starts
   trials/<tid>/progress.json       trainer, each epoch
   trials/<tid>/result.json         trainer, once
@@ -14,6 +16,7 @@ Layout under a search's root (one writer per key):
 """
 
 CHECKPOINT_KEY = "ledger/checkpoint.json"
+OWNER_KEY = "owner.json"
 
 
 def trial_prefix(tid: int) -> str:

@@ -249,6 +249,13 @@ def test_a_search_runs_as_jobs_watch_driven_with_bodies_the_api_server_accepts(r
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
     # Trials hold no store keys: their grant signs their own keys only (controller/kube/grant.py).
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env) and "CIFAR_HPO_TRIAL_GRANT" in env
+    # ...read from a Secret of its own (`view` reads Jobs, not Secrets), garbage-collected with its Job.
+    ref = env["CIFAR_HPO_TRIAL_GRANT"]["valueFrom"]["secretKeyRef"]
+    assert "value" not in env["CIFAR_HPO_TRIAL_GRANT"] and ref["name"] == f"{job['metadata']['name']}-grant", env
+    secret = json.loads(kube.kubectl("-n", ns, "get", "secret", ref["name"], "-o", "json"))
+    owner = secret["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"]) == ("Job", job["metadata"]["uid"]), owner
+    assert "X-Amz-Signature" in __import__("base64").b64decode(secret["data"][ref["key"]]).decode()
     # Every trial's whole log is kept in the bucket, an ok one's too (the Job's TTL takes the pod's with it).
     out = json.loads(run_cli("best", "--store", release.store, "--download", str(tmp_path / "best")).stdout)
     assert "trial.log" in out["files"], out

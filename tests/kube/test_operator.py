@@ -91,6 +91,9 @@ def test_an_invalid_search_is_refused_by_the_api_server_naming_the_field(crd, ku
         assert p.returncode != 0 and f"spec.trial.{field}" in p.stderr, p.stderr
     p = _apply(crd, kube_ns, _search("bad", 3, parallelism=65), tmp_path / "bad.yaml", check=False)
     assert p.returncode != 0 and "spec.search.parallelism" in p.stderr, p.stderr
+    for section, values in (("tpe", {"nEICandidates": 100000}), ("earlyStopping", {"checkSeconds": 1e-6})):
+        p = _apply(crd, kube_ns, _search("bad", 3, **{section: values}), tmp_path / "bad.yaml", check=False)
+        assert p.returncode != 0 and f"spec.{section}.{next(iter(values))}" in p.stderr, p.stderr
     unbounded = _search("unbounded", 3)
     unbounded["spec"]["trial"]["activeDeadlineSeconds"] = None  # not nullable: the API server drops the null...
     _apply(crd, kube_ns, unbounded, tmp_path / "unbounded.yaml")
@@ -332,6 +335,13 @@ def test_searches_beyond_the_operators_policy_are_refused_with_no_job(crd, relea
         "dev-zero": ({"data": "/dev/zero", "dataSha256": "a" * 64}, "spec.trial.data"),
         "metadata": ({"data": "https://169.254.169.254/latest/meta-data/c.tar.gz", "dataSha256": "a" * 64},
                      "spec.trial.data"),
+        "mapped-metadata": ({"data": "https://[::ffff:169.254.169.254]/c.tar.gz", "dataSha256": "a" * 64},
+                            "spec.trial.data"),
+        "data-override": ({"extraArgs": ["--data=http://169.254.169.254/latest/"]}, "spec.trial.extraArgs"),
+        "others-records": ({"data": f"s3://{release.store.split('/')[2]}/searches/x/trials/000000/model.keras",
+                            "dataSha256": "a" * 64}, "spec.trial.data"),
+        "huge-memory": ({"requests": {"memory": "2Ti"}}, "spec.trial.requests.memory"),
+        "long-grace": ({"terminationGraceSeconds": 3600}, "spec.trial.terminationGraceSeconds"),
     }
     try:
         for name, (trial, _) in evil.items():
@@ -356,6 +366,7 @@ def test_searches_beyond_the_operators_policy_are_refused_with_no_job(crd, relea
             assert "SpecRefused" in events and "Warning" in events, events
             reasons[name] = reason
         assert "link-local" in reasons["metadata"] and "path sources are not allowed" in reasons["dev-zero"]
+        assert "link-local" in reasons["mapped-metadata"] and "policy.dataS3Prefix" in reasons["others-records"]
         assert _conditions(crd, kube_ns, "within")["TrialAccessScoped"]["status"] == "True"
         # Brought within the policy by an edit, a refused Search runs, with no restart of the operator.
         fixed = _search("two-gpus", 2)
@@ -372,35 +383,96 @@ def test_searches_beyond_the_operators_policy_are_refused_with_no_job(crd, relea
         op.wait(60)
 
 
-def test_a_forged_archive_fails_its_search_and_nothing_else(crd, release, kube_ns, tmp_path, work):
-    """The security review's 418-byte archive (a forged numpy dtype) used to segfault the operator and with it every
-    Search of the namespace. Staged from the store's own bucket, pinned by its sha256 as the policy asks: its
-    Search fails with the reason, the Search beside it finishes, and the operator process is never replaced."""
+def test_hostile_searches_fail_alone_beside_a_search_that_finishes(crd, release, kube_ns, tmp_path, work):
+    """What a Search author with the default policy can make the operator itself do, each a Search beside a normal
+    one: archives that crashed, froze or filled the operator (a forged numpy dtype: a segfault; a self-sharing dict
+    key: hashing for ever under the GIL; 50 MB of valid opcodes: minutes of CPU, stopped by the staging child's
+    limit), a space whose proposals would take minutes and gigabytes, and a Search that drops the operator's
+    placement and memory limit. Each hostile one fails with its reason (or runs within the operator's bounds);
+    the normal one finishes; the operator process is never replaced."""
     import hashlib
 
     import boto3
-    from support.hostile import crasher
+    from support.hostile import archive_of, cpu_pickle, crasher, shared_tuple_pickle
 
-    payload = crasher("forged-dtype.tar.gz")
     bucket = release.store.split("/")[2]
-    boto3.client("s3").put_object(Bucket=bucket, Key="uploads/cifar-100-python.tar.gz", Body=payload)
-    op = release.operator(_operator_config(release), log=tmp_path / "operator.log")
+    archives = {"forged": crasher("forged-dtype.tar.gz"),
+                "hash-bomb": archive_of({"train": shared_tuple_pickle(60), "test": shared_tuple_pickle(60)}),
+                "cpu-burner": archive_of({"train": cpu_pickle(25_000_000), "test": cpu_pickle(1)})}
+    expected = {"forged": "refusing to unpickle dtype 'V8'",
+                "hash-bomb": "refusing to unpickle a dict key or set member of more than 256 parts",
+                "cpu-burner": "reading the archive used more than 2 s of CPU and was stopped (policy.stagingSeconds)",
+                "choice-bomb": "spec.search.space.a.options: 200000 options; at most 1000"}
+    op = release.operator(_operator_config(release, policy={"stagingSeconds": 2}), log=tmp_path / "operator.log")
     pid = op.pid
     try:
-        evil = _search("forged", 3, work=work)
-        evil["spec"]["trial"].update(data=f"s3://{bucket}/uploads/cifar-100-python.tar.gz",
-                                     dataSha256=hashlib.sha256(payload).hexdigest())
-        _apply(crd, kube_ns, evil, tmp_path / "f.yaml")
+        for name, payload in archives.items():
+            boto3.client("s3").put_object(Bucket=bucket, Key=f"uploads/{name}.tar.gz", Body=payload)
+            evil = _search(name, 3, work=work)
+            evil["spec"]["trial"].update(data=f"s3://{bucket}/uploads/{name}.tar.gz",
+                                         dataSha256=hashlib.sha256(payload).hexdigest())
+            _apply(crd, kube_ns, evil, tmp_path / f"{name}.yaml")
+        bomb = _search("choice-bomb", 3, work=work)
+        bomb["spec"]["search"]["space"] = {"a": {"dist": "choice", "options": list(range(200_000))}}
+        _apply(crd, kube_ns, bomb, tmp_path / "bomb.yaml")
+        unplaced = _search("unplaced", 2, work=work)
+        unplaced["spec"]["trial"].update(nodeSelector={}, affinity={}, limits={}, requests={}, tolerations=[])
+        _apply(crd, kube_ns, unplaced, tmp_path / "unplaced.yaml")
         _apply(crd, kube_ns, _search("bystander", 3, work=work), tmp_path / "b.yaml")
-        wait_for("the forged search to fail", lambda: _status(crd, kube_ns, "forged").get("state") == "Failed",
-                 proc=op)
-        wait_for("the bystander to succeed", lambda: _status(crd, kube_ns, "bystander").get("state") == "Succeeded",
-                 proc=op)
-        reason = _status(crd, kube_ns, "forged")["reason"]
-        assert "refusing to unpickle dtype 'V8'" in reason, reason
-        assert not crd.jobs(kube_ns, "cifar-hpo.io/search=forged")
+        for name in expected:
+            wait_for(f"{name} to fail", lambda name=name: _status(crd, kube_ns, name).get("state") == "Failed",
+                     proc=op)
+            reason = _status(crd, kube_ns, name)["reason"]
+            assert expected[name] in reason, (name, reason)
+            assert not crd.jobs(kube_ns, f"cifar-hpo.io/search={name}")
+        for name in ("bystander", "unplaced"):
+            wait_for(f"{name} to succeed", lambda name=name: _status(crd, kube_ns, name).get("state") == "Succeeded",
+                     proc=op)
+        for job in crd.jobs(kube_ns, "cifar-hpo.io/search=unplaced"):  # the operator's limit kept, not dropped
+            resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+            assert resources["limits"]["memory"] == "512Mi" and resources["requests"]["cpu"] == "50m", resources
         assert op.poll() is None and op.pid == pid  # one operator process all along
         assert "Traceback" not in (tmp_path / "operator.log").read_text()
+        record_figure("hostile Searches beside a normal one", {n: _status(crd, kube_ns, n)["reason"][:160]
+                                                               for n in expected})
+    finally:
+        op.terminate()
+        op.wait(60)
+
+
+def test_a_search_cannot_take_another_searchs_folder_at_an_operator_restart(crd, release, kube_ns, tmp_path, work):
+    """The review: a Search naming another's folder, created while the operator was down and sorting first, was
+    heard of first at the next start and adopted the other's records (the victim failed FolderInUse). Ownership is
+    the owner's namespace, name and UID in the store, whatever the order."""
+    import boto3
+
+    victim = _search("zz-victim", 2, work=work)
+    op = release.operator(_operator_config(release), log=tmp_path / "operator.log")
+    try:
+        _apply(crd, kube_ns, victim, tmp_path / "v.yaml")
+        wait_for("the victim to succeed", lambda: _status(crd, kube_ns, "zz-victim").get("state") == "Succeeded",
+                 proc=op)
+    finally:
+        op.terminate()
+        op.wait(60)
+    taker = _search("aa-taker", 4, work=work)
+    taker["spec"]["search"]["name"] = "zz-victim"
+    _apply(crd, kube_ns, taker, tmp_path / "t.yaml")
+    op = release.operator(_operator_config(release), log=tmp_path / "operator-2.log")
+    try:
+        wait_for("the taker to be refused", lambda: _status(crd, kube_ns, "aa-taker").get("state") == "Failed",
+                 proc=op)
+        accepted = _conditions(crd, kube_ns, "aa-taker")["SpecAccepted"]
+        assert accepted["reason"] == "FolderInUse" and f"{kube_ns}/zz-victim" in accepted["message"], accepted
+        assert _status(crd, kube_ns, "zz-victim")["state"] == "Succeeded"
+        assert _conditions(crd, kube_ns, "zz-victim")["SpecAccepted"]["reason"] != "FolderInUse"
+        assert [t["state"] for t in release.trials("zz-victim")] == ["ok", "ok"]
+        assert not crd.jobs(kube_ns, "cifar-hpo.io/search=aa-taker")
+        bucket, prefix = release.store.split("/")[2], "/".join(release.store.split("/")[3:])
+        owner = json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/zz-victim/owner.json")
+                           ["Body"].read())
+        uid = json.loads(crd.kubectl("-n", kube_ns, "get", "search", "zz-victim", "-o", "json"))["metadata"]["uid"]
+        assert owner["uid"] == uid and owner["name"] == "zz-victim", owner
     finally:
         op.terminate()
         op.wait(60)
