@@ -135,7 +135,10 @@ class Handler(BaseHTTPRequestHandler):
     """One request: the page's static files, the JSON API and the event stream; GET and HEAD only."""
     dashboard: Dashboard
     server_version = "cifar-hpo-dashboard"
-    timeout = IDLE_SECONDS  # a connection that sends nothing (or reads nothing) for this long is closed
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(IDLE_SECONDS)  # a connection that sends or reads nothing this long is closed
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

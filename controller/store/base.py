@@ -107,8 +107,10 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def get_json(store: TrialStore, key: str, limit: int = MAX_RECORD_BYTES) -> Any | None:
-    """The record at key, or None when there is none; a RecordError for one over `limit` bytes."""
+def get_json(store: TrialStore, key: str, limit: int | None = None) -> Any | None:
+    """The record at key, or None when there is none; a RecordError for one over `limit` bytes (default:
+    MAX_RECORD_BYTES)."""
+    limit = MAX_RECORD_BYTES if limit is None else limit
     data = store.get(key, limit)
     if data is not None and len(data) > limit:
         raise RecordError(f"{key}: over {limit} bytes; not read")

@@ -401,7 +401,7 @@ def test_idle_connections_time_out_and_connections_beyond_the_cap_are_closed(fin
 
     from controller.dashboard import server as server_module
 
-    monkeypatch.setattr(server_module.Handler, "timeout", 1.0)
+    monkeypatch.setattr(server_module, "IDLE_SECONDS", 1.0)
     monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 2)
     server = serve(LocalStore(finished_store), port=0)
     port = server.server_address[1]

@@ -71,3 +71,27 @@ class StoreContract(TrialStoreContract):
 
     def test_check_accepts_a_usable_store(self, store):
         store.check()
+
+    def test_a_record_over_its_bound_is_refused_unread_and_so_is_one_nested_too_deep(self, store):
+        """What a record's writer (a trial) chooses cannot size the reader's memory or recursion (issue 34)."""
+        store.put("big.json", b"[" + b"1," * 5000 + b"1]")
+        assert len(store.get("big.json", 100)) == 101  # the limit, and one byte to tell it was over
+        with pytest.raises(RecordError, match="big.json: over 100 bytes"):
+            get_json(store, "big.json", 100)
+        assert len(get_json(store, "big.json")) == 5001
+        store.put("empty.json", b"")
+        assert store.get("empty.json", 10) == b""
+        for depth in (40, 100_000):
+            store.put("deep.json", b"[" * depth + b"]" * depth)
+            with pytest.raises(RecordError, match="deep.json: nested deeper than 32 levels"):
+                get_json(store, "deep.json")
+
+    def test_a_value_streams_in_chunks_with_its_size(self, store):
+        from controller.store.base import CHUNK
+
+        data = bytes(range(256)) * (CHUNK // 256 * 2 + 3)
+        store.put("model.keras", data)
+        size, chunks = store.stream("model.keras")
+        parts = list(chunks)
+        assert size == len(data) and b"".join(parts) == data and max(map(len, parts)) <= CHUNK and len(parts) >= 3
+        assert store.stream("missing") is None
