@@ -115,3 +115,17 @@ def test_the_chart_states_the_kubernetes_versions_it_supports():
 
     chart = yaml.safe_load((ROOT / "charts" / "Chart.yaml").read_text())
     assert chart["kubeVersion"] == ">=1.29.0-0"  # podFailurePolicy's onPodConditions rules (charts/README.md)
+
+
+def test_every_test_security_md_names_exists():
+    """SECURITY.md backs each promise with a test: `file.py::test_name` (`::...` and `_...` abbreviate a name), each
+    of which must be a test in that file under tests/ (or in a contract it runs, tests/support/), or the promise has
+    lost its test."""
+    text = (ROOT / "SECURITY.md").read_text()
+    named = re.findall(r"`(\w+/test_\w+\.py)((?:::[\w*]+)+)?(`|::\.\.\.)", text)
+    contracts = "".join(p.read_text() for p in (ROOT / "tests" / "support").glob("*_contract.py"))
+    sources = "".join((ROOT / "tests" / path).read_text() for path, _, _ in named) + contracts
+    wanted = [n for _, names, _ in named for n in (names or "").split("::") if n and n != "*"]
+    wanted += re.findall(r"`::(test_\w+?)_?(?:\.\.\.)?`", text)
+    missing = [n for n in wanted if f"def {n.rstrip('_')}" not in sources]
+    assert len(named) >= 20 and len(wanted) >= 30 and not missing, missing
