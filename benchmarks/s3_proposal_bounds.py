@@ -41,7 +41,7 @@ def one(space_json: str, n_ei: int, n_obs: int) -> dict[str, float]:
 
     from controller.search import nodes
     from controller.search.space import Space
-    from controller.search.suggest import Observation, SuggestSettings, Suggester
+    from controller.search.suggest import Observation, Suggester, SuggestSettings
 
     # Past the bounds on purpose: lift them to build what a Search may no longer ask for.
     nodes.MAX_OPTIONS = nodes.MAX_RANDINT_RANGE = nodes.MAX_DISTRIBUTIONS = 10**9

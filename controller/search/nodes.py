@@ -119,7 +119,7 @@ def _literal(value: Any, path: str) -> Any:
 
 
 # What one proposal may cost is set by the space: hyperopt's TPE works per distribution and candidate, and treats a
-# choice, and a randint, as a categorical of that many weights (randint 0..10^7: 1.4 GB and 3 s per proposal).
+# choice, and a randint, as a categorical of that many weights (randint 0..10^7: 1.2 GB and 5.7 s per proposal).
 # These bounds keep one proposal under ~0.3 s and ~0.2 GB (benchmarks/RESULTS.md, S3); the search's tpe section is
 # bounded with them (controller/settings/config.py).
 MAX_DISTRIBUTIONS = 256
