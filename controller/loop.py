@@ -244,6 +244,8 @@ class SearchLoop:
             return None
         if not rec.finished:
             rec = self.ledger.record_failure(rec, ended.exit_code, ended.reason, ended.log_tail)
+        elif rec.state is TrialState.STOPPED:
+            rec = self.ledger.seal(rec)
         elif rec.state is not TrialState.FAILED and ended.exit_code not in (0, None):
             log.warning("trial %d: wrote a valid result but exited with %s", tid, ended.exit_code)
         previous_best = self.best()

@@ -7,7 +7,8 @@ Layout under a search's root (one writer per key):
   trials/<tid>/proposal.json       controller, once, before the trial starts
   trials/<tid>/progress.json       trainer, each epoch
   trials/<tid>/result.json         trainer, once
-  trials/<tid>/outcome.json        controller, once, when a trial ends without a usable result
+  trials/<tid>/outcome.json        controller, once, when a trial ends without a usable result (a stopped trial's:
+                                   sealed when its end is seen, saying whether its result had arrived)
   trials/<tid>/stop.json           controller, once, before it stops a running trial (early stop, search end):
                                    a trainer stopped without it (node drain, eviction) exits for a retry
   trials/<tid>/trial.log           launcher, once, when the trial's process ends

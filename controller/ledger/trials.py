@@ -190,6 +190,17 @@ class Ledger:
             return self.read_trial(rec.tid) or rec
         return _derive(rec.tid, rec.proposal(), None, outcome)
 
+    def seal(self, rec: TrialRecord) -> TrialRecord:
+        """A stopped trial has ended: its outcome records whether its own result had arrived, so that a result.json
+        created after its end (with its grant's URL, by someone else) is never taken for the trial's."""
+        key = trial_key(rec.tid, "outcome.json")
+        outcome, result = self._get(key), self._get(trial_key(rec.tid, "result.json"))
+        if not isinstance(outcome, dict) or outcome.get("state") != TrialState.STOPPED or "sealed_at" in outcome:
+            return rec
+        sealed = {**outcome, "sealed_at": time.time(), "result_arrived": isinstance(result, Mapping)}
+        put_json(self.store, key, sealed)
+        return _derive(rec.tid, rec.proposal(), result, sealed)
+
     def read_curve(self, tid: int) -> list[float | None]:
         """A running trial's learning curve so far (progress.json); [] if there is none or it is unreadable."""
         try:
@@ -367,7 +378,7 @@ def _apply_outcome(rec: TrialRecord, outcome: Mapping[str, Any], result: Any) ->
     if _finite(outcome.get("objective")):
         rec.objective = float(outcome["objective"])
     rec.curve = list(outcome.get("curve") or [])
-    if isinstance(result, Mapping) and rec.state is not TrialState.FAILED:
+    if isinstance(result, Mapping) and rec.state is not TrialState.FAILED and outcome.get("result_arrived", True):
         state, objective, _, metrics = judge_result(result, rec.tid)
         if state is not TrialState.FAILED:
             rec.objective, rec.metrics, rec.curve = objective, metrics, curve_of(result) or rec.curve

@@ -139,6 +139,10 @@ class OutcomeDoc(TypedDict):
     log_tail: NotRequired[str]
     objective: NotRequired[float]
     curve: NotRequired[list[float | None]]
+    sealed_at: NotRequired[float]
+    """A stopped trial's end, when the controller saw it: after it, result.json is no longer the trial's to write."""
+    result_arrived: NotRequired[bool]
+    """Whether the trial's own result.json had arrived by sealed_at (false: one created later is ignored)."""
 
 
 class StopDoc(TypedDict):

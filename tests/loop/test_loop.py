@@ -242,3 +242,24 @@ def test_resume_with_a_raised_budget_extends_the_same_search():
     _loop(_settings({"maxTrials": 2}), root, launcher).run()
     status = _loop(_settings({"maxTrials": 4}), root, launcher.restarted()).run()
     assert status.finished == 4 and launcher.starts == dict.fromkeys(range(4), 1)
+
+
+def test_a_result_created_after_a_stopped_trials_end_is_not_taken_for_its_own():
+    """The review: with a stopped trial's grant, a result.json created after its end (objective 0.99) became the
+    search's best. Sealed when its end is seen, the outcome says whether the trial's own result had arrived."""
+    from controller.store.base import dumps
+
+    root = MemoryStore()
+    good = [0.5, 0.6, 0.7, 0.8]
+    curves = {0: good, 1: good, 2: good, 3: [0.1, 0.1, 0.1, 0.1]}
+    launcher = ScriptedLauncher(root, lambda tid, p: Plan(curve=curves.get(tid, good), result=tid != 3))
+    rules = {"rule": "asha", "graceEpochs": 1, "minTrials": 3, "eta": 2, "checkSeconds": 0.01}
+    _loop(_settings({"maxTrials": 4, "parallelism": 4}, earlyStopping=rules), root, launcher).run()
+    store = root.child("cifar100")
+    outcome = get_json(store, trial_key(3, "outcome.json"))
+    assert outcome["state"] == "stopped" and outcome["result_arrived"] is False and outcome["sealed_at"]
+    assert store.create(trial_key(3, "result.json"), dumps({"schema_version": 1, "tid": 3, "status": "ok",
+                                                             "objective": 0.99, "finished_at": 1.0}))
+    recs = Ledger(store).load_full()
+    assert recs[3].state == "stopped" and recs[3].objective == pytest.approx(0.1)
+    assert max(recs.values(), key=lambda r: r.objective or 0).tid != 3
