@@ -548,7 +548,7 @@ def test_a_search_of_the_digits_trainer_runs_with_its_own_image(crd, release, ku
     # the stand-in these tests' operators usually run.
     cfg = release.config_file(kube={"resyncSeconds": 5}, controller={"reportSeconds": 3600},
                               trial={"command": ["python", "-m", "trainer"], "data": None},
-                              policy={"images": [digits]})
+                              policy={"images": [digits], "minCheckSeconds": 1})
     op = release.operator(cfg, log=tmp_path / "operator.log")
     try:
         doc = {"apiVersion": "cifar-hpo.io/v1alpha1", "kind": "Search", "metadata": {"name": "digits"}, "spec": {
