@@ -14,6 +14,7 @@ what they would have reached, which puts them where they belong, among TPE's "ba
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -68,10 +69,14 @@ def rungs(settings: StoppingSettings, max_epoch: int) -> list[int]:
 
 
 def _cut(peers: list[float], q: float) -> float:
-    """The q-quantile of best-so-far accuracies. A peer with no finite epoch yet (-inf) counts as accuracy 0,
-    the least an accuracy can be: interpolating toward -inf gives NaN, and a NaN cut stops nothing."""
+    """The q-quantile of best-so-far objectives. A peer with no finite epoch yet (-inf) ranks last: it counts as the
+    lowest finite value among the peers (interpolating toward -inf gives NaN, and a NaN cut stops nothing; a fixed
+    stand-in such as 0 would rank above every negative objective, a negated loss). No finite peer: no cut."""
     values = np.array(peers, dtype=float)
-    return float(np.quantile(np.where(np.isfinite(values), values, 0.0), q))
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return -math.inf
+    return float(np.quantile(np.where(np.isfinite(values), values, finite.min()), q))
 
 
 def decide(settings: StoppingSettings, curve: Curve, ended: Sequence[Curve], running: Sequence[Curve] = (),

@@ -74,6 +74,8 @@ def _fails_for_broken(records, search):
         import time
 
         time.sleep(3600)
+    if search == "dies":
+        os._exit(1)  # the drawing process dies (killed for memory, say)
     return {**render(records, search), "pid": str(os.getpid()).encode()}
 
 
@@ -117,6 +119,39 @@ def test_no_search_s_records_stop_the_drawer_that_every_search_shares(monkeypatc
         assert not root.child("odd").list("report/") and not root.child("endless").list("report/")
         drawer.draw(root.child("b"), "b", recs, wait=True)  # and again: the drawer and a new child still serve
         assert root.child("b").get("report/index.html") is not None
+    finally:
+        drawer.close()
+
+
+@pytest.mark.e2e
+def test_a_drawing_process_that_died_is_replaced():
+    """Third audit: with the line that drops a dead pool removed, no report of any search was ever drawn again."""
+    root = MemoryStore()
+    drawer = BackgroundDrawer(_fails_for_broken)
+    try:
+        recs = [TrialRecord(t, {"lr": 0.1 * (t + 1)}, {}, t, "tpe", state="ok", objective=0.1 * t) for t in range(2)]
+        drawer.draw(root.child("a"), "a", recs, wait=True)
+        first = int(root.child("a").get("report/pid"))
+        drawer.draw(root.child("dies"), "dies", recs, wait=True)
+        drawer.draw(root.child("b"), "b", recs, wait=True)
+        assert "2 trials: 2 ok" in root.child("b").get("report/index.html").decode()
+        assert int(root.child("b").get("report/pid")) != first  # drawn by the process that replaced it
+    finally:
+        drawer.close()
+
+
+@pytest.mark.e2e
+def test_a_request_draws_the_records_as_they_were_when_it_was_made():
+    """The loop goes on changing its records while a request waits its turn: the report is of the request's."""
+    root = MemoryStore()
+    drawer = BackgroundDrawer(_slow)
+    try:
+        recs = [TrialRecord(0, {"x": 0}, {}, 0, "tpe", state="ok", objective=0.1)]
+        drawer.draw(root.child("ahead"), "ahead", recs)  # a second's drawing ahead of the next request
+        drawer.draw(root.child("s"), "s", recs)
+        recs.append(TrialRecord(1, {"x": 1}, {}, 1, "tpe", state="ok", objective=0.2))
+        assert drawer.idle(timeout=300)
+        assert root.child("s").get("report/index.html") == b"1 trials of s"
     finally:
         drawer.close()
 

@@ -47,6 +47,29 @@ def test_asha_rungs_and_top_fraction():
 
 
 @pytest.mark.pure
+@pytest.mark.parametrize("rule", [MEDIAN, StoppingSettings("asha", grace_epochs=3, eta=2, min_trials=3)])
+def test_a_diverged_peer_ranks_last_whatever_the_sign_of_the_objective(rule):
+    """Third audit: diverged peers counted as 0, so with a negated loss (every value below 0) a trial was stopped
+    because two others diverged. A diverged peer ranks last; a diverged trial is still stopped."""
+    mine = [-0.9, -0.7, -0.55]
+    ended = [[-0.9, -0.6, -0.5], [-0.9, -0.8, -0.6], [None] * 3, [None] * 3]
+    assert decide(rule, mine, ended) is None
+    assert decide(rule, [None] * 3, ended[:2] + [mine]) is not None
+    assert decide(rule, [-0.95, -0.9, -0.85], ended + [mine]) is not None  # the worst finite one still goes
+    assert decide(rule, [None] * 3, [[None] * 3] * 4) is None  # nothing finite to compare with
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("rule", [MEDIAN, StoppingSettings("asha", grace_epochs=3, eta=2, min_trials=3)])
+def test_peers_are_compared_at_this_very_epoch_and_those_that_ended_there_count(rule):
+    """Third audit: comparing peers one epoch behind, or dropping peers that ended exactly at this epoch, passed
+    every test. Peers that leap at epoch 3 and end there decide a trial's fate at epoch 3."""
+    leapers = [[0.1, 0.1, 0.9]] * 3
+    assert decide(rule, [0.1, 0.1, 0.5], leapers) is not None  # below the peers at epoch 3 (0.9), not at 2 (0.1)
+    assert decide(rule, [0.1, 0.1, 0.95], leapers) is None
+
+
+@pytest.mark.pure
 def test_the_seeds_best_curve_survives_a_sensible_median_rule():
     curves = [json.loads(f.read_text())["history"]["val_fine_outputs_acc"] for f in SEED_RESULTS.glob("*.json")]
     best = max(curves, key=lambda c: max(v for v in c if v is not None))

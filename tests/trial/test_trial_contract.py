@@ -48,6 +48,10 @@ def test_every_record_has_a_schema_shipped_in_the_package_and_documented():
      "history.objective[1]: expected number or null, got bool True"),
     ("progress", {"tid": 3, "history": {}}, "epoch: required, missing"),
     ("proposal", {"schema_version": 1, "tid": 0, "params": [1, 2]}, "params: expected object, got list [1, 2]"),
+    # third audit: a boolean is no integer (True == 1 in Python), and a proposal without params is no proposal
+    ("proposal", {"schema_version": 1, "tid": True, "params": {}}, "tid: expected integer, got bool True"),
+    ("proposal", {"schema_version": True, "tid": 0, "params": {}}, "schema_version: expected integer, got bool True"),
+    ("proposal", {"schema_version": 1, "tid": 0}, "params: required, missing"),
     ("stop", {"schema_version": 1, "tid": 0, "reason": "x"}, "requested_at: required, missing"),
     ("outcome", {"schema_version": 1, "tid": 0, "state": "ok", "reason": "x", "finished_at": 1.0},
      "state: 'ok' is not one of ['failed', 'stopped']"),
