@@ -325,6 +325,15 @@ MUTATIONS = [
       "controller/report/drawer.py", "the request keeps the caller's list, which the loop goes on changing",
       (("        snapshot = [copy.copy(r) for r in records]", "        snapshot = records  # type: ignore"),),
       "tests/report/test_report.py::test_a_request_draws_the_records_as_they_were_when_it_was_made"),
+    M("audit-grant-if-none-match", "a trial's result URL cannot replace its result", "controller/store/s3.py",
+      "the CREATE URL's signature does not cover If-None-Match",
+      (("            params[\"IfNoneMatch\"] = \"*\"", "            pass"),),
+      "tests/store/test_grant.py::test_a_trial_program_cannot_read_or_overwrite_another_searchs_records"),
+    M("audit-grant-expiry", "a trial's grant expires with its deadline", "controller/kube/grant.py",
+      "grants last the longest a signature may (7 days)",
+      (("    expires = min(MAX_DEADLINE_SECONDS, settings.kube.active_deadline_seconds + SLACK_SECONDS)",
+        "    expires = MAX_DEADLINE_SECONDS"),),
+      "tests/store/test_grant.py::test_a_trial_program_cannot_read_or_overwrite_another_searchs_records"),
 ]
 
 

@@ -10,14 +10,15 @@ import json
 import os
 import subprocess
 import sys
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from support.paths import ROOT
 
-from controller.kube.grant import trial_grants
+from controller.kube.grant import SLACK_SECONDS, trial_grants
 from controller.settings.config import Settings
 from controller.store.s3 import S3Store
-from controller.trial.contract import GRANT_ENV
+from controller.trial.contract import GRANT_ENV, TRIAL_KEYS
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +61,11 @@ out["overwrite another search's result (own URL, other key)"] = http(
 out["overwrite the staged dataset"] = http(
     "PUT", write_url.replace(own_trial + "/result.json", grant["data"]["uri"].split("/", 3)[3]), b"poison",
     {"If-None-Match": "*"})
+# Its own keys, other than the grant signed them: the signature covers the method and If-None-Match.
+out["replace its own result without If-None-Match"] = http("PUT", write_url, b'{"status":"forged"}')
+out["read its progress with the write URL"] = http("GET", grant["urls"]["progress.json"]["PUT"])
+out["read its model with the write URL"] = http("GET", grant["urls"]["model.keras"]["PUT"])
+out["write its proposal with the read URL"] = http("PUT", read_url, b'{"tid": 1, "params": {}}')
 base = read_url.split("?")[0].rsplit("/" + own_trial, 1)[0]          # http://host:port/bucket
 out["anonymous read"] = http("GET", f"{base}/{other}/result.json")
 out["anonymous write"] = http("PUT", f"{base}/{other}/result.json", b"x")
@@ -105,7 +111,9 @@ def test_a_trial_program_cannot_read_or_overwrite_another_searchs_records(versit
     assert out["stop requested"] is False
     # Everything else: refused by the store.
     for what in ("read another search's result (own URL, other key)",
-                 "overwrite another search's result (own URL, other key)", "overwrite the staged dataset"):
+                 "overwrite another search's result (own URL, other key)", "overwrite the staged dataset",
+                 "replace its own result without If-None-Match", "read its progress with the write URL",
+                 "read its model with the write URL", "write its proposal with the read URL"):
         assert out[what] == [403, "SignatureDoesNotMatch"], (what, out[what])
     for what in ("anonymous read", "anonymous write", "anonymous list"):
         assert out[what] == [403, "AccessDenied"], (what, out[what])
@@ -115,6 +123,13 @@ def test_a_trial_program_cannot_read_or_overwrite_another_searchs_records(versit
     assert {k: theirs.get(k) for k in theirs.list()} == before
     assert root.get("datasets/abc.npz") == b"staged arrays"
     assert json.loads(mine.get("trials/000001/result.json")) == {"status": "ok"}
+    assert json.loads(mine.get("trials/000001/proposal.json")) == {"tid": 1}
+    # Exactly the contract's requests, each expiring with the trial's deadline (plus the slack), not a day later.
+    grant = json.loads(grants(1)[GRANT_ENV])
+    assert {k: sorted(v) for k, v in grant["urls"].items()} == {k: list(v) for k, v in TRIAL_KEYS.items()}
+    expires = {int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0])
+               for methods in grant["urls"].values() for url in methods.values()}
+    assert expires == {settings.kube.active_deadline_seconds + SLACK_SECONDS}, expires
 
 
 def test_no_grant_where_trials_are_given_the_store_keys_or_the_store_is_a_folder(tmp_path, versitygw):
