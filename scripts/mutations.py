@@ -334,6 +334,14 @@ MUTATIONS = [
       (("    expires = min(MAX_DEADLINE_SECONDS, settings.kube.active_deadline_seconds + SLACK_SECONDS)",
         "    expires = MAX_DEADLINE_SECONDS"),),
       "tests/store/test_grant.py::test_a_trial_program_cannot_read_or_overwrite_another_searchs_records"),
+    M("audit-fetch-pinned", "the dataset's connection goes to the address that was checked",
+      "controller/data/fetch.py", "the connection resolves the host again",
+      (("    def connect(self) -> None:\n        self.sock = socket.create_connection((self.address, self.port), "
+        "self.timeout)\n",
+        "    def connect(self) -> None:\n        self.sock = socket.create_connection((self.host, self.port), "
+        "self.timeout)\n"),),
+      "tests/settings/test_policy.py::"
+      "test_a_redirect_is_checked_for_scheme_and_host_too_and_the_connection_goes_to_the_checked_address"),
 ]
 
 

@@ -129,9 +129,13 @@ class _Server:
             protocol_version = "HTTP/1.0"
 
             def do_GET(self):
-                if self.path == "/to-metadata":
+                served.setdefault("hosts", []).append(self.headers.get("Host"))
+                redirects = {"/to-metadata": "http://169.254.169.254/latest/meta-data/",
+                             "/to-ftp": "ftp://example.org/c.tar.gz", "/to-https": "https://example.org/c.tar.gz",
+                             "/to-other-host": f"http://other.example:{self.server.server_address[1]}/ok"}
+                if self.path in redirects:
                     self.send_response(302)
-                    self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+                    self.send_header("Location", redirects[self.path])
                     self.end_headers()
                     return
                 self.send_response(200)
@@ -282,3 +286,33 @@ def test_a_public_address_passes():
     from controller.settings.policy import address_refusal
 
     assert address_refusal(PolicySettings(), "h", ["151.101.1.1", "2a04:4e42::1"]) is None
+
+
+@pytest.mark.e2e
+def test_a_redirect_is_checked_for_scheme_and_host_too_and_the_connection_goes_to_the_checked_address(monkeypatch):
+    """Third audit: a redirect re-checked for its address only would reach a scheme or host the policy refuses; and
+    nothing showed the connection goes to the address that was checked (a second DNS answer must not swap it)."""
+    import socket
+
+    real = socket.getaddrinfo
+    answers = {"pinned.example": ["127.0.0.1", "10.255.255.1"]}  # first the checked answer, then a swapped one
+
+    def resolve(host, port, *args, **kwargs):
+        if host in answers:
+            address = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
+            return real(address, port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    http_only = dataclasses.replace(LOCAL, data_schemes=["http"], max_data_bytes=1 << 20)
+    with _Server() as origin:
+        port = origin.url.rsplit(":", 1)[1]
+        assert fetch(f"http://pinned.example:{port}/ok", http_only, "trial.data", timeout=10) == b"archive"
+        assert origin.served["hosts"][-1] == f"pinned.example:{port}"  # the name kept, the checked address used
+        with pytest.raises(PolicyError, match=r"ftp is not allowed"):
+            fetch(f"{origin.url}/to-ftp", http_only, "trial.data")
+        with pytest.raises(PolicyError, match=r"https is not allowed"):
+            fetch(f"{origin.url}/to-https", http_only, "trial.data")
+        hosts = dataclasses.replace(http_only, data_hosts=["127.0.0.1"])
+        with pytest.raises(PolicyError, match=r"host 'other.example' is not in policy.dataHosts"):
+            fetch(f"{origin.url}/to-other-host", hosts, "trial.data")
