@@ -342,6 +342,24 @@ MUTATIONS = [
         "self.timeout)\n"),),
       "tests/settings/test_policy.py::"
       "test_a_redirect_is_checked_for_scheme_and_host_too_and_the_connection_goes_to_the_checked_address"),
+    M("audit-policy-image-prefix", "an image is allowed by its exact reference", "controller/settings/policy.py",
+      "an image is allowed when it starts like an allowed one",
+      (("    if kube.image != base.kube.image and kube.image not in policy.images:",
+        "    if kube.image != base.kube.image and not any(kube.image.startswith(i[:-1]) for i in policy.images):"),),
+      "tests/settings/test_policy.py::"
+      "test_a_value_differing_from_an_allowed_one_anywhere_but_its_first_character_is_refused"),
+    M("audit-policy-toleration-key", "a toleration is allowed only as listed, whole", "controller/settings/policy.py",
+      "a toleration is allowed by its key alone",
+      (("        if toleration not in base.tolerations and toleration not in policy.tolerations:",
+        "        if toleration not in base.tolerations and toleration.get(\"key\") not in "
+        "[t.get(\"key\") for t in policy.tolerations]:"),),
+      "tests/settings/test_policy.py::"
+      "test_a_value_differing_from_an_allowed_one_anywhere_but_its_first_character_is_refused"),
+    M("audit-policy-host-suffix", "a data host is allowed by its exact name", "controller/settings/policy.py",
+      "a data host is allowed when it ends like an allowed one",
+      (("        if host not in policy.data_hosts:",
+        "        if not any(host.endswith(h) for h in policy.data_hosts):"),),
+      "tests/settings/test_policy.py::test_a_data_source_near_an_allowed_one_is_refused"),
 ]
 
 

@@ -316,3 +316,56 @@ def test_a_redirect_is_checked_for_scheme_and_host_too_and_the_connection_goes_t
         hosts = dataclasses.replace(http_only, data_hosts=["127.0.0.1"])
         with pytest.raises(PolicyError, match=r"host 'other.example' is not in policy.dataHosts"):
             fetch(f"{origin.url}/to-other-host", hosts, "trial.data")
+
+
+ALLOWING = PolicySettings(images=["registry.example/other@sha256:" + "b" * 64], priority_class_names=["batch-low"],
+                          node_selectors=["pool=gpu"], tolerations=[{"key": "gpu", "operator": "Exists",
+                                                                     "effect": "NoSchedule"}],
+                          data_hosts=["mirror.example"])
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("trial, field", [
+    ({"image": "registry.example/other@sha256:" + "b" * 63 + "c"}, "spec.trial.image"),  # the last digit differs
+    ({"image": "registry.example/other@sha256:" + "b" * 64 + "x"}, "spec.trial.image"),  # a longer one
+    ({"priorityClassName": "batch-low-x"}, "spec.trial.priorityClassName"),
+    ({"nodeSelector": {"pool": "gpu-x"}}, "spec.trial.nodeSelector"),  # the key allowed, another value
+    ({"nodeSelector": {"poolx": "gpu"}}, "spec.trial.nodeSelector"),
+    ({"tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoExecute"}]}, "spec.trial.tolerations"),
+    ({"tolerations": [{"key": "gpu", "operator": "Exists"}]}, "spec.trial.tolerations"),  # broader: any effect
+])
+def test_a_value_differing_from_an_allowed_one_anywhere_but_its_first_character_is_refused(trial, field):
+    """Third audit: the string rules were tested with values differing in their first character only, so a rule
+    comparing by prefix, suffix or key alone passed."""
+    with pytest.raises(PolicyError) as e:
+        _check(ALLOWING, **trial)
+    assert str(e.value).startswith(field + ":"), e.value
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("data, store_bucket", [
+    ("s3://our-bucket-x/uploads/c.tar.gz", "our-bucket"), ("s3://our-bucke/uploads/c.tar.gz", "our-bucket"),
+    ("https://evil-mirror.example/c.tar.gz", "b"), ("https://mirror.example.evil/c.tar.gz", "b"),
+    ("https://mirror.example@evil.example/c.tar.gz", "b"),
+])
+def test_a_data_source_near_an_allowed_one_is_refused(data, store_bucket):
+    with pytest.raises(PolicyError):
+        check_data(ALLOWING, data, "a" * 64, store_bucket)
+
+
+@pytest.mark.pure
+def test_the_operators_own_settings_are_allowed_beside_the_policy_and_nothing_near_them():
+    """Operator-relative rules with an operator that sets them (the audit: tested only where the operator set none)."""
+    base = Settings(kube=dataclasses.replace(
+        BASE.kube, priority_class_name="ops-high", node_selector={"team": "ml"},
+        tolerations=[{"key": "ops", "operator": "Exists"}]))
+    doc = _search(priorityClassName="ops-high", nodeSelector={"team": "ml"},
+                  tolerations=[{"key": "ops", "operator": "Exists"}])
+    wanted = settings_of(doc, base)
+    check_job(PolicySettings(), base, wanted, doc["spec"]["trial"], 1)
+    for trial, field in (({"priorityClassName": "ops-higher"}, "spec.trial.priorityClassName"),
+                         ({"tolerations": [{"key": "ops", "operator": "Exists", "effect": "NoExecute"}]},
+                          "spec.trial.tolerations")):
+        doc = _search(**trial)
+        with pytest.raises(PolicyError, match="^" + field.replace(".", r"\.")):
+            check_job(PolicySettings(), base, settings_of(doc, base), doc["spec"]["trial"], 1)
