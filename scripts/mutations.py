@@ -360,6 +360,10 @@ MUTATIONS = [
       (("        if host not in policy.data_hosts:",
         "        if not any(host.endswith(h) for h in policy.data_hosts):"),),
       "tests/settings/test_policy.py::test_a_data_source_near_an_allowed_one_is_refused"),
+    M("audit-c-unpickler", "every input that ever crashed a reader is refused with a message, whatever the memory",
+      "controller/data/safepickle.py", "the C unpickler is back (its memo sized by the largest index a pickle names)",
+      (("class _Restricted(pickle._Unpickler):", "class _Restricted(pickle.Unpickler):  # type: ignore[misc]"),),
+      "tests/data/test_safepickle.py::test_every_input_that_ever_crashed_a_reader_exits_2_with_a_message"),
 ]
 
 
