@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import math
+import numbers
 import os
 import signal
 import threading
@@ -128,8 +129,14 @@ class Trial:
     # -- progress ------------------------------------------------------------------------------------------
     def report(self, step: int, objective: float | None = None, **metrics: float | None) -> None:
         """After each step (an epoch): appends objective and metrics to the history and writes progress.json.
-        A non-finite value (a diverged step) is kept as null."""
-        for name, value in {"objective": objective, **metrics}.items():
+        A non-finite value (a diverged step) is kept as null; anything but a number or None is refused here, naming
+        it, rather than at the end of the training in finish()."""
+        values = {"objective": objective, **metrics}
+        for name, value in values.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ConfigError(f"report(step={step}): {name} must be a number or None, got "
+                                  f"{type(value).__name__} {str(value)[:40]!r}")
+        for name, value in values.items():
             self.history.setdefault(name, []).append(value)
         self.progress({"epoch": step, "history": self.history})
 

@@ -114,6 +114,28 @@ def test_the_library_reports_each_step_and_finishes_once_with_the_best():
 
 
 @pytest.mark.pure
+@pytest.mark.parametrize("objective, metrics, says", [
+    ("0.5", {}, "objective must be a number or None, got str '0.5'"),
+    (0.5, {"loss": [0.1]}, "loss must be a number or None, got list"),
+    (True, {}, "objective must be a number or None, got bool"),
+])
+def test_a_report_that_is_not_a_number_is_refused_at_once_naming_it(objective, metrics, says):
+    """Third audit: t.report() took a string objective, the trial trained to its end and failed in finish() with a
+    bare TypeError. Refused when reported, naming the value; nothing of it written."""
+    import numpy as np
+
+    from controller.errors import ConfigError
+
+    t, _ = _trial()
+    t.report(1, objective=0.4)
+    with pytest.raises(ConfigError, match=f"report\\(step=2\\): {says}"):
+        t.report(2, objective=objective, **metrics)
+    assert get_json(t.store, "progress.json")["history"]["objective"] == [0.4] and t.history == {"objective": [0.4]}
+    t.report(2, objective=np.float32(0.6), loss=np.int64(1))  # numpy numbers are numbers
+    assert t.finish() == 0 and get_json(t.store, "result.json")["objective"] == pytest.approx(0.6)
+
+
+@pytest.mark.pure
 def test_a_stop_request_makes_a_stopped_result_and_an_unasked_sigterm_none():
     t, _ = _trial()
     t.report(1, objective=0.3)
