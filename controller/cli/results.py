@@ -33,6 +33,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         c = sub.add_parser(name, help=helptext)
         c.add_argument("--store", required=True)
         c.add_argument("--search")
+        c.add_argument("--config", help="YAML config file (or a Search manifest): the store's endpoint, region, CA "
+                                        "bundle, addressing style")
         c.set_defaults(func=func)
     dash = sub.add_parser("dashboard", help="a live, read-only web page of the store's searches")
     dash.add_argument("--store", required=True, help="s3://bucket/prefix or a directory (also a finished search's)")
@@ -48,14 +50,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sub.choices["status"].add_argument("--json", action="store_true")
     sub.choices["best"].add_argument("--download", metavar="DIR")
     sub.choices["report"].add_argument("--out", metavar="DIR")
-    sub.choices["import"].add_argument("--config")
     sub.choices["import"].add_argument("path")
 
 
-def _search_store(uri: str, search: str | None) -> tuple[Store, str]:
-    """The named search, or the only one in the store."""
-    root = open_store(uri)
+def _open_root(args: argparse.Namespace) -> Store:
+    """--store, reached with --config's store settings when given."""
+    return open_store(args.store, **(load_settings(args.config).store.options() if args.config else {}))
+
+
+def _search_store(args: argparse.Namespace) -> tuple[Store, str]:
+    """The search --search names (refused, naming the store's searches, if it is not one), or the only one."""
+    root = _open_root(args)
+    search: str | None = args.search
     if search:
+        if not root.child(search).exists("search.json"):
+            names = search_names(root)
+            raise ConfigError(f"--search: no search {search!r} in {root.uri}; "
+                              + (f"its searches: {', '.join(names)}" if names else "it holds none (check --store)"))
         return root.child(search), search
     names = search_names(root)
     if len(names) == 1:
@@ -70,7 +81,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     setup_logging("text", args.verbose)
     if not 0 < args.refresh_seconds <= 3600:
         raise ConfigError(f"--refresh-seconds: {args.refresh_seconds} must be in (0, 3600]")
-    root = open_store(args.store, **(load_settings(args.config).store.options() if args.config else {}))
+    root = _open_root(args)
     try:
         server = serve_dashboard(root, args.host, args.port, args.refresh_seconds, args.allow_host)
     except OSError as e:
@@ -90,7 +101,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Every trial of a search, as a table or JSON."""
     setup_logging("text", args.verbose)
-    store, name = _search_store(args.store, args.search)
+    store, name = _search_store(args)
     doc = status_json(store, name)
     print(json.dumps(doc, indent=1) if args.json else status_table(doc))
     return 0
@@ -99,7 +110,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_best(args: argparse.Namespace) -> int:
     """The best trial's record, or its files downloaded."""
     setup_logging("text", args.verbose)
-    store, _ = _search_store(args.store, args.search)
+    store, _ = _search_store(args)
     if args.download:
         print(json.dumps(download_best(store, args.download), indent=1))
         return 0
@@ -113,7 +124,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """The HTML report drawn now, to --out or the store's report/."""
     setup_logging("text", args.verbose)
-    store, name = _search_store(args.store, args.search)
+    store, name = _search_store(args)
     files = render(Ledger(store).load().values(), name)
     if args.out:
         out = Path(args.out)

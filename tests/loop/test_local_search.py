@@ -45,6 +45,12 @@ def test_local_search_runs_the_budget_and_reports_status(tmp_path, fake_trial_co
     assert "objective" in (tmp_path / "runs" / "cifar100" / "trials" / "000000" / "trial.log").read_text()
     table = run_cli("status", "--store", store).stdout
     assert "lr_rate_mult" in table and "best: trial" in table
+    # a mistyped --search is an error naming the store's searches, not an empty search and exit 0 (third audit);
+    # --config reaches the store as the search did (its endpoint, CA bundle), for status, best and report alike
+    typo = run_cli("status", "--store", store, "--search", "cifar10", check=False)
+    assert typo.returncode == 2 and "no search 'cifar10'" in typo.stderr and "its searches: cifar100" in typo.stderr
+    for command in ("status", "best", "report"):
+        run_cli(command, "--store", store, "--search", "cifar100", "--config", str(fake_trial_config()))
     # rerunning a finished search does nothing more
     again = json.loads(run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", store,
                                "--max-trials", "4", "--parallelism", "2", "--seed", "1").stdout)
