@@ -364,6 +364,10 @@ MUTATIONS = [
       "controller/data/safepickle.py", "the C unpickler is back (its memo sized by the largest index a pickle names)",
       (("class _Restricted(pickle._Unpickler):", "class _Restricted(pickle.Unpickler):  # type: ignore[misc]"),),
       "tests/data/test_safepickle.py::test_every_input_that_ever_crashed_a_reader_exits_2_with_a_message"),
+    M("audit-store-uri-segments", "a store URI cannot hide records behind '//', '.' or '..'",
+      "controller/store/uri.py", "odd prefix segments are accepted",
+      (("        if odd is not None:", "        if False:"),),
+      "tests/store/test_store.py::test_a_store_uri_with_an_empty_dot_or_dotdot_segment_is_refused_naming_it"),
 ]
 
 

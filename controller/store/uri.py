@@ -19,6 +19,15 @@ def open_store(uri: str, *, endpoint_url: str | None = None, region: str | None 
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ConfigError(f"store {uri!r}: an S3 URI needs a bucket, e.g. s3://my-bucket/searches")
+        path = parsed.path[1:].rstrip("/")  # one slash after the bucket; a trailing one is harmless
+        segments = path.split("/") if path else []
+        odd = next((s for s in segments if s in ("", ".", "..")), None)
+        if odd is not None:
+            # S3 keys are plain strings, but some servers collapse '//' or resolve '..' in them: the records
+            # written under one spelling would not be found under the other.
+            shown = "//" if odd == "" else f"/{odd}/"
+            raise ConfigError(f"store {uri!r}: a '{shown}' in the prefix; servers differ on such keys (some collapse "
+                              "or resolve them), so write the prefix plainly, e.g. s3://my-bucket/searches")
         return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s,
                        addressing_style=addressing_style, checksums=checksums, ca_bundle=ca_bundle)
     if parsed.scheme == "file":

@@ -78,3 +78,16 @@ def test_uri_selection(tmp_path):
     with pytest.raises(ConfigError, match="needs a bucket"):
         open_store("s3:///x")
 
+
+
+@pytest.mark.parametrize("uri", ["s3://b//searches", "s3://b/searches//x", "s3://b/./searches", "s3://b/a/../b"])
+def test_a_store_uri_with_an_empty_dot_or_dotdot_segment_is_refused_naming_it(uri):
+    """Third audit: on a server that collapses '//' in keys, a store URI with one made the controller blind
+    (`status`: no search found; a resume exited 3). Refused, whatever the server."""
+    with pytest.raises(ConfigError, match=r"in the prefix; servers differ on such keys"):
+        open_store(uri)
+
+
+def test_a_plain_store_uri_and_a_trailing_slash_are_accepted():
+    assert open_store("s3://b/searches/").uri == open_store("s3://b/searches").uri == "s3://b/searches"
+    assert open_store("s3://b").uri == "s3://b"
