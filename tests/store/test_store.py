@@ -1,6 +1,9 @@
 """The store contract (tests/support/store_contract.py) on every backend: memory, a directory, S3 over HTTP on moto's
 server and on versitygw's, and a trial's grant store (presigned URLs) on both S3 servers."""
 
+import os
+import uuid
+
 import pytest
 from support.store_contract import KEYS, StoreContract, TrialStoreContract
 
@@ -37,6 +40,42 @@ class TestS3StoreOnVersitygw(StoreContract):
     @pytest.fixture
     def store(self, versitygw):
         return S3Store(versitygw.bucket(), "some/prefix", client=versitygw.client())
+
+
+# The store contract on an S3 server of your own (AWS, MinIO, SeaweedFS, Ceph ...): set CIFAR_HPO_TEST_S3_URI to a
+# bucket and prefix it may write under, and, as needed, CIFAR_HPO_TEST_S3_ENDPOINT, _REGION, _CA_BUNDLE,
+# _ADDRESSING (path|virtual), _CHECKSUMS (when_required), _ACCESS_KEY_ID and _SECRET_ACCESS_KEY (the suite's own
+# AWS_* variables are moto's). docs/development.md says how.
+EXTERNAL = {k[len("CIFAR_HPO_TEST_S3_"):].lower(): v for k, v in os.environ.items()
+            if k.startswith("CIFAR_HPO_TEST_S3_")}
+
+
+def external_s3(monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    """A fresh prefix under CIFAR_HPO_TEST_S3_URI, reached with that server's settings and keys."""
+    for name in ("access_key_id", "secret_access_key"):
+        if name in EXTERNAL:
+            monkeypatch.setenv(f"AWS_{name.upper()}", EXTERNAL[name])
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    store = open_store(f"{EXTERNAL['uri'].rstrip('/')}/contract-{uuid.uuid4().hex[:8]}",
+                       endpoint_url=EXTERNAL.get("endpoint"), region=EXTERNAL.get("region"),
+                       ca_bundle=EXTERNAL.get("ca_bundle"), addressing_style=EXTERNAL.get("addressing", "auto"),
+                       checksums=EXTERNAL.get("checksums", "when_supported"))
+    assert isinstance(store, S3Store), "CIFAR_HPO_TEST_S3_URI must be an s3:// URI"
+    return store
+
+
+@pytest.mark.skipif("uri" not in EXTERNAL, reason="CIFAR_HPO_TEST_S3_URI not set (an S3 server of your own)")
+class TestS3StoreOnYourServer(StoreContract):
+    @pytest.fixture
+    def store(self, monkeypatch):
+        return external_s3(monkeypatch)
+
+
+@pytest.mark.skipif("uri" not in EXTERNAL, reason="CIFAR_HPO_TEST_S3_URI not set (an S3 server of your own)")
+class TestGrantStoreOnYourServer(TrialStoreContract):
+    @pytest.fixture
+    def store(self, monkeypatch):
+        return _grant_store(external_s3(monkeypatch))
 
 
 def _grant_store(s3: S3Store) -> GrantStore:
