@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from controller.settings.resource import load_settings
 from controller.store.base import Store
 from controller.store.local import LocalStore
 from controller.store.uri import open_store
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +66,8 @@ def run_local(settings: Settings) -> int:
     """Local mode: the search loop with each trial a process on this machine."""
     if settings.trial.command[0] in ("python", "python3"):
         # Trials run in this interpreter's environment, not whatever `python` is first on PATH.
+        log.info("trial.command: %r runs as %s, the controller's interpreter (give a full path for another)",
+                 settings.trial.command[0], sys.executable)
         settings = with_overrides(settings, trial__command=[sys.executable, *settings.trial.command[1:]])
     check_source_exists(settings)
     root = open_store(settings.store.uri, **settings.store.options())

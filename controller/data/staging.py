@@ -142,7 +142,7 @@ def _uri(root: Store, digest: str) -> str:
 
 def staged_settings(settings: Settings, root: Store) -> Settings:
     """The dataset fetched and checked once, kept in the store; trials get the staged copy as their --data."""
-    staged = stage(settings.trial.data, settings.trial.data_sha256, root)
+    staged = stage(settings.trial.dataset, settings.trial.data_sha256, root)
     return settings if staged is None else staged.settings(settings)
 
 

@@ -183,7 +183,7 @@ class SearchWorker:
             self.spec_refused = False
         settings = self.settings
         self._check_folder_owner(settings)
-        staged = stage(settings.trial.data, settings.trial.data_sha256, self.op.root, self.op.base.policy,
+        staged = stage(settings.trial.dataset, settings.trial.data_sha256, self.op.root, self.op.base.policy,
                        field="spec.trial.data")
         if staged is not None:
             settings = staged.settings(settings)
@@ -277,10 +277,15 @@ class SearchWorker:
         base = self.op.base
         # A Search adds to the operator's placement and limits; it never removes them.
         settings = dataclasses.replace(settings, kube=merged_job(base.kube, kube))
+        spec_trial = (obj.get("spec") or {}).get("trial") or {}
+        if "command" in spec_trial and "data" not in spec_trial:
+            # A program of the Search's own gets the dataset it names, not the operator's trainer's: unset, the
+            # CIFAR trainer reads CIFAR-100 and any other program nothing (TrialSection.dataset).
+            settings = dataclasses.replace(settings, trial=dataclasses.replace(settings.trial, data=None,
+                                                                                data_sha256=None))
         # A Search gets the operator's trial settings and what its policy lets it change: nothing else.
-        check_job(base.policy, base, settings, (obj.get("spec") or {}).get("trial") or {},
-                  settings.search.parallelism)
-        check_data(base.policy, settings.trial.data, settings.trial.data_sha256, bucket_of(self.op.root),
+        check_job(base.policy, base, settings, spec_trial, settings.search.parallelism)
+        check_data(base.policy, settings.trial.dataset, settings.trial.data_sha256, bucket_of(self.op.root),
                    "spec.trial.data")
         return settings
 

@@ -107,9 +107,10 @@ class TrialSection:
     command: list[str] = field(default_factory=lambda: ["python", "-m", "trainer"])
     """The trial program; it gets `--trial <trial URI>` (and --data/--epochs when set) appended."""
     data: str | None = None
-    """Dataset: cifar100 (null), a cifar-100-python.tar.gz URL / path / S3 URI, synthetic[:N], or none (a trial
-    program that brings its own data: nothing staged, no --data); staged once into the store when the search starts
-    (controller/data/staging.py), and trials read that copy."""
+    """Dataset: cifar100, a cifar-100-python.tar.gz URL / path / S3 URI, synthetic[:N], or none (a trial program
+    that brings its own data: nothing staged, no --data); staged once into the store when the search starts
+    (controller/data/staging.py), and trials read that copy. null: cifar100 for the CIFAR trainer (`-m trainer`
+    in the command), none for any other program."""
     data_sha256: str | None = None
     """The SHA-256 (64 hex digits) of what `data` names, checked before staging (and by every trial, of the staged
     arrays); cifar100's published hash is built in."""
@@ -127,6 +128,15 @@ class TrialSection:
         if self.data_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.data_sha256):
             raise ConfigError(f"trial.dataSha256 (--data-sha256): {self.data_sha256!r} must be 64 hex digits "
                               "(`sha256sum cifar-100-python.tar.gz`)")
+
+    @property
+    def dataset(self) -> str | None:
+        """What trials read: data when set; unset, CIFAR-100 (None: staging's default) for the CIFAR trainer and
+        nothing ("none") for any other program, which should not get a 169 MB download it never asked for."""
+        if self.data is not None:
+            return self.data
+        runs_trainer = any(a == "-m" and b == "trainer" for a, b in zip(self.command, self.command[1:]))
+        return None if runs_trainer else "none"
 
     def argv(self, trial_uri: str) -> list[str]:
         args = [*self.command, "--trial", trial_uri]

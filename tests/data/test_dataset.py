@@ -243,3 +243,18 @@ def test_searches_stage_their_datasets_one_at_a_time(tmp_path, archive):
     for t in threads:
         t.join(120)
     assert most[0] == 1 and all(r.exists(f"datasets/{sha}.npz") for r in roots)
+
+
+def test_a_program_other_than_the_cifar_trainer_gets_no_data_unless_it_names_some(tmp_path):
+    """Third audit: a config without `trial.data: none` staged CIFAR-100 for a LightGBM search. A program of one's
+    own, no data named: nothing is fetched or staged, and no --data reaches the trial."""
+    from support.paths import PY, ROOT
+
+    cfg = tmp_path / "own.yaml"
+    cfg.write_text(f"trial:\n  command: [{PY}, {ROOT / 'tests' / 'objective.py'}]\nlocal:\n  pollSeconds: 0.05\n")
+    store = tmp_path / "runs"
+    out = run_cli("run", "--config", str(cfg), "--local", "--store", str(store), "--max-trials", "2",
+                  env={"FAKE_TRIAL_DATALOG": str(tmp_path / "datalog")})
+    assert json.loads(out.stdout)["state"] == "succeeded"
+    assert not (store / "datasets").exists() and "dataset" not in out.stderr
+    assert (tmp_path / "datalog").read_text().split() == ["None", "None"]  # no --data: the program's default

@@ -113,3 +113,17 @@ def test_a_search_spec_over_its_size_bound_is_refused_naming_it():
            "spec": {"trial": {"extraArgs": ["x" * 1000] * 300}}}
     with pytest.raises(ConfigError, match=r"Search big: spec is \d+ bytes; at most 262144"):
         settings_of(doc, Settings())
+
+
+def test_unset_data_is_cifar100_for_the_cifar_trainer_and_nothing_for_any_other_program():
+    """Third audit: a LightGBM search without `data: none` fetched CIFAR-100 (169 MB) and then suggested fixing a
+    checksum. Unset, only the CIFAR trainer gets CIFAR-100; what is set is what every program gets."""
+    from controller.settings.config import TrialSection
+
+    assert TrialSection().dataset is None  # staging's default: cifar100
+    assert TrialSection(command=["env", "X=1", "python3", "-m", "trainer"]).dataset is None
+    assert TrialSection(command=["python", "train_lgbm.py"]).dataset == "none"
+    assert TrialSection(command=["python", "-m", "mytrainer"]).dataset == "none"
+    assert TrialSection(command=["python", "train.py"], data="synthetic:300").dataset == "synthetic:300"
+    assert TrialSection(command=["python", "train.py"]).argv("s3://b/t/0") == ["python", "train.py", "--trial",
+                                                                                "s3://b/t/0"]
