@@ -368,6 +368,15 @@ MUTATIONS = [
       "controller/store/uri.py", "odd prefix segments are accepted",
       (("        if odd is not None:", "        if False:"),),
       "tests/store/test_store.py::test_a_store_uri_with_an_empty_dot_or_dotdot_segment_is_refused_naming_it"),
+    M("audit-log-cap", "a trial that prints without end costs its store 16 MiB", "controller/launch/local.py",
+      "a trial's whole output is read and stored",
+      (("        data = read_log(self._dir(tid) / \"trial.log\")", "        data = read_log(self._dir(tid) / "
+        "\"trial.log\", 2**40)"),),
+      "tests/loop/test_local_search.py::test_a_trial_that_prints_without_end_costs_its_store_16_mib_once"),
+    M("audit-log-once", "a trial's output is stored once", "controller/launch/local.py",
+      "the working folder keeps its copy of a stored log",
+      (("        (self._dir(tid) / \"trial.log\").unlink(missing_ok=True)\n", ""),),
+      "tests/loop/test_local_search.py::test_a_trial_that_prints_without_end_costs_its_store_16_mib_once"),
 ]
 
 

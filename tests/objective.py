@@ -114,6 +114,10 @@ def main() -> int:
         print(len(hog))
     if fault == "no_result":
         return 0
+    if fault == "noisy":  # output without end: 20 MiB of it
+        for _ in range(20):
+            sys.stdout.write("x" * (2**20 - 1) + "\n")
+        print("the last line")
     if stopped["flag"] and not store.exists("stop.json"):
         return 143  # as the trainer: a SIGTERM nobody asked for (eviction) leaves the trial to the Job's retry
     if not curve:  # as the trainer: stopped before its first epoch ended

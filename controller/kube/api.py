@@ -20,6 +20,7 @@ from urllib3.exceptions import HTTPError
 
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.kube.objects import Job, Lease, OwnerRef, Pod
+from controller.launch.protocol import MAX_LOG_BYTES
 from controller.settings.resource import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class KubeClient:
                         resource_version=version, watch=True, allow_watch_bookmarks=False,
                         timeout_seconds=timeout_seconds)
 
-    def pod_log(self, pod: str, limit_bytes: int = 16 * 2**20) -> bytes | None:
+    def pod_log(self, pod: str, limit_bytes: int = MAX_LOG_BYTES) -> bytes | None:
         """A pod's whole log (its first limit_bytes), kept in the bucket as trial.log; None if it cannot be read (a
         log is a courtesy, never a reason to stop)."""
         try:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from controller.launch.protocol import TrialExit, TrialLaunch, log_tail
+from controller.launch.protocol import TrialExit, TrialLaunch, log_tail, read_log
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ class ProcessLauncher:
 
     def release(self, tid: int) -> None:
         (self._dir(tid) / "released").touch()
+        # Its output is in the store now (trials/<tid>/trial.log): a second copy here would double what it costs.
+        (self._dir(tid) / "trial.log").unlink(missing_ok=True)
 
     def cancel(self, tid: int) -> None:
         pid_file = self._dir(tid) / "child.pid"
@@ -120,10 +122,7 @@ class ProcessLauncher:
         return self._exit(tid, info.get("exit_code"), info.get("reason"))
 
     def _exit(self, tid: int, code: int | None, reason: str | None) -> TrialExit:
-        try:
-            data = (self._dir(tid) / "trial.log").read_bytes()
-        except OSError:
-            data = b""
+        data = read_log(self._dir(tid) / "trial.log")
         return TrialExit(tid, code, reason, log_tail(data), data)
 
     def wait(self, timeout: float) -> list[TrialExit]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -20,6 +21,25 @@ class TrialExit:
     reason: str | None = None
     log_tail: str = ""
     log: bytes | None = None
+
+
+# What is kept of a trial's output (its stdout and stderr): the last 16 MiB, as of a pod's log on a cluster (the
+# kubelet's own limit of what kube/api.pod_log reads). A trial that prints without end costs its store no more.
+MAX_LOG_BYTES = 16 * 2**20
+
+
+def read_log(path: Path, limit: int = MAX_LOG_BYTES) -> bytes:
+    """A trial's output file: whole, or its last `limit` bytes after a line saying how much was left out."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except OSError:
+        return b""
+    if size <= limit:
+        return data
+    return f"[... the first {size - limit} bytes of this trial's output left out ...]\n".encode() + data
 
 
 def log_tail(data: bytes, lines: int = 40) -> str:

@@ -312,3 +312,20 @@ def test_the_command_line_loads_no_kubernetes_client_until_a_cluster_command_run
             "print('kubernetes' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_trial_that_prints_without_end_costs_its_store_16_mib_once(tmp_path, fake_trial_config):
+    """Third audit: a trial's output had no size limit and was stored twice (50 MB became 96 MB). Its last 16 MiB
+    are kept, once: in the store; the working folder's copy goes once the store has it."""
+    from controller.launch.protocol import MAX_LOG_BYTES
+
+    ffile = tmp_path / "faults.json"
+    ffile.write_text(json.dumps({"0": "noisy"}))
+    store = tmp_path / "runs"
+    run_cli("run", "--config", str(fake_trial_config()), "--local", "--store", str(store), "--max-trials", "2",
+            env={"FAKE_TRIAL_FAULTS": str(ffile)})
+    kept = (store / "cifar100" / "trials" / "000000" / "trial.log").read_bytes()
+    assert MAX_LOG_BYTES < len(kept) < MAX_LOG_BYTES + 200 and b"the last line" in kept[-200:]
+    assert kept.startswith(b"[... the first ") and b"bytes of this trial's output left out ...]" in kept[:200]
+    copies = [p for p in store.rglob("trial.log") if p.stat().st_size > 2**20]
+    assert copies == [store / "cifar100" / "trials" / "000000" / "trial.log"], copies
