@@ -26,6 +26,7 @@ from typing import Any
 from controller.errors import RecordError, TemporaryError
 from controller.ledger.layout import trial_key
 from controller.ledger.trials import Ledger, TrialRecord, best_of, curve_of
+from controller.report.summary import live_states
 from controller.store.base import Store, get_json
 from controller.trial.contract import TrialState
 
@@ -192,18 +193,18 @@ class SearchView:
             else:
                 self.open[tid] = r
         changed = before != (len(self.decided), {t: (r.state, r.objective) for t, r in self.open.items()})
-        for tid, r in self.open.items():
+        for tid in self.open:
             try:
                 progress = get_json(self.store, trial_key(tid, "progress.json"))
             except RecordError as e:  # that trial's own writing: it shows as unreadable, the rest as they are
                 progress = {"unreadable": str(e)[:300]}
-            r.state = TrialState.RUNNING if progress is not None else TrialState.PENDING
             if isinstance(progress, dict) and progress != self.progress.get(tid):
                 self.progress[tid] = progress
                 changed = True
         status = get_json(self.store, "status.json")
         if isinstance(status, dict) and status.get("updated_at") != self.status_doc.get("updated_at"):
             self.status_doc, changed = status, True
+        live_states(self.open, self.status_doc, lambda tid: tid in self.progress)
         return changed
 
     def document(self) -> dict[str, Any]:

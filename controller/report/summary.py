@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +24,27 @@ def search_names(root: Store) -> list[str]:
     return sorted({k.split("/")[0] for k in root.list() if k.endswith("/search.json") and k.count("/") == 1})
 
 
-def live_states(store: Store, records: dict[int, TrialRecord]) -> None:
-    """Open trials are 'running' once their trainer has reported progress, else 'pending'."""
+def live_states(records: dict[int, TrialRecord], status: Mapping[str, Any], reported: Callable[[int], bool]) -> None:
+    """Open trials are 'pending' with the reason while the platform holds them (status.json's waiting: no GPU
+    free, an image being pulled); else 'running' once they reported progress, or while their search runs (its loop
+    launches what it proposes at once: a trial that started and has not reported yet is running, not pending)."""
+    waiting = status.get("waiting")
+    waiting = waiting if isinstance(waiting, dict) else {}
+    searching = status.get("state") == "running"
     for r in records.values():
         if not r.finished:
-            r.state = TrialState.RUNNING if store.exists(trial_key(r.tid, "progress.json")) else TrialState.PENDING
+            why = waiting.get(str(r.tid))
+            r.state = TrialState.PENDING if why or not (searching or reported(r.tid)) else TrialState.RUNNING
+            r.reason = why or r.reason
 
 
 def status_json(store: Store, search: str) -> dict[str, Any]:
     """`controller status --json`: the search's state, counts, every trial and the best, read from its store."""
     records = Ledger(store).load()
-    live_states(store, records)
-    best = best_of(records.values())
     saved = get_json(store, "status.json") or {}
-    for tid, why in (saved.get("waiting") or {}).items():
-        r = records.get(int(tid))
-        if r is not None and r.state == "pending":
-            r.reason = why
+    live_states(records, saved if isinstance(saved, dict) else {},
+                lambda tid: store.exists(trial_key(tid, "progress.json")))
+    best = best_of(records.values())
     counts: dict[str, int] = {}
     for r in records.values():
         counts[r.state] = counts.get(r.state, 0) + 1

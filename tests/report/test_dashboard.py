@@ -124,7 +124,16 @@ def test_a_refresh_reads_what_can_change_and_no_decided_record_again():
     view.refresh(force=True)
     doc = view.document()
     assert view.version > version and len(doc["trials"]) == 303
+    # no search running (no status.json): only a trial that reported is running
     assert {t["tid"]: t["state"] for t in doc["trials"][-3:]} == {300: "pending", 301: "running", 302: "pending"}
+    # a running search: its open trials run, started or not (third audit: one showed pending until its first
+    # report), except one the platform holds, pending with the reason
+    store.put("status.json", dumps({"updated_at": 2.0, "state": "running",
+                                    "waiting": {"302": "no node has a free nvidia.com/gpu"}}))
+    view.refresh(force=True)
+    trials = {t["tid"]: t for t in view.document()["trials"][-3:]}
+    assert {t: v["state"] for t, v in trials.items()} == {300: "running", 301: "running", 302: "pending"}
+    assert trials[302]["reason"] == "no node has a free nvidia.com/gpu"
     assert doc["trials"][301]["curve"] == [0.2]
 
 
