@@ -246,6 +246,9 @@ class SearchLoop:
             rec = self.ledger.record_failure(rec, ended.exit_code, ended.reason, ended.log_tail)
         elif rec.state is TrialState.STOPPED:
             rec = self.ledger.seal(rec)
+            if "ignored the stop request" in (rec.reason or ""):
+                log.warning("trial %d: %s", tid, rec.reason)
+                self.publisher.event("TrialIgnoredStop", f"trial {tid}: {rec.reason}", warning=True)
         elif rec.state is not TrialState.FAILED and ended.exit_code not in (0, None):
             log.warning("trial %d: wrote a valid result but exited with %s", tid, ended.exit_code)
         previous_best = self.best()

@@ -377,6 +377,11 @@ MUTATIONS = [
       "the working folder keeps its copy of a stored log",
       (("        (self._dir(tid) / \"trial.log\").unlink(missing_ok=True)\n", ""),),
       "tests/loop/test_local_search.py::test_a_trial_that_prints_without_end_costs_its_store_16_mib_once"),
+    M("audit-ignored-stop", "a trial that ignores its stop request is flagged", "controller/ledger/trials.py",
+      "a stopped trial that ran to its end is not told apart",
+      (("        if isinstance(result, Mapping) and result.get(\"status\") == ResultStatus.OK:",
+        "        if False:"),),
+      "tests/loop/test_loop.py::test_a_trial_that_ignores_its_stop_request_is_flagged_where_users_look"),
 ]
 
 

@@ -198,6 +198,9 @@ class Ledger:
         if not isinstance(outcome, dict) or outcome.get("state") != TrialState.STOPPED or "sealed_at" in outcome:
             return rec
         sealed = {**outcome, "sealed_at": time.time(), "result_arrived": isinstance(result, Mapping)}
+        if isinstance(result, Mapping) and result.get("status") == ResultStatus.OK:
+            # Told to stop, it ran on to its end: the time it spent is flagged where users look (its reason).
+            sealed["reason"] = f"{outcome.get('reason')} (it ignored the stop request and ran to its end)"
         put_json(self.store, key, sealed)
         return _derive(rec.tid, rec.proposal(), result, sealed)
 

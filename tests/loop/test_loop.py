@@ -263,3 +263,28 @@ def test_a_result_created_after_a_stopped_trials_end_is_not_taken_for_its_own():
     recs = Ledger(store).load_full()
     assert recs[3].state == "stopped" and recs[3].objective == pytest.approx(0.1)
     assert max(recs.values(), key=lambda r: r.objective or 0).tid != 3
+
+
+def test_a_trial_that_ignores_its_stop_request_is_flagged_where_users_look():
+    """Third audit: a trainer that ignores stop requests ran to its end unflagged. Its record says so (the reason
+    the status table and the dashboard show), and a Warning Event tells it once."""
+    root = MemoryStore()
+    good = [0.5, 0.6, 0.7, 0.8]
+    curves = {0: good, 1: good, 2: good, 3: [0.1, 0.1, 0.1, 0.1]}
+    launcher = ScriptedLauncher(root, lambda tid, p: Plan(curve=curves.get(tid, good), ignores_stop=tid == 3))
+    rules = {"rule": "asha", "graceEpochs": 1, "minTrials": 3, "eta": 2, "checkSeconds": 0.01}
+    events = []
+
+    class Notifier:
+        def event(self, reason, message, warning=False, once=None):
+            events.append((reason, message, warning))
+
+        def status(self, status_doc):
+            pass
+
+    settings = _settings({"maxTrials": 4, "parallelism": 4}, earlyStopping=rules)
+    _loop(settings, root, launcher, notifier=Notifier()).run()
+    rec = Ledger(root.child("cifar100")).read_trial(3)
+    assert rec.state == "stopped" and "it ignored the stop request and ran to its end" in rec.reason
+    assert [e for e in events if e[0] == "TrialIgnoredStop"] == [
+        ("TrialIgnoredStop", f"trial 3: {rec.reason}", True)]

@@ -32,6 +32,8 @@ class Plan:
     status: str = "ok"
     wait_reason: str | None = None
     """Held before its first epoch, for this reason, until start() is called (no GPU free, say)."""
+    ignores_stop: bool = False
+    """Told to stop, it runs on to its end and reports 'ok' (a trainer that never reads stop.json)."""
 
 
 @dataclass
@@ -143,7 +145,7 @@ class ScriptedLauncher:
         store = self._trial_store(run)
         if run.held and not run.cancelled:
             return
-        if run.cancelled:
+        if run.cancelled and not run.plan.ignores_stop:
             stopped = store.exists("stop.json")
             if stopped and run.plan.result:
                 self._result(store, tid, "stopped", run.plan.curve[:run.epoch])
