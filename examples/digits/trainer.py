@@ -54,19 +54,24 @@ def main() -> int:
     classes = np.unique(y)
     rng = np.random.default_rng(t.seed)
     started = time.monotonic()
+    best: tuple[float, int, bytes] | None = None  # the best epoch's score, number and weights: what finish() reports
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(x_train))
         for i in range(0, len(order), int(p["batch"])):
             batch = order[i:i + int(p["batch"])]
             model.partial_fit(x_train[batch], y_train[batch], classes=classes)
-        t.report(epoch, objective=float(model.score(x_val, y_val)), loss=float(model.loss_))
+        score = float(model.score(x_val, y_val))
+        t.report(epoch, objective=score, loss=float(model.loss_))
+        if best is None or score > best[0]:
+            weights = io.BytesIO()
+            np.savez(weights, epoch=epoch, **{f"coef_{i}": c for i, c in enumerate(model.coefs_)},
+                     **{f"intercept_{i}": b for i, b in enumerate(model.intercepts_)})
+            best = (score, epoch, weights.getvalue())
         if t.should_stop():
             break
-    weights = io.BytesIO()
-    np.savez(weights, **{f"coef_{i}": c for i, c in enumerate(model.coefs_)},
-             **{f"intercept_{i}": b for i, b in enumerate(model.intercepts_)})
-    t.save_model(weights.getvalue())
-    return t.finish(objective_name="validation accuracy (best epoch)",
+    if best is not None:
+        t.save_model(best[2])  # the best epoch's weights: the model matches the objective finish() reports
+    return t.finish(objective_name="validation accuracy (best epoch)", best_epoch=best[1] if best else None,
                     train_seconds=round(time.monotonic() - started, 3))
 
 

@@ -190,6 +190,10 @@ def test_the_digits_trainer_runs_a_search_to_its_end_with_early_stopping(tmp_pat
     assert {"model.keras", "result.json", "params.json"} <= set(got["files"])
     weights = np.load(io.BytesIO((tmp_path / "best" / "model.keras").read_bytes()), allow_pickle=False)
     assert weights["coef_0"].shape == (64, int(doc["best"]["params"]["hidden"]))
+    # the model is the epoch its number comes from (third audit: the last epoch's weights beside the best's score)
+    result = json.loads((tmp_path / "best" / "result.json").read_text())
+    assert int(weights["epoch"]) == result["best_epoch"]
+    assert result["history"]["objective"][result["best_epoch"] - 1] == result["objective"]
 
 
 @pytest.mark.e2e
