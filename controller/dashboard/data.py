@@ -26,7 +26,7 @@ from typing import Any
 from controller.errors import RecordError, TemporaryError
 from controller.ledger.layout import trial_key
 from controller.ledger.trials import Ledger, TrialRecord, best_of, curve_of
-from controller.report.summary import live_states
+from controller.report.summary import flat_params, live_states
 from controller.store.base import Store, get_json
 from controller.trial.contract import TrialState
 
@@ -45,11 +45,11 @@ def finite(v: Any) -> float | None:
 
 
 def kinds(trials: Iterable[TrialRecord]) -> dict[str, str]:
-    """Each parameter: 'number' if every value seen is a finite number (None: absent, as a conditional parameter
-    is), else 'choice' (compared as text)."""
+    """Each parameter (dotted, flat_params): 'number' if every value seen is a finite number (None: absent, as a
+    conditional parameter is), else 'choice' (compared as text)."""
     seen: dict[str, str] = {}
     for r in trials:
-        for name, v in r.params.items():
+        for name, v in flat_params(r.params).items():
             if v is None:
                 seen.setdefault(name, "number")
                 continue
@@ -69,17 +69,18 @@ def importance(trials: list[TrialRecord], param_kinds: dict[str, str]) -> dict[s
     if total == 0:
         return dict.fromkeys(param_kinds, 0.0)
     out = {}
+    points = [flat_params(r.params) for r in scored]
     for name, kind in param_kinds.items():
         groups: dict[str, list[float]] = {}
         if kind == "number":
-            values = sorted(v for r in scored if (v := finite(r.params.get(name))) is not None)
+            values = sorted(v for p in points if (v := finite(p.get(name))) is not None)
             edges = [values[len(values) * i // BINS] for i in range(1, BINS)] if values else []
-            for r, y in zip(scored, ys, strict=True):
-                v = finite(r.params.get(name))  # absent (None): a group of its own
+            for p, y in zip(points, ys, strict=True):
+                v = finite(p.get(name))  # absent (None): a group of its own
                 groups.setdefault("absent" if v is None else str(sum(v >= e for e in edges)), []).append(y)
         else:
-            for r, y in zip(scored, ys, strict=True):
-                groups.setdefault(str(r.params.get(name)), []).append(y)
+            for p, y in zip(points, ys, strict=True):
+                groups.setdefault(str(p.get(name)), []).append(y)
         between = sum(len(g) * (statistics.fmean(g) - mean) ** 2 for g in groups.values())
         out[name] = round(between / total, 4)
     return out
@@ -118,7 +119,7 @@ def trial_json(r: TrialRecord, progress: dict[str, Any] | None) -> dict[str, Any
     progress.json's) and where a rule cut it."""
     startup = r.metrics.get("startup") if isinstance(r.metrics.get("startup"), dict) else None
     duration = (r.finished_at - r.created_at) if r.finished_at and r.created_at else None
-    return {"tid": r.tid, "state": str(r.state), "objective": finite(r.objective), "params": r.params,
+    return {"tid": r.tid, "state": str(r.state), "objective": finite(r.objective), "params": flat_params(r.params),
             "origin": str(r.origin), "reason": r.reason, "created_at": r.created_at, "finished_at": r.finished_at,
             "duration": round(duration, 2) if duration is not None else None, "curve": _curve(r, progress),
             "cut_epoch": cut_epoch(r), "epoch": finite((progress or {}).get("epoch")),
@@ -245,7 +246,8 @@ class SearchView:
             "budget": {"total": total, "finished": finished, "left": left, "parallelism": parallelism},
             "stopping_rule": stopping.get("rule") if isinstance(stopping, dict) else None,
             "counts": counts,
-            "best": {"tid": best.tid, "objective": finite(best.objective), "params": best.params} if best else None,
+            "best": {"tid": best.tid, "objective": finite(best.objective),
+                     "params": flat_params(best.params)} if best else None,
             "eta_seconds": eta_seconds(trials, left, parallelism, time.time()) if left else (0 if left == 0 else None),
             "params": [{"name": n, "kind": k} for n, k in param_kinds.items()],
             "importance": importance(trials, param_kinds),

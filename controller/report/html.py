@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from controller.ledger.trials import TrialRecord, best_of
-from controller.report.summary import startup_summary
+from controller.report.summary import flat_params, startup_summary
 from controller.trial.contract import TrialState
 
 COLORS = {TrialState.OK: "#1f77b4", TrialState.STOPPED: "#ff7f0e", TrialState.FAILED: "#d62728"}
@@ -38,7 +38,7 @@ def _fig_bytes(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _best_so_far_plot(records: list[TrialRecord]) -> bytes:
+def _best_so_far_plot(records: list[TrialRecord], label: str) -> bytes:
     fig = _figure(figsize=(8, 4))
     ax = fig.subplots()
     best, xs, ys = -math.inf, [], []
@@ -56,14 +56,14 @@ def _best_so_far_plot(records: list[TrialRecord]) -> bytes:
             ax.scatter(tids, objectives, s=18, color=color, label=f"{state} ({len(pts)})",
                        marker="x" if state is TrialState.FAILED else "o")
     ax.set_xlabel("trial")
-    ax.set_ylabel("objective (validation fine accuracy)")
+    ax.set_ylabel(label)
     ax.set_title(f"best {ys[-1]:.4f}" if ys else "no finished trial yet")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return _fig_bytes(fig)
 
 
-def _curves_plot(records: list[TrialRecord]) -> bytes:
+def _curves_plot(records: list[TrialRecord], label: str) -> bytes:
     fig = _figure(figsize=(8, 4))
     ax = fig.subplots()
     top = sorted((r for r in records if r.curve and r.objective is not None), key=lambda r: -(r.objective or 0.0))[:TOP]
@@ -71,7 +71,7 @@ def _curves_plot(records: list[TrialRecord]) -> bytes:
         ys = [math.nan if v is None else v for v in r.curve]
         ax.plot(range(1, len(ys) + 1), ys, label=f"trial {r.tid} ({r.objective:.4f}, {r.state})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation fine accuracy")
+    ax.set_ylabel(label)
     ax.set_title(f"learning curves of the top {len(top)} trials")
     if top:
         ax.legend(fontsize=8)
@@ -79,15 +79,16 @@ def _curves_plot(records: list[TrialRecord]) -> bytes:
     return _fig_bytes(fig)
 
 
-def _params_plot(records: list[TrialRecord]) -> bytes:
+def _params_plot(records: list[TrialRecord], label: str) -> bytes:
     scored = [r for r in records if r.objective is not None and r.params]
-    names = list(scored[0].params) if scored else []
+    points = [flat_params(r.params) for r in scored]  # a conditional group's option and its own parameters
+    names = list(dict.fromkeys(name for p in points for name in p))
     cols = 4
     rows = max(1, math.ceil(len(names) / cols))
     fig = _figure(figsize=(4 * cols, 3.0 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
-        values = [r.params.get(name) for r in scored]
+        values = [p.get(name) for p in points]
         ys = [r.objective for r in scored]
         is_num = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in values]
         title = name
@@ -110,9 +111,17 @@ def _params_plot(records: list[TrialRecord]) -> bytes:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    fig.suptitle("objective vs each parameter")
+    fig.suptitle(f"{label} vs each parameter")
     fig.tight_layout()
     return _fig_bytes(fig)
+
+
+def objective_label(records: Iterable[TrialRecord]) -> str:
+    """The plots' axis: "objective", with the name the trial program gave it (result.json's objective_name: the
+    CIFAR trainer's "val_fine_accuracy (best epoch)", a LightGBM program's "negated log-loss"), if any."""
+    name = next((r.metrics["objective_name"] for r in records if isinstance(r.metrics.get("objective_name"), str)),
+                None)
+    return f"objective ({name[:60]})" if name else "objective"
 
 
 def _table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> str:
@@ -129,8 +138,9 @@ def render(records: Iterable[TrialRecord], search: str) -> dict[str, bytes]:
     for r in recs:
         counts[r.state] = counts.get(r.state, 0) + 1
     failures = [(r.tid, r.reason or "") for r in recs if r.state is TrialState.FAILED]
-    files = {"best-so-far.png": _best_so_far_plot(recs), "curves.png": _curves_plot(recs),
-             "params.png": _params_plot(recs)}
+    label = objective_label(recs)
+    files = {"best-so-far.png": _best_so_far_plot(recs, label), "curves.png": _curves_plot(recs, label),
+             "params.png": _params_plot(recs, label)}
     best_html = "<p>No finished trial with an objective yet.</p>"
     if best is not None:
         test_acc = best.metrics.get("test_fine_accuracy")

@@ -24,6 +24,23 @@ def search_names(root: Store) -> list[str]:
     return sorted({k.split("/")[0] for k in root.list() if k.endswith("/search.json") and k.count("/") == 1})
 
 
+def flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A trial's point with every conditional group spread into dotted names: a choice whose options are groups
+    (`booster: {type: dart, rate_drop: 0.1}`) becomes `booster.type: dart, booster.rate_drop: 0.1`, so that each
+    view shows the chosen option and its own parameters (they were `[object Object]`), and importance groups by
+    the chosen option. A list stays one value, shown as JSON."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping) and value:
+            out.update(flat_params(value, key + "."))
+        elif isinstance(value, (list, Mapping)):
+            out[key] = json.dumps(value, separators=(",", ":"))
+        else:
+            out[key] = value
+    return out
+
+
 def live_states(records: dict[int, TrialRecord], status: Mapping[str, Any], reported: Callable[[int], bool]) -> None:
     """Open trials are 'pending' with the reason while the platform holds them (status.json's waiting: no GPU
     free, an image being pulled); else 'running' once they reported progress, or while their search runs (its loop

@@ -123,8 +123,8 @@ class ResultDoc(TypedDict, total=False):
 
 
 # The part of a result the controller keeps in its trial record (status, report, best.json).
-RESULT_SUMMARY = ("test_fine_accuracy", "val_fine_accuracy", "best_epoch", "epochs_run", "train_seconds",
-                  "images_per_second", "non_finite_values", "startup")
+RESULT_SUMMARY = ("objective_name", "test_fine_accuracy", "val_fine_accuracy", "best_epoch", "epochs_run",
+                  "train_seconds", "images_per_second", "non_finite_values", "startup")
 
 
 class OutcomeDoc(TypedDict):

@@ -48,6 +48,30 @@ def test_importance_names_the_parameter_that_decides_the_objective():
 
 
 @pytest.mark.pure
+def test_a_conditional_space_shows_its_chosen_option_and_that_options_own_parameters():
+    """Third audit (a LightGBM space: gbdt or dart, dart with its own rate): conditional parameters showed as
+    [object Object] everywhere, dart's own parameter never appeared, and importance did not group by the option."""
+    import random
+
+    from controller.dashboard.data import flat_params, trial_json
+
+    rng = random.Random(2)
+    trials = []
+    for t in range(60):
+        dart = rng.random() < 0.5
+        booster = {"type": "dart", "rate_drop": rng.uniform(0, 0.5)} if dart else {"type": "gbdt"}
+        trials.append(_rec(t, objective=(0.9 if dart else 0.5) + rng.gauss(0, 0.02), booster=booster,
+                           lr=rng.uniform(0, 1), layers=[2, 3]))
+    assert kinds(trials) == {"booster.type": "choice", "booster.rate_drop": "number", "lr": "number",
+                             "layers": "choice"}
+    got = importance(trials, kinds(trials))
+    assert got["booster.type"] > 0.8 and got["lr"] < 0.2, got
+    shown = trial_json(trials[0], None)["params"]
+    assert all(not isinstance(v, (dict, list)) for v in shown.values()) and shown["layers"] == "[2,3]"
+    assert flat_params({"head": {"kind": "big", "width": {"n": 3}}}) == {"head.kind": "big", "head.width.n": 3}
+
+
+@pytest.mark.pure
 def test_an_early_stopping_cut_is_read_from_its_reason():
     r = _rec(3, "stopped", reason="early-stopped: median rule: best 0.41 at epoch 4 < median 0.5 of 3 trials")
     assert cut_epoch(r) == 4

@@ -190,3 +190,18 @@ def test_a_searchs_final_report_is_stored_before_its_end_is_told():
         assert told == [("SearchFinished", b"2 trials of ended")]  # the report was there when the end was told
     finally:
         drawer.close()
+
+
+@pytest.mark.e2e
+def test_the_report_names_the_programs_objective_and_spreads_a_conditional_space():
+    """Third audit: a model that is not CIFAR got axes saying "validation fine accuracy", and its conditional
+    parameters drawn as one group per whole option."""
+    from controller.report.html import objective_label
+
+    recs = [TrialRecord(t, {"booster": {"type": "dart", "rate_drop": 0.1 * t} if t % 2 else {"type": "gbdt"}},
+                        {}, t, "tpe", state="ok", objective=-0.5 + 0.01 * t,
+                        metrics={"objective_name": "negated log-loss"}) for t in range(8)]
+    assert objective_label(recs) == "objective (negated log-loss)"
+    assert objective_label([TrialRecord(0, {}, {}, 0, "tpe", state="ok", objective=0.1)]) == "objective"
+    files = render(recs, "lgbm")
+    assert _png_size(files["params.png"])[0] >= 800 and b"fine accuracy" not in files["index.html"]
