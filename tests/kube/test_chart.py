@@ -108,6 +108,7 @@ def test_rbac_is_namespaced_and_exactly_the_verbs_used():
         ("", "pods", ()): ["list", "watch"],
         ("", "pods/log", ()): ["get"],
         ("", "events", ()): ["create"],
+        ("", "secrets", ()): ["create", "patch"],  # trial grants: written, never read
         ("cifar-hpo.io", "searches", ()): ["get", "list", "watch"],
         ("cifar-hpo.io", "searches/status", ()): ["patch"],
         ("coordination.k8s.io", "leases", ()): ["create"],
