@@ -64,18 +64,17 @@ def external_s3(monkeypatch: pytest.MonkeyPatch) -> S3Store:
     return store
 
 
-@pytest.mark.skipif("uri" not in EXTERNAL, reason="CIFAR_HPO_TEST_S3_URI not set (an S3 server of your own)")
-class TestS3StoreOnYourServer(StoreContract):
-    @pytest.fixture
-    def store(self, monkeypatch):
-        return external_s3(monkeypatch)
+if "uri" in EXTERNAL:  # collected only then: a run without a server of your own skips nothing it claims to run
 
+    class TestS3StoreOnYourServer(StoreContract):
+        @pytest.fixture
+        def store(self, monkeypatch):
+            return external_s3(monkeypatch)
 
-@pytest.mark.skipif("uri" not in EXTERNAL, reason="CIFAR_HPO_TEST_S3_URI not set (an S3 server of your own)")
-class TestGrantStoreOnYourServer(TrialStoreContract):
-    @pytest.fixture
-    def store(self, monkeypatch):
-        return _grant_store(external_s3(monkeypatch))
+    class TestGrantStoreOnYourServer(TrialStoreContract):
+        @pytest.fixture
+        def store(self, monkeypatch):
+            return _grant_store(external_s3(monkeypatch))
 
 
 def _grant_store(s3: S3Store) -> GrantStore:
