@@ -5,9 +5,9 @@ whole suite passed.
     ./scripts/test.sh && .venv/bin/python scripts/reliability_md.py --run .reliability/runs/<id>   # take a run
     .venv/bin/python scripts/reliability_md.py      # the page again from the committed record (reliability/)
 
-A run that failed, did not finish, selected or deselected tests (-m, -k, --deselect, a file, --lf), or lacks any
-figure or count below is refused with exit 2: the page never mixes runs, and every verdict on it, "lost" included,
-is computed here from recorded counts.
+A run that failed, did not finish, selected, deselected or skipped tests, or lacks any figure or count, and mutation
+results taken on other product code than the run's, are refused with exit 2 (scripts/reliability_checks.py, which also
+computes every verdict on the page, "lost" included, from recorded counts): the page never mixes runs.
 """
 
 from __future__ import annotations
@@ -19,146 +19,49 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reliability_checks import (
+    API_FAULTS,
+    BAD_INPUT_CASES,
+    KILLS,
+    LEASE,
+    OPERATOR_KILLS,
+    POLICY,
+    RESTART,
+    S3_FAULTS,
+    STORE_MISSING,
+    Refused,
+    api_problems,
+    bad_input_answer,
+    bad_input_changed,
+    kill_problems,
+    lease_problems,
+    load_mutations,
+    load_run,
+    need,
+    operator_problems,
+    restart_problems,
+    s3_problems,
+    search_problems,
+    verdict,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-OPERATOR_KILLS = "three Searches, one operator killed -9 five times"
-POLICY = "Searches refused by the operator's policy"
-STORE_MISSING = "a missing bucket, shown on the Search"
-KILLS = ("controller SIGKILL, local mode", "controller pod kill -9, real cluster",
-         "controller killed at each named point, real cluster")
-REQUIRED = (*KILLS, "S3 faults (500/503 bursts, slow, hung, restart)", "API faults through a proxy, real cluster",
-            "kube-apiserver restarted mid-search", "leader SIGKILLed, standby takes over running Jobs",
-            "watch-driven: Job requests in a 6-trial search", "credentials grep", "corrupted records",
-            "kubectl session, real cluster", OPERATOR_KILLS, "invalid Search refused by the API server",
-            POLICY, STORE_MISSING)
-
-
-class Refused(Exception):
-    """The run cannot back a page; the message says why."""
-
-
-# A run that chose its tests (a marker, a keyword, a deselection, a file, the last failures) backs nothing: the page
-# speaks for the whole suite.
-SELECTING = ("markexpr", "keyword", "deselect", "lf", "failedfirst", "stepwise")
-BAD_INPUT_CASES = ("unknown config key", "wrong type", "out of range", "invalid space",
-                   "another space for an existing search", "another seed for an existing search",
-                   "store that is a file", "bucket that does not exist", "unknown store scheme")
 RECORD = ROOT / "reliability"
 """The page's run, committed beside it (run.json, figures/), and the mutations run against its claims."""
 
 
-def load_run(run: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    record = run / "run.json"
-    if not record.exists():
-        raise Refused(f"{run}: no run.json: the run did not finish (or was not a pytest run of this suite)")
-    meta = json.loads(record.read_text())
-    if meta.get("exitstatus") != 0 or meta.get("failed") != 0:
-        raise Refused(f"{run}: the run failed (exit status {meta.get('exitstatus')}, {meta.get('failed')} failed "
-                      "tests): its figures back nothing")
-    chose = {k: meta.get("options", {}).get(k) for k in SELECTING if meta.get("options", {}).get(k)}
-    if "options" not in meta or chose or meta.get("paths") != ["tests"]:
-        raise Refused(f"{run}: the run selected its tests ({chose or meta.get('paths') or 'options not recorded'}): "
-                      "run the whole suite (./scripts/test.sh, no -m, -k, --deselect, file or node id)")
-    figures = {}
-    for f in sorted((run / "figures").glob("*.json")):
-        doc = json.loads(f.read_text())
-        figures[doc["name"]] = doc
-    missing = [name for name in (*REQUIRED, *(f"bad input: {c}" for c in BAD_INPUT_CASES)) if name not in figures]
-    if missing:
-        raise Refused(f"{run}: a partial run: no figure for {missing}; run the whole suite")
-    return meta, figures
-
-
-def _need(fig: dict[str, Any], *keys: str) -> list[Any]:
-    """The figure's counts; a count it lacks refuses the page (a missing count is never read as 'fine')."""
-    absent = [k for k in keys if k not in fig]
-    if absent:
-        raise Refused(f"a figure lacks {absent}: {sorted(fig)}")
-    return [fig[k] for k in keys]
-
-
-def search_problems(fig: dict[str, Any]) -> list[str]:
-    """What a search's recorded counts say was lost or doubled: trials missing or extra, not ended, failed but not
-    planted (or planted but not failed), a trial program started twice or never (started counts are taken outside
-    the program: the launcher's command wrapper or the kubelet's container starts), a Job created twice or a Job
-    count other than the budget, a torn record."""
-    budget, states, planted, starts, jobs = _need(fig, "budget", "states", "planted", "starts", "jobs")
-    tids = {int(t) for t in states}
-    want = set(range(budget))
-    problems = []
-    if tids != want:
-        problems.append(f"trial ids: missing {sorted(want - tids)}, extra {sorted(tids - want)}")
-    unended = sorted(int(t) for t, s in states.items() if s not in ("ok", "failed", "stopped"))
-    if unended:
-        problems.append(f"not ended: {unended}")
-    failed = sorted(int(t) for t, s in states.items() if s != "ok" and int(t) not in unended)
-    if failed != sorted(planted):
-        problems.append(f"ended other than ok: {failed}, planted failures: {sorted(planted)}")
-    counts = {int(t): c for t, c in starts.items()}
-    twice = sorted(t for t, c in counts.items() if c > 1)
-    never = sorted(t for t in want if counts.get(t, 0) == 0)
-    if twice:
-        problems.append(f"started twice: {twice}")
-    if never:
-        problems.append(f"never started: {never}")
-    if jobs is not None:
-        if jobs["twice"]:
-            problems.append(f"Job created twice: {jobs['twice']}")
-        if jobs["created"] != budget:
-            problems.append(f"{jobs['created']} Jobs for {budget} trials")
-    if fig.get("torn_records", []):
-        problems.append(f"torn records: {fig['torn_records']}")
-    return problems
-
-
-def verdict(problems: list[str]) -> str:
-    return "**nothing**" if not problems else "**LOST: " + "; ".join(problems) + "**"
-
-
 def _started(fig: dict[str, Any]) -> str:
-    starts, budget = _need(fig, "starts", "budget")
+    starts, budget = need(fig, "starts", "budget")
     return f"{sum(starts.values())} starts of {budget} trials"
 
 
-def api_problems(fig: dict[str, Any]) -> list[str]:
-    served, planned, reached = _need(fig, "served", "planned", "reached_the_controller")
-    problems = search_problems(fig)
-    if served != planned:
-        problems.append(f"faults served {served}, planned {planned}")
-    if not reached.get("watch ERROR 410"):
-        problems.append("the 410 never reached the controller")
-    return problems
-
-
-def lease_problems(fig: dict[str, Any]) -> list[str]:
-    running, by_dead = _need(fig, "jobs_running_at_takeover", "created_by_the_dead_leader")
-    problems = search_problems(fig)
-    if running == 0:
-        problems.append("no Job ran at the takeover (nothing was adopted)")
-    if by_dead < running:
-        problems.append(f"only {by_dead} of the {running} running Jobs kept the dead leader as creator")
-    return problems
-
-
-def operator_problems(fig: dict[str, Any]) -> list[str]:
-    kills, running = _need(fig, "kills", "searches_running_at_each_kill")
-    problems = []
-    if kills != len(running) or not all(running):
-        problems.append(f"a kill with no Search running: {running}")
-    return problems
-
-
-def bad_input_changed(b: dict[str, Any]) -> bool:
-    before, after, compared = _need(b, "digest_before", "digest_after", "files_compared")
-    return before != after or compared == 0
-
-
 def _jobs(fig: dict[str, Any]) -> str:
-    (jobs,) = _need(fig, "jobs")
+    (jobs,) = need(fig, "jobs")
     return "n/a (no Jobs)" if jobs is None else f"{jobs['created']} (twice: {jobs['twice'] or 'none'})"
 
 
 def _ok(fig: dict[str, Any]) -> int:
-    (states,) = _need(fig, "states")
+    (states,) = need(fig, "states")
     return sum(s == "ok" for s in states.values())
 
 
@@ -167,11 +70,9 @@ def render(meta: dict[str, Any], figures: dict[str, dict[str, Any]], mutations: 
     kill_rows = "\n".join(
         f"| {name} | {f[name]['kills'] if 'kills' in f[name] else len(f[name]['points'])} | {f[name]['budget']} | "
         f"{_ok(f[name])} | {sorted(f[name]['planted']) or 'none'} | {_started(f[name])} | {_jobs(f[name])} | "
-        f"{verdict(search_problems(f[name]))} |" for name in KILLS)
+        f"{verdict(kill_problems(f[name]))} |" for name in KILLS)
     pod, local, named = f[KILLS[1]], f[KILLS[0]], f[KILLS[2]]
-    s3, api, restart = f["S3 faults (500/503 bursts, slow, hung, restart)"], \
-        f["API faults through a proxy, real cluster"], f["kube-apiserver restarted mid-search"]
-    lease = f["leader SIGKILLed, standby takes over running Jobs"]
+    s3, api, restart, lease = f[S3_FAULTS], f[API_FAULTS], f[RESTART], f[LEASE]
     watch = f["watch-driven: Job requests in a 6-trial search"]
     creds, corrupt, session = f["credentials grep"], f["corrupted records"], f["kubectl session, real cluster"]
     operator, refused = f[OPERATOR_KILLS], f["invalid Search refused by the API server"]
@@ -183,7 +84,8 @@ def render(meta: dict[str, Any], figures: dict[str, dict[str, Any]], mutations: 
                           for kind, count in sorted(api["served"].items()))
     reached_rows = "\n".join(f"| {kind} | {count} |" for kind, count in sorted(api["reached_the_controller"].items()))
     bad = [f[f"bad input: {c}"] for c in sorted(BAD_INPUT_CASES)]
-    bad_rows = "\n".join(f"| {b['case']} | {b['exit']} | `{b['message'].split('error: ')[-1][:220].replace('|', '/')}` "
+    bad_rows = "\n".join(f"| {b['case']} | {bad_input_answer(b)} | "
+                         f"`{b['message'].split('error: ')[-1][:220].replace('|', '/')}` "
                          f"| {b['compared']}: {b['files_compared']} | "
                          f"{'**YES**' if bad_input_changed(b) else 'no'} |" for b in bad)
     sources = "\n".join(f"| {name} | `{doc['test']}` |" for name, doc in sorted(figures.items()))
@@ -193,13 +95,15 @@ def render(meta: dict[str, Any], figures: dict[str, dict[str, Any]], mutations: 
     return f"""# Reliability and security: what was tried, and what was lost
 
 Generated by `scripts/reliability_md.py` from test run `{meta['run_id']}` ({meta['finished_at']}, {meta['machine']},
-commit {meta.get('commit', 'n/a')}), in which all {meta['collected']} tests of the whole suite passed (the generator
-refuses a failed run, a run that selected or deselected tests, and one that lacks a figure). The run's record is
-committed in `reliability/` (run.json, one file per figure); `tests/reliability/test_reliability_page.py` renders it
-again and compares. A figure is recorded by its test only after the test's assertions passed, and every verdict below is
-computed here from the recorded counts, never taken from the test: "lost" lists trials missing or extra, not ended,
-failed but not planted (or planted but not failed), a trial program started twice or never, a Job created twice
-or a Job count other than the budget, and torn records. Program starts are counted outside the program: in local
+commit {meta.get('commit', 'n/a')}), in which all {meta['collected']} tests of the whole suite ran and passed (the
+generator refuses a failed run, a run that selected, deselected or skipped tests, and one that lacks a figure). The
+run's record is committed in `reliability/` (run.json, one file per figure);
+`tests/reliability/test_reliability_page.py` renders it again and compares. A figure is recorded by its test only
+after the test's assertions passed, and every verdict below is computed from the recorded counts
+(`scripts/reliability_checks.py`), never taken from the test: "lost" lists trials missing or extra, not ended, failed
+but not planted (or planted but not failed), a trial program started twice or never, a Job created twice or a Job
+count other than the budget, torn records, and a fault that never happened (no kill, no fault served, no restart).
+Program starts are counted outside the program: in local
 mode by a wrapper the launcher executes before the trial program (`tests/startlog.sh`), on the cluster from the
 kubelet's container statuses of every trial pod (a watch of the namespace's pods).
 
@@ -215,7 +119,7 @@ trials from the test image).
 {kill_rows}
 
 - Local mode: trials collected at each kill {local['collected_at_each_kill']}; after each kill, one trial was let
-  end while no controller ran (the next one had to adopt it, not run it again): {_need(local, 'ended_while_down')[0]}.
+  end while no controller ran (the next one had to adopt it, not run it again): {need(local, 'ended_while_down')[0]}.
 - Real cluster: the chart's controller pod, kill -9 of its process; the real kubelet (containerd) restarted the
   container in its pod {pod['container_restarts']} times. Trials done at each kill:
   {pod['trials_done_at_each_kill']}.
@@ -242,8 +146,10 @@ What reached the controller (counted in its log; the rest urllib3's retries abso
 
 ## kube-apiserver restarted mid-search
 
+The API server was restarted {len(restart['apiserver_down_seconds'])} time(s), seen down
+{restart['apiserver_down_seconds']} s;
 {_ok(restart)} of {restart['budget']} trials ok, {_started(restart)}, Jobs {_jobs(restart)}; lost:
-{verdict(search_problems(restart))}. The controller logged:
+{verdict(restart_problems(restart))}. The controller logged:
 {'; '.join(f'`{line}`' for line in restart['controller_saw']) or 'nothing'}.
 
 ## Leader killed, standby takes over
@@ -266,7 +172,7 @@ One local search of {s3['budget']} trials, its trials held at a gate until every
 {s3['injected'].get('hang', 0)} hung requests, {s3['injected'].get('down', 0)} connections refused during a
 {s3['seconds'].get('down')} s "restart" ({s3['injected'].get('forward', 0)} requests forwarded). {_ok(s3)} of
 {s3['budget']} ok, {_started(s3)}, records checked {s3['records_checked']}, torn {s3['torn_records'] or 'none'};
-lost: {verdict(search_problems(s3))}.
+lost: {verdict(s3_problems(s3))}.
 
 ## Bad input
 
@@ -311,7 +217,8 @@ A release whose bucket did not exist: the operator stayed up and the Search said
 Three Searches applied at once, their trials held at gates so that each kill comes after more trials have ended and
 while Searches still run (Searches running at each kill: {operator['searches_running_at_each_kill']}); one operator
 process killed -9 {operator['kills']} times, each at a random moment past that point, and started again; Jobs
-{_jobs(operator)}; a kill that found no Search running: {verdict(operator_problems(operator))}.
+{_jobs(operator)}; lost across the three (no kill, a kill that found no Search running, a Job twice or a Job count
+other than all budgets together): {verdict(operator_problems(operator))}.
 
 | Search | budget | ok | trial programs started | lost |
 |---|---|---|---|---|
@@ -351,21 +258,13 @@ $ kubectl get events --field-selector involvedObject.name=cifar100
 Each claim above has a mutation of the product code, or of the figures,
 that its test or this generator must catch. `scripts/mutations.py` applies each to a scratch copy of the checkout,
 runs the named test there, and records whether it failed ({len(mutations)} mutations from
-`reliability/mutations.json`, run at commit {mutations[0]['commit'] if mutations else 'n/a'}).
+`reliability/mutations.json`, run at commit {', '.join(sorted({m['commit'] for m in mutations}))}; the generator refuses
+results taken on product code other than the run's).
 
 | claim | mutation | test | result |
 |---|---|---|---|
 {mutation_rows}
 """
-
-
-def load_mutations(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise Refused(f"{path}: no mutation results: run scripts/mutations.py")
-    mutations = json.loads(path.read_text())
-    if not mutations or not all(m.get("caught") is not None for m in mutations):
-        raise Refused(f"{path}: empty or unfinished; run scripts/mutations.py again")
-    return mutations
 
 
 def keep_record(run: Path, meta: dict[str, Any]) -> None:
@@ -386,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         meta, figures = load_run(args.run or RECORD)
-        page = render(meta, figures, load_mutations(args.mutations))
+        page = render(meta, figures, load_mutations(args.mutations, meta.get("commit")))
     except Refused as e:
         sys.stderr.write(f"refused: {e}\n")
         return 2

@@ -112,14 +112,14 @@ def test_an_apiserver_restart_mid_search_loses_and_doubles_nothing(tmp_path, buc
             for tid in range(3):
                 (gate / str(tid)).touch()
             wait_for("3 trials to end", lambda: sum(t["state"] == "ok" for t in rel.trials()) == 3, proc=proc)
-            kube.restart_apiserver()
+            downs = [kube.restart_apiserver()]  # seconds seen not ready, one entry per restart
             (gate / "all").touch()
             out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
         trials, started = rel.trials(), starts.starts("cifar100")
         _assert_exact(trials, n, started, jobs)
         record_figure("kube-apiserver restarted mid-search", search_figure(
-            trials, n, started, jobs=jobs.figure(),
+            trials, n, started, jobs=jobs.figure(), apiserver_down_seconds=downs,
             controller_saw=sorted({line.split(": ", 2)[-1][:80] for line in err.splitlines()
                                    if "WARNING" in line or "re-listing" in line})[:10]))
     finally:

@@ -2,8 +2,10 @@
 is computed from the counts, and the committed page is its committed record rendered."""
 
 import json
+import subprocess
 
 import pytest
+import reliability_checks
 import reliability_md
 from support.paths import ROOT
 
@@ -21,12 +23,12 @@ FIGURES = {
     reliability_md.KILLS[1]: _search(24, planted=(2, 9), kills=20, container_restarts=20,
                                      trials_done_at_each_kill=[0, 5]),
     reliability_md.KILLS[2]: _search(8, planted=(1,), points=["proposal:2"]),
-    "S3 faults (500/503 bursts, slow, hung, restart)": _search(8, jobs=False, injected={"error": 8},
-                                                               seconds={"slow": 4.0}, records_checked=48,
-                                                               torn_records=[]),
+    reliability_checks.S3_FAULTS: _search(8, jobs=False, injected={"error": 8, "hang": 2, "down": 3},
+                                          seconds={"slow": 4.0}, records_checked=48,
+                                          torn_records=[]),
     "API faults through a proxy, real cluster": _search(6, served={"gone": 1}, planned={"gone": 1}, forwarded=60,
                                                         reached_the_controller={"watch ERROR 410": 1}),
-    "kube-apiserver restarted mid-search": _search(8, controller_saw=[]),
+    "kube-apiserver restarted mid-search": _search(8, controller_saw=[], apiserver_down_seconds=[2.5]),
     "leader SIGKILLed, standby takes over running Jobs": _search(6, jobs_running_at_takeover=2, takeover_seconds=5.2,
                                                                  lease_seconds=5, created_by_the_dead_leader=2),
     "watch-driven: Job requests in a 6-trial search": {"seconds": 9.0, "job_lists": 2, "job_watches": 1},
@@ -44,12 +46,27 @@ FIGURES = {
     **{f"bad input: {c}": {"case": c, "exit": 2, "message": "error: x", "compared": "all", "files_compared": 9,
                            "digest_before": "d1", "digest_after": "d1"} for c in reliability_md.BAD_INPUT_CASES},
 }
-WHOLE = {"markexpr": "", "keyword": "", "deselect": None, "lf": False, "failedfirst": False, "stepwise": False}
-MUTATIONS = [{"claim": "c", "file": "controller/loop.py", "mutation": "m", "test": "t", "caught": True,
-              "outcome": "failed", "commit": "abc"}]
+WHOLE = {"markexpr": "", "keyword": "", "deselect": None, "ignore": None, "ignore_glob": None, "lf": False,
+         "failedfirst": False, "stepwise": False}
+ALL_RAN = {"passed": 200, "skipped": 0, "xfailed": 0, "xpassed": 0, "error": 0, "deselected": 0}
 
 
-def _run(tmp_path, exitstatus=0, failed=0, figures=FIGURES, finished=True, options=WHOLE, paths=("tests",)):
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+HEAD = _git("rev-parse", "--short", "HEAD")
+# A commit whose product code is not HEAD's: the parent of the last commit that changed controller/.
+OLDER_CODE = _git("rev-parse", "--short", _git("log", "-1", "--format=%H", "--", "controller") + "~1")
+
+
+def _mutations(commit=HEAD):
+    return [{"claim": "c", "file": "controller/loop.py", "mutation": "m", "test": "t", "caught": True,
+             "outcome": "failed", "commit": commit}]
+
+
+def _run(tmp_path, exitstatus=0, failed=0, figures=FIGURES, finished=True, options=WHOLE, paths=("tests",),
+         outcomes=ALL_RAN, commit=HEAD, mutations_at=HEAD):
     run = tmp_path / "run"
     (run / "figures").mkdir(parents=True)
     for i, (name, fig) in enumerate(figures.items()):
@@ -58,8 +75,9 @@ def _run(tmp_path, exitstatus=0, failed=0, figures=FIGURES, finished=True, optio
     if finished:
         (run / "run.json").write_text(json.dumps({
             "run_id": "r1", "finished_at": "2026-11-28", "exitstatus": exitstatus, "failed": failed,
-            "collected": 200, "machine": "vm, 2 cores", "options": options, "paths": list(paths)}))
-    (tmp_path / "mutations.json").write_text(json.dumps(MUTATIONS))
+            "collected": 200, "machine": "vm, 2 cores", "options": options, "paths": list(paths),
+            "outcomes": outcomes, "commit": commit}))
+    (tmp_path / "mutations.json").write_text(json.dumps(_mutations(mutations_at)))
     return run
 
 
@@ -86,6 +104,13 @@ def _no_record_written(tmp_path, monkeypatch):
     ("--deselect", {"options": {**WHOLE, "deselect": ["tests/loop/test_loop.py::x"]}}, "selected its tests"),
     ("one file", {"paths": ["tests/loop/test_loop.py"]}, "selected its tests"),
     ("options not recorded", {"options": None}, "selected its tests"),
+    ("--ignore", {"options": {**WHOLE, "ignore": ["tests/kube"]}}, "selected its tests"),
+    ("--ignore-glob", {"options": {**WHOLE, "ignore_glob": ["*kube*"]}}, "selected its tests"),
+    ("a skipped test", {"outcomes": {**ALL_RAN, "passed": 199, "skipped": 1}}, "199 of 200 tests passed"),
+    ("fewer passed than collected", {"outcomes": {**ALL_RAN, "passed": 26}}, "26 of 200 tests passed"),
+    ("outcomes not recorded", {"outcomes": None}, "outcomes (passed, skipped, ...) were not recorded"),
+    ("mutations run on other product code", {"mutations_at": OLDER_CODE}, "stale: mutations run at"),
+    ("a run with no commit", {"commit": None}, "recorded no commit"),
     ("a count missing", {"figures": {**FIGURES, reliability_md.KILLS[1]: {
         k: v for k, v in FIGURES[reliability_md.KILLS[1]].items() if k != "starts"}}}, "lacks ['starts']"),
 ])
@@ -124,6 +149,32 @@ DOCTORED = [
      {"searches": {"alpha": {**_search(4), "starts": {"0": 1, "1": 1, "2": 1},
                              "jobs": {"created": 5, "twice": ["alpha-t1"]}}}},
      "never started: [3]; Job created twice: ['alpha-t1']; 5 Jobs for 4 trials"),
+    ("a Job twice among the three Searches", reliability_md.OPERATOR_KILLS, {"jobs": {"created": 4, "twice": ["a-t0"]}},
+     "Job created twice: ['a-t0']"),
+    ("one Job too many among the three Searches", reliability_md.OPERATOR_KILLS,
+     {"jobs": {"created": 5, "twice": []}}, "5 Jobs for 4 trials"),
+    ("an operator that was never killed", reliability_md.OPERATOR_KILLS,
+     {"kills": 0, "searches_running_at_each_kill": []}, "no kill happened"),
+    ("fewer kills than recorded moments", reliability_md.OPERATOR_KILLS, {"kills": 4},
+     "a kill with no Search running: [3, 3, 2, 1, 1]"),
+    ("a local search never killed", reliability_md.KILLS[0], {"kills": 0}, "no kill happened"),
+    ("no named point reached", reliability_md.KILLS[2], {"points": []}, "no kill happened"),
+    ("no S3 fault served", reliability_checks.S3_FAULTS, {"injected": {"forward": 90}},
+     "no error, no hang, no down fault was served"),
+    ("no hung request", reliability_checks.S3_FAULTS, {"injected": {"error": 8, "down": 3}},
+     "no hang fault was served"),
+    ("no API fault served", reliability_checks.API_FAULTS, {"served": {"gone": 0}, "planned": {"gone": 0}},
+     "no fault was served"),
+    ("the 410 never reached the controller", reliability_checks.API_FAULTS, {"reached_the_controller": {}},
+     "the 410 never reached the controller"),
+    ("no API server restart", reliability_checks.RESTART, {"apiserver_down_seconds": []},
+     "the API server was never restarted"),
+    ("a running Job created by the standby", reliability_checks.LEASE, {"created_by_the_dead_leader": 1},
+     "only 1 of the 2 running Jobs kept the dead leader"),
+    ("an extra trial", reliability_md.KILLS[1], {"states": {**FIGURES[reliability_md.KILLS[1]]["states"], "24": "ok"}},
+     "trial ids: missing [], extra [24]"),
+    ("a trial still running", reliability_md.KILLS[2], {"states": {**FIGURES[reliability_md.KILLS[2]]["states"],
+                                                                  "3": "running"}}, "not ended: [3]"),
 ]
 
 
@@ -135,10 +186,16 @@ def test_doctored_figures_are_never_called_nothing_lost(tmp_path, case, name, ch
     assert page.count("**nothing**") == 8  # the untouched verdicts stay
 
 
-def test_a_bad_input_whose_records_changed_says_yes(tmp_path):
+@pytest.mark.parametrize("change, row", [
+    ({"digest_after": "d2"}, "| wrong type | 2 | `x` | all: 9 | **YES** |"),
+    ({"files_compared": 0}, "| wrong type | 2 | `x` | all: 0 | **YES** |"),  # nothing compared is no evidence
+    ({"exit": 0}, "| wrong type | **0: NOT REFUSED** | `x` | all: 9 | no |"),
+    ({"exit": 1}, "| wrong type | **1: NOT REFUSED** | `x` | all: 9 | no |"),
+])
+def test_a_bad_input_that_changed_records_or_was_not_refused_is_flagged(tmp_path, change, row):
     name = "bad input: wrong type"
-    code, page = _page(tmp_path, figures={**FIGURES, name: {**FIGURES[name], "digest_after": "d2"}})
-    assert code == 0 and "| wrong type | 2 | `x` | all: 9 | **YES** |" in page
+    code, page = _page(tmp_path, figures={**FIGURES, name: {**FIGURES[name], **change}})
+    assert code == 0 and row in page, [line for line in page.splitlines() if "wrong type" in line]
 
 
 def test_every_verdict_of_an_intact_run_is_nothing_and_each_figure_names_its_test(tmp_path):

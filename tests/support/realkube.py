@@ -218,12 +218,14 @@ class Kube:
                 and any("nvidia.com/gpu" in ((c.get("resources") or {}).get("limits") or {})
                         for c in p["spec"]["containers"])]
 
-    def restart_apiserver(self) -> None:
+    def restart_apiserver(self) -> float:
         """SIGUSR1 to `localkube up`: kube-apiserver is stopped (SIGTERM, SIGKILL after 5 s) and started again.
-        Returns once it is ready again."""
+        Returns once it is ready again, with the seconds it was seen not ready."""
         os.kill(self.info["pid"], signal.SIGUSR1)
         wait_for("kube-apiserver to go down", lambda: not self.ready(), timeout=60)
+        down = time.monotonic()
         wait_for("kube-apiserver to be ready again", self.ready, timeout=300)
+        return round(time.monotonic() - down, 1)
 
     def ready(self) -> bool:
         token = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]["token"]
