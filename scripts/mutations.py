@@ -453,7 +453,8 @@ def run(m: Mutation) -> dict[str, object]:
         started = time.monotonic()
         p = subprocess.run([str(tree / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-x", "-p",
                             "no:cacheprovider", m.test], cwd=tree, capture_output=True, text=True, timeout=1200,
-                           env={**os.environ, "CIFAR_HPO_TEST_RUN": f"mutant-{m.id}"})
+                           # The checkout's history, for tests that compare commits (the scratch copy has none).
+                           env={**os.environ, "CIFAR_HPO_TEST_RUN": f"mutant-{m.id}", "GIT_DIR": str(ROOT / ".git")})
         lines = p.stdout.strip().splitlines() or ["(no output)"]
         # What failed and why (the first line of pytest's error report), so that a test failing for another
         # reason than the mutation shows.
