@@ -93,7 +93,7 @@ def _no_record_written(tmp_path, monkeypatch):
     monkeypatch.setattr(reliability_md, "RECORD", tmp_path / "record")  # taking a run writes here, not the repo's
 
 
-@pytest.mark.parametrize("case, kwargs, says", [
+GATE = [
     ("failed run", {"exitstatus": 1, "failed": 1}, "the run failed"),
     ("unfinished run", {"finished": False}, "did not finish"),
     ("partial run", {"figures": {k: v for k, v in FIGURES.items() if k != "credentials grep"}}, "a partial run"),
@@ -113,7 +113,10 @@ def _no_record_written(tmp_path, monkeypatch):
     ("a run with no commit", {"commit": None}, "recorded no commit"),
     ("a count missing", {"figures": {**FIGURES, reliability_md.KILLS[1]: {
         k: v for k, v in FIGURES[reliability_md.KILLS[1]].items() if k != "starts"}}}, "lacks ['starts']"),
-])
+]
+
+
+@pytest.mark.parametrize("case, kwargs, says", GATE, ids=[g[0] for g in GATE])
 def test_the_page_generator_refuses_a_failed_partial_or_selected_run(tmp_path, capsys, case, kwargs, says):
     if kwargs.get("options", WHOLE) is None:
         kwargs["options"] = {}
