@@ -213,7 +213,8 @@ class SearchLoop:
         log.info("proposed %d trial(s) in %.3f s", n, seconds)
         self.publisher.proposed(seconds)
         for p in proposals:
-            record = proposal_record(p.tid, p.params, p.vals, p.seed, p.method)
+            record = proposal_record(p.tid, p.params, p.vals, p.seed, p.method,
+                                     model_file=self.settings.trial.model_file)
             if not self.ledger.write_proposal(record):
                 # Another writer took this id: re-read the state rather than guess.
                 log.warning("trial %d: a proposal already exists; reloading the ledger", p.tid)

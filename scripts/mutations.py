@@ -416,6 +416,16 @@ MUTATIONS = [
       "the working folder keeps its copy of a stored log",
       (("        (self._dir(tid) / \"trial.log\").unlink(missing_ok=True)\n", ""),),
       "tests/loop/test_local_search.py::test_a_trial_that_prints_without_end_costs_its_store_16_mib_once"),
+    M("model-file-name", "a search's model file is a plain name in the trial's folder, never a record or a path",
+      "controller/settings/config.py", "trial.modelFile is not checked",
+      (("        problem = model_file_problem(self.model_file)\n        if problem:\n", "        problem = None\n"
+        "        if problem:\n"),),
+      "tests/settings/test_config.py::test_bad_settings_name_the_key"),
+    M("model-file-download", "the dashboard downloads a trial's model under the name its result gives, inside its "
+      "folder", "controller/dashboard/data.py", "a result's model_file is used as it is, a path included",
+      (("        return name if isinstance(name, str) and not model_file_problem(name) else MODEL_FILE",
+        "        return name if isinstance(name, str) else MODEL_FILE"),),
+      "tests/report/test_dashboard.py::test_a_model_downloads_under_the_name_its_trial_saved_it_as"),
     M("audit-ignored-stop", "a trial that ignores its stop request is flagged", "controller/ledger/trials.py",
       "a stopped trial that ran to its end is not told apart",
       (("        if isinstance(result, Mapping) and result.get(\"status\") == ResultStatus.OK:",

@@ -140,7 +140,9 @@ def main() -> int:
         return 0
     if fault == "wrong_tid":
         result["tid"] = tid + 1000
-    patiently("writing model.keras", lambda: store.put("model.keras", b"stand-in model bytes for trial %d" % tid))
+    model_file = proposal.get("model_file") or "model.keras"  # as the trial library: the search's trial.modelFile
+    patiently(f"writing {model_file}", lambda: store.put(model_file, b"stand-in model bytes for trial %d" % tid))
+    result["model_file"] = model_file
     patiently("writing result.json", lambda: store.create("result.json", dumps(result)))
     print(f"trial {tid}: objective {result['objective']:.4f}")
     return 0

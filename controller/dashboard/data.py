@@ -28,7 +28,7 @@ from controller.ledger.layout import trial_key
 from controller.ledger.trials import Ledger, TrialRecord, best_of, curve_of
 from controller.report.summary import flat_params, live_states
 from controller.store.base import Store, get_json
-from controller.trial.contract import TrialState
+from controller.trial.contract import MODEL_FILE, TrialState, model_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,12 @@ class SearchView:
         self._refreshed: float | None = None
         self._lock = threading.Lock()
         self._doc: dict[str, Any] | None = None
+
+    def model_file(self, tid: int) -> str:
+        """The name trial tid saved its model under (its result says; model.keras for one that does not)."""
+        rec = self.decided.get(tid) or self.open.get(tid)
+        name = (rec.metrics or {}).get("model_file") if rec is not None else None
+        return name if isinstance(name, str) and not model_file_problem(name) else MODEL_FILE
 
     def refresh(self, force: bool = False) -> None:
         with self._lock:

@@ -31,6 +31,7 @@ from controller.dashboard.data import SearchView
 from controller.ledger.layout import trial_key
 from controller.report.summary import search_names
 from controller.store.base import Store
+from controller.trial.contract import MODEL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 TRIAL_FILES = {"log": ("trial.log", "text/plain; charset=utf-8"),
                "result": ("result.json", "application/json"),
                "progress": ("progress.json", "application/json"),
-               "model": ("model.keras", "application/octet-stream")}
+               "model": (MODEL_FILE, "application/octet-stream")}  # or the name the trial's result gives
 LOG_TAIL_BYTES = 64 * 1024
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 IDLE_SECONDS = 30.0
@@ -198,6 +199,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _trial_file(self, view: SearchView, tid: int, what: str) -> None:
         name, kind = TRIAL_FILES[what]
+        if what == "model":
+            name = view.model_file(tid)
         found = view.store.stream(trial_key(tid, name))
         if found is None:
             return self._send(404, "text/plain; charset=utf-8", f"trial {tid} has no {name} (yet)\n".encode())
@@ -208,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
                               else b"[... earlier lines left out ...]\n" + data)
         extra = {}
         if what == "model":
-            extra["Content-Disposition"] = f'attachment; filename="{view.name}-trial-{tid}-model.keras"'
+            extra["Content-Disposition"] = f'attachment; filename="{view.name}-trial-{tid}-{name}"'
         self._head(200, kind, size, extra)
         if not self.head:
             for chunk in chunks:

@@ -16,7 +16,7 @@ from typing import Any
 from controller.errors import PermanentError, TemporaryError
 from controller.kube.api import Conflict, KubeClient
 from controller.settings.resource import API_VERSION, KIND
-from controller.trial.contract import SearchState
+from controller.trial.contract import SearchState, model_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,9 @@ class SearchStatusWriter:
         if best:
             body["best"] = {"trial": best["tid"], "objective": round(best["objective"], 4),  # the bucket has it exact
                             "params": dict(list((best.get("params") or {}).items())[:KEY_PARAMS])}
-            body["bestModel"] = f"{self.records_uri}/trials/{best['tid']:06d}/model.keras"
+            model = (best.get("metrics") or {}).get("model_file")
+            if isinstance(model, str) and not model_file_problem(model):  # the trial saved one, under this name
+                body["bestModel"] = f"{self.records_uri}/trials/{best['tid']:06d}/{model}"
         self._patch(body)
 
     def _completion(self, state: SearchState) -> str | None:

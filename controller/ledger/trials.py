@@ -94,10 +94,13 @@ class TrialRecord:
 
 
 def proposal_record(tid: int, params: Mapping[str, Any], vals: Mapping[str, Any], seed: int | None,
-                    origin: str, *, import_key: str | None = None, import_source: str | None = None) -> ProposalDoc:
+                    origin: str, *, import_key: str | None = None, import_source: str | None = None,
+                    model_file: str | None = None) -> ProposalDoc:
     """The proposal.json of a trial: its point (params and hyperopt's vals), seed, origin and creation time."""
     doc: ProposalDoc = {"schema_version": SCHEMA_VERSION, "tid": tid, "params": dict(params), "vals": dict(vals),
                         "seed": seed, "origin": origin, "created_at": time.time()}
+    if model_file is not None:
+        doc["model_file"] = model_file
     if import_key is not None:
         doc["import_key"] = import_key
     if import_source is not None:

@@ -6,7 +6,7 @@ renders its ConfigMap straight from values and both sides agree on one schema:
     search:  {name, maxTrials, maxFailedTrials, parallelism, goal, seed, space}
     tpe:     {nStartupJobs, nEICandidates, gamma, priorWeight, pending}
     store:   {uri, endpointUrl, region}
-    trial:   {command, data, epochs, extraArgs}
+    trial:   {command, data, epochs, extraArgs, modelFile}
     local:   {workdir, pollSeconds}
     controller: {checkpointEvery, logFormat, metricsPort, reportSeconds}
     kube:    {namespace, release, image, gpuResource, gpuCount, requests, limits, nodeSelector, ...}
@@ -39,6 +39,7 @@ from controller.search.suggest import SuggestSettings
 from controller.settings.dataspec import parse_data_spec
 from controller.settings.kube import KubeSettings
 from controller.settings.policy import MAX_PARALLELISM, PolicySettings
+from controller.trial.contract import MODEL_FILE, model_file_problem
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ class TrialSection:
     """Epochs per trial; null uses the trainer's default."""
     extra_args: list[str] = field(default_factory=list)
     """More arguments appended to every trial's command."""
+    model_file: str = MODEL_FILE
+    """The name of the model the trial saves in its folder, with its extension (model.txt, model.joblib): the grant
+    covers exactly this key, and downloads keep the name."""
 
     def validate(self) -> None:
         if not self.command:
@@ -125,6 +129,9 @@ class TrialSection:
         limits.check(self, "trial")
         if self.data is not None:
             parse_data_spec(self.data, "trial.data (--data)")
+        problem = model_file_problem(self.model_file)
+        if problem:
+            raise ConfigError(f"trial.modelFile: {problem}")
         if self.data_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.data_sha256):
             raise ConfigError(f"trial.dataSha256 (--data-sha256): {self.data_sha256!r} must be 64 hex digits "
                               "(`sha256sum cifar-100-python.tar.gz`)")

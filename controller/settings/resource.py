@@ -33,7 +33,7 @@ PLURAL = "searches"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 # spec.trial holds the trial's program (the settings' trial section) and how its Job runs (the kube section).
-TRIAL_FIELDS = ("command", "data", "data_sha256", "epochs", "extra_args")
+TRIAL_FIELDS = ("command", "data", "data_sha256", "epochs", "extra_args", "model_file")
 JOB_FIELDS = ("image", "image_pull_policy", "gpu_resource", "gpu_count", "requests", "limits", "node_selector",
               "tolerations", "affinity", "priority_class_name", "backoff_limit", "active_deadline_seconds",
               "ttl_seconds_after_finished", "termination_grace_seconds", "start_timeout_seconds")

@@ -24,7 +24,7 @@ class GrantStore:
         url = (self.urls.get(key) or {}).get(method)
         if not url:
             raise ConfigError(f"{self.uri}/{key}: the trial's grant does not allow {method} (a trial may read "
-                              "proposal.json, write progress.json, model.keras and result.json; nothing else)")
+                              "proposal.json, write progress.json, its model file and result.json; nothing else)")
         return url
 
     def _send(self, key: str, method: str, data: bytes | None = None) -> tuple[int, bytes]:

@@ -42,6 +42,7 @@ from controller.trial.contract import (
     EXIT_OK,
     EXIT_RETRY,
     GRANT_ENV,
+    MODEL_FILE,
     SCHEMA_VERSION,
     ResultStatus,
 )
@@ -96,10 +97,16 @@ class Trial:
         self.interrupted = threading.Event()
         """Set by a SIGTERM (with handle_sigterm): a program whose step is long watches it inside the step."""
         self._stop_requested = False
+        self._model_saved = False
 
     @property
     def params(self) -> dict[str, Any]:
         return dict(self.proposal["params"])
+
+    @property
+    def model_file(self) -> str:
+        """The name the model is saved under in the trial's folder (the search's trial.modelFile)."""
+        return str(self.proposal.get("model_file") or MODEL_FILE)
 
     @property
     def seed(self) -> int:
@@ -165,7 +172,10 @@ class Trial:
 
     # -- the end ---------------------------------------------------------------------------------------------
     def save_model(self, data: bytes) -> None:
-        patiently("writing model.keras", lambda: self.store.put("model.keras", data))
+        """The trained model, whatever its format, under the search's model file name (t.model_file)."""
+        name = self.model_file
+        patiently(f"writing {name}", lambda: self.store.put(name, data))
+        self._model_saved = True
 
     def result(self, record: Mapping[str, Any]) -> bool:
         """result.json, written once (create-only: never overwritten; False if one exists). Non-finite values are
@@ -173,7 +183,8 @@ class Trial:
         doc, non_finite = finite_json(dict(record))
         if non_finite:
             doc["non_finite_values"] = non_finite
-        body = {"schema_version": SCHEMA_VERSION, "tid": self.tid, "finished_at": time.time(), **doc}
+        body = {"schema_version": SCHEMA_VERSION, "tid": self.tid, "finished_at": time.time(),
+                **({"model_file": self.model_file} if self._model_saved else {}), **doc}
         problem = check_record("result", body)
         if problem:
             raise ConfigError(f"result.json: {problem}")

@@ -7,6 +7,7 @@ only, so a rename cannot leave one side behind. Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
@@ -68,6 +69,8 @@ class ProposalDoc(TypedDict):
     seed: int | None
     origin: str
     created_at: float
+    model_file: NotRequired[str]
+    """Where the trial's model goes in its folder (trial.modelFile); absent: model.keras."""
     import_key: NotRequired[str]
     """An imported trial's source hash: a second import skips it."""
     import_source: NotRequired[str]
@@ -123,7 +126,7 @@ class ResultDoc(TypedDict, total=False):
 
 
 # The part of a result the controller keeps in its trial record (status, report, best.json).
-RESULT_SUMMARY = ("objective_name", "test_fine_accuracy", "val_fine_accuracy", "best_epoch", "epochs_run",
+RESULT_SUMMARY = ("objective_name", "model_file", "test_fine_accuracy", "val_fine_accuracy", "best_epoch", "epochs_run",
                   "train_seconds", "images_per_second", "non_finite_values", "startup")
 
 
@@ -168,9 +171,29 @@ DEADLINE_ENV = "CIFAR_HPO_DEADLINE_AT"
 DEADLINE_MARGIN_S = 300.0
 
 GRANT_ENV = "CIFAR_HPO_TRIAL_GRANT"
-# The trial contract's keys and what a trial may do with each.
+# The trial contract's keys and what a trial may do with each; the model's key is the search's trial.modelFile.
 TRIAL_KEYS = {"proposal.json": ("GET",), "stop.json": ("HEAD",), "progress.json": ("PUT",),
-              "model.keras": ("PUT",), "result.json": ("CREATE",)}
+              "result.json": ("CREATE",)}
+MODEL_FILE = "model.keras"
+"""The model's name in the trial's folder unless the search names another (trial.modelFile)."""
+MODEL_FILE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RESERVED_FILES = frozenset({*TRIAL_KEYS, "outcome.json", "trial.log"})
+"""What a model file may not be called: the records of the trial's folder."""
+
+
+def model_file_problem(name: Any) -> str | None:
+    """Why a model file name is not one (None when it is): a plain name in the trial's folder, with its extension."""
+    if not isinstance(name, str) or not MODEL_FILE_PATTERN.fullmatch(name):
+        return (f"{name!r} must be a file name of letters, digits, '.', '_' and '-' (at most 100, no folder), "
+                "e.g. model.txt")
+    if name in RESERVED_FILES:
+        return f"{name!r} is one of the trial's records ({', '.join(sorted(RESERVED_FILES))}); name the model otherwise"
+    return None
+
+
+def trial_keys(model_file: str = MODEL_FILE) -> dict[str, tuple[str, ...]]:
+    """The keys of one trial's grant: the contract's records and its model file."""
+    return {**TRIAL_KEYS, model_file: ("PUT",)}
 EXIT_OK = 0
 EXIT_RETRY = 1
 """A failure a retry may not repeat (a store outage past PATIENCE_SECONDS): the Job retries, up to its backoffLimit."""

@@ -5,8 +5,8 @@ the trial library, so that early stopping can cut it like the CIFAR trainer. The
 
     python examples/digits/trainer.py --trial URI [--epochs N]      # as the controller runs it
 
-Its model is saved as arrays (model.keras is the contract's key; the bytes are a NumPy .npz of the weights, never a
-pickle). Parameters (examples/digits/space.yaml): hidden (units), alpha (L2), lr (initial learning rate), batch.
+Its model is saved as arrays: model.npz (the config's trial.modelFile), a NumPy .npz of the weights, never a
+pickle. Parameters (examples/digits/space.yaml): hidden (units), alpha (L2), lr (initial learning rate), batch.
 """
 
 from __future__ import annotations

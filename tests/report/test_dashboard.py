@@ -488,6 +488,30 @@ def test_files_are_streamed_from_the_store_not_held_whole():
 
 
 @pytest.mark.e2e
+def test_a_model_downloads_under_the_name_its_trial_saved_it_as():
+    """A LightGBM trial saves model.txt (trial.modelFile); its result says so, and the download keeps the name. A
+    trial whose result names something that is not a file name in its folder gets model.keras, never that path."""
+    root = MemoryStore()
+    store = root.child("s")
+    _seed(store, 2, 0)
+    for tid, name in ((0, "model.txt"), (1, "../../other/trials/000000/result.json")):
+        store.put(f"trials/{tid:06d}/result.json", dumps({"schema_version": 1, "tid": tid, "status": "ok",
+                                                          "objective": 0.5, "model_file": name}))
+    store.put("trials/000000/model.txt", b"tree 0\n")
+    store.put("trials/000001/model.keras", b"keras bytes")
+    server = serve(root, port=0)
+    base = "http://{}:{}".format(*server.server_address[:2])
+    try:
+        code, headers, body = _get(base + "/api/search/s/trial/0/model")
+        assert code == 200 and body == b"tree 0\n", (code, body)
+        assert headers["Content-Disposition"] == 'attachment; filename="s-trial-0-model.txt"'
+        code, headers, body = _get(base + "/api/search/s/trial/1/model")
+        assert code == 200 and body == b"keras bytes", (code, body)
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.e2e
 def test_a_trials_unreadable_progress_shows_for_that_trial_only():
     """A 20 kB progress.json nested 10,000 deep answered /api/searches with 500 and ended the refresher's thread."""
     root = MemoryStore()

@@ -41,6 +41,11 @@ def test_to_json_round_trips():
     ({"trial": {"command": [1]}}, r"trial\.command\[0\]: expected a string"),
     ({"search": {"space": {"a": {"dist": "uniform", "low": 1, "high": 0}}}}, r"search\.space\.a: low"),
     ({"controller": {"logFormat": "xml"}}, r"controller\.logFormat: 'xml'"),
+    ({"trial": {"modelFile": "../model.txt"}}, r"trial\.modelFile: '\.\./model\.txt' must be a file name"),
+    ({"trial": {"modelFile": "models/a.txt"}}, r"trial\.modelFile: 'models/a\.txt' must be a file name"),
+    ({"trial": {"modelFile": ".hidden"}}, r"trial\.modelFile: '\.hidden' must be a file name"),
+    ({"trial": {"modelFile": "result.json"}}, r"trial\.modelFile: 'result\.json' is one of the trial's records"),
+    ({"trial": {"modelFile": "trial.log"}}, r"trial\.modelFile: 'trial\.log' is one of the trial's records"),
     ([1], r"config: expected a mapping"),
 ])
 def test_bad_settings_name_the_key(data, message):

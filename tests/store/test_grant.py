@@ -16,9 +16,9 @@ import pytest
 from support.paths import ROOT
 
 from controller.kube.grant import SLACK_SECONDS, trial_grants
-from controller.settings.config import Settings
+from controller.settings.config import Settings, settings_from_mapping
 from controller.store.s3 import S3Store
-from controller.trial.contract import GRANT_ENV, TRIAL_KEYS
+from controller.trial.contract import GRANT_ENV, trial_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -126,7 +126,7 @@ def test_a_trial_program_cannot_read_or_overwrite_another_searchs_records(versit
     assert json.loads(mine.get("trials/000001/proposal.json")) == {"tid": 1}
     # Exactly the contract's requests, each expiring with the trial's deadline (plus the slack), not a day later.
     grant = json.loads(grants(1)[GRANT_ENV])
-    assert {k: sorted(v) for k, v in grant["urls"].items()} == {k: list(v) for k, v in TRIAL_KEYS.items()}
+    assert {k: sorted(v) for k, v in grant["urls"].items()} == {k: list(v) for k, v in trial_keys().items()}
     expires = {int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0])
                for methods in grant["urls"].values() for url in methods.values()}
     assert expires == {settings.kube.active_deadline_seconds + SLACK_SECONDS}, expires
@@ -144,3 +144,8 @@ def test_no_grant_where_trials_are_given_the_store_keys_or_the_store_is_a_folder
     grant = json.loads(env[GRANT_ENV])
     assert grant["trial"].endswith("/p/s/trials/000007") and "data" not in grant  # no staged data: none granted
     assert set(grant["urls"]) == {"proposal.json", "stop.json", "progress.json", "model.keras", "result.json"}
+    # A search that names its model file: the grant covers that name, and no model.keras.
+    named = settings_from_mapping({"trial": {"modelFile": "booster.txt"}})
+    grant = json.loads(trial_grants(named, root.child("s"), root)(7)[GRANT_ENV])
+    assert set(grant["urls"]) == {"proposal.json", "stop.json", "progress.json", "booster.txt", "result.json"}
+    assert grant["urls"]["booster.txt"].keys() == {"PUT"}

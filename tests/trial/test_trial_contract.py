@@ -87,11 +87,31 @@ def test_progress_breaking_the_schema_is_skipped_naming_the_field(caplog):
     assert Ledger(store).read_curve(2) == [0.4, None]
 
 
-def _trial(params=None) -> tuple[Trial, MemoryStore]:
+def _trial(params=None, model_file=None) -> tuple[Trial, MemoryStore]:
     root = MemoryStore()
     store = root.child("s").child("trials/000005")
-    store.put("proposal.json", dumps(proposal_record(5, params or {"hidden": 32}, {}, 9, "tpe")))
+    store.put("proposal.json", dumps(proposal_record(5, params or {"hidden": 32}, {}, 9, "tpe", model_file=model_file)))
     return Trial(store, get_json(store, "proposal.json")), root
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("model_file, saved", [(None, "model.keras"), ("booster.txt", "booster.txt")])
+def test_the_model_is_saved_under_the_searchs_model_file_and_the_result_names_it(model_file, saved):
+    t, root = _trial(model_file=model_file)
+    assert t.model_file == saved
+    t.report(1, objective=0.5)
+    assert t.finish(model=b"trees") == 0
+    assert t.store.get(saved) == b"trees" and (saved == "model.keras" or not t.store.exists("model.keras"))
+    result = get_json(t.store, "result.json")
+    assert result["model_file"] == saved and check_record("result", result) is None
+    assert Ledger(root.child("s")).read_trial(5).metrics["model_file"] == saved  # what status and downloads read
+
+
+@pytest.mark.pure
+def test_a_result_names_no_model_file_when_no_model_was_saved():
+    t, _ = _trial(model_file="booster.txt")
+    t.report(1, objective=0.5)
+    assert t.finish() == 0 and "model_file" not in get_json(t.store, "result.json")
 
 
 @pytest.mark.pure
@@ -187,8 +207,10 @@ def test_the_digits_trainer_runs_a_search_to_its_end_with_early_stopping(tmp_pat
     stopped = [t for t in doc["trials"] if t["state"] == "stopped"]
     assert all(t["reason"].startswith("early-stopped: median rule") for t in stopped), stopped
     got = json.loads(run_cli("best", "--store", str(store), "--download", str(tmp_path / "best")).stdout)
-    assert {"model.keras", "result.json", "params.json"} <= set(got["files"])
-    weights = np.load(io.BytesIO((tmp_path / "best" / "model.keras").read_bytes()), allow_pickle=False)
+    # saved under the name its config gives (trial.modelFile), and recorded so in its result
+    assert {"model.npz", "result.json", "params.json"} <= set(got["files"]) and "model.keras" not in got["files"]
+    assert doc["best"]["metrics"]["model_file"] == "model.npz"
+    weights = np.load(io.BytesIO((tmp_path / "best" / "model.npz").read_bytes()), allow_pickle=False)
     assert weights["coef_0"].shape == (64, int(doc["best"]["params"]["hidden"]))
     # the model is the epoch its number comes from (third audit: the last epoch's weights beside the best's score)
     result = json.loads((tmp_path / "best" / "result.json").read_text())
