@@ -6,6 +6,7 @@
   python -m controller best --store URI [--search NAME] [--download DIR]
   python -m controller import --store URI [--search NAME] PATH
   python -m controller report --store URI [--search NAME] [--out DIR]
+  python -m controller trial [--config FILE] --params JSON|@FILE [--store URI] [--seed S] [--epochs E]
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from controller.cli import operator, results, run
+from controller.cli import operator, results, run, trial
 from controller.errors import ConfigError, PermanentError, TemporaryError
 
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     operator.add_parser(sub)
     results.add_parsers(sub)
+    trial.add_parser(sub)
     return p
 
 

@@ -7,12 +7,12 @@ import argparse
 import hashlib
 import json
 import logging
-import sys
 from pathlib import Path
 
 from controller.cli.logs import setup_logging
 from controller.data.staging import check_source_exists, staged_settings
 from controller.launch.local import ProcessLauncher
+from controller.launch.once import local_command
 from controller.loop import SearchLoop
 from controller.report.progress import TerminalProgress
 from controller.report.publish import search_publisher
@@ -64,11 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_local(settings: Settings) -> int:
     """Local mode: the search loop with each trial a process on this machine."""
-    if settings.trial.command[0] in ("python", "python3"):
-        # Trials run in this interpreter's environment, not whatever `python` is first on PATH.
-        log.info("trial.command: %r runs as %s, the controller's interpreter (give a full path for another)",
-                 settings.trial.command[0], sys.executable)
-        settings = with_overrides(settings, trial__command=[sys.executable, *settings.trial.command[1:]])
+    settings = local_command(settings)  # trials run in this interpreter's environment, not the first `python`
     check_source_exists(settings)
     root = open_store(settings.store.uri, **settings.store.options())
     root.check()
