@@ -77,6 +77,8 @@ class SearchLoop:
         self.wait_seconds = wait_seconds
         self.records: dict[int, TrialRecord] = {}
         self.stop_reason: tuple[SearchState, str] | None = None
+        self._asked_to_stop: set[int] = set()
+        """Trials this search's end asked to stop: one that then ends without a result was stopped, not failed."""
         self.waiting: dict[int, str] = {}
         self._decided_since_checkpoint = 0
         self._next_stop_check = 0.0
@@ -243,7 +245,11 @@ class SearchLoop:
             log.warning("trial %d: the launcher reported its end, but it has no proposal; ignoring it", tid)
             self.launcher.release(tid)
             return None
-        if not rec.finished:
+        if not rec.finished and tid in self._asked_to_stop and self.stop_reason is not None:
+            why = ended.reason or f"exit code {ended.exit_code}"
+            rec = self.ledger.record_stop(rec, f"search {self.stop_reason[0]}: asked to stop; ended without a "
+                                               f"result ({why})", self.ledger.read_curve(tid))
+        elif not rec.finished:
             rec = self.ledger.record_failure(rec, ended.exit_code, ended.reason, ended.log_tail)
         elif rec.state is TrialState.STOPPED:
             rec = self.ledger.seal(rec)
@@ -317,6 +323,7 @@ class SearchLoop:
             log.warning("search %s: stopping: %s", s.name, self.stop_reason[1])
             for tid in sorted(self.launcher.running()):
                 self.ledger.write_stop_request(tid, f"search {self.stop_reason[0]}")
+                self._asked_to_stop.add(tid)
                 self.launcher.cancel(tid)
 
 

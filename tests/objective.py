@@ -72,6 +72,12 @@ def main() -> int:
     fault = json.load(open(faults_file)).get(str(tid)) if faults_file else None
     stopped = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stopped.update(flag=True))
+    if fault == "deaf":  # a program that ignores SIGTERM and never ends on its own: only SIGKILL ends it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        put_json(store, "progress.json", {"schema_version": 1, "tid": tid, "epoch": 1,
+                                          "history": {"objective": [0.001]}})
+        while True:
+            time.sleep(1)
     if fault in ("bad_params", "forge_log"):
         # As the trainer does: the failure is recorded as a 'fail' result, then exit 3 (do not retry).
         error = "params.pooling_type: 'fractional' is not one of [...] (stand-in for the trainer's check)"

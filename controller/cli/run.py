@@ -70,7 +70,7 @@ def run_local(settings: Settings) -> int:
     root.check()
     settings = staged_settings(settings, root)
     store = root.child(settings.search.name)
-    launcher = ProcessLauncher(_workdir(settings, store), settings.local.poll_seconds)
+    launcher = ProcessLauncher(_workdir(settings, store), settings.local.poll_seconds, settings.local.grace_seconds)
     progress = TerminalProgress()
     loop = SearchLoop(settings, store, launcher, publisher=search_publisher(settings, store, progress),
                       wait_seconds=max(1.0, settings.local.poll_seconds))

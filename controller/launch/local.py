@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from controller.launch.protocol import TrialExit, TrialLaunch, log_tail, read_log
+from controller.launch.supervise import DEFAULT_GRACE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,12 @@ log = logging.getLogger(__name__)
 class ProcessLauncher:
     """Trials as local processes. workdir/<tid>/ holds lock, exit.json and trial.log."""
 
-    def __init__(self, workdir: str | os.PathLike[str], poll_seconds: float = 0.2):
+    def __init__(self, workdir: str | os.PathLike[str], poll_seconds: float = 0.2,
+                 grace_seconds: float = DEFAULT_GRACE_SECONDS):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.poll_seconds = poll_seconds
+        self.grace_seconds = grace_seconds
         self._tracked: set[int] = set()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -63,7 +66,8 @@ class ProcessLauncher:
         # A relaunch (the first attempt left no trace) starts from a clean slate.
         (d / "exit.json").unlink(missing_ok=True)
         (d / "released").unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "controller.launch.supervise", str(d), "--", *trial.argv]
+        cmd = [sys.executable, "-m", "controller.launch.supervise", str(d), "--grace", str(self.grace_seconds), "--",
+               *trial.argv]
         with open(d / "trial.log", "ab") as logf:
             child = subprocess.Popen(cmd, env={**os.environ, **trial.env}, stdin=subprocess.DEVNULL, stdout=logf,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -92,13 +96,19 @@ class ProcessLauncher:
         (self._dir(tid) / "trial.log").unlink(missing_ok=True)
 
     def cancel(self, tid: int) -> None:
-        pid_file = self._dir(tid) / "child.pid"
-        try:
-            pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
-            log.info("trial %d: sent SIGTERM to process %d", tid, pid)
-        except (OSError, ValueError) as e:
-            log.info("trial %d: nothing to cancel (%s)", tid, e)
+        """SIGTERM to the trial's supervisor, which passes it on and kills the trial after its grace; to the trial
+        itself when the supervisor is gone (killed: nothing is left to kill it later)."""
+        if not self._locked(tid):
+            log.info("trial %d: nothing to cancel (its process has ended)", tid)
+            return
+        for name in ("supervisor.pid", "child.pid"):
+            try:
+                pid = int((self._dir(tid) / name).read_text())
+                os.kill(pid, signal.SIGTERM)
+                log.info("trial %d: sent SIGTERM to process %d (%s)", tid, pid, name.split(".")[0])
+                return
+            except (OSError, ValueError) as e:
+                log.info("trial %d: no %s to signal (%s)", tid, name.split(".")[0], e)
 
     def waiting(self) -> dict[int, str]:
         return {}  # a local process starts at once

@@ -158,12 +158,14 @@ class TrialSection:
 
 @dataclass(frozen=True)
 class LocalSection:
-    """The local section: local mode's working folder and poll interval."""
+    """The local section: local mode's working folder, poll interval and stop grace."""
     workdir: str | None = None
     """Where local mode keeps trial processes' locks, exit codes and logs until they are uploaded;
     null: <store>/<search>/.local for a directory store, ~/.cache/cifar-hpo/... for S3."""
     poll_seconds: float = field(default=0.2, metadata=limit(minimum=0.01, maximum=60))
     """How often local mode checks its trial processes."""
+    grace_seconds: float = field(default=30.0, metadata=limit(minimum=0, maximum=3600))
+    """How long a trial asked to stop (SIGTERM) may take to end before it is killed, as a pod's grace period."""
 
     def validate(self) -> None:
         limits.check(self, "local")

@@ -146,6 +146,33 @@ def test_goal_stops_early_and_stops_running_trials(tmp_path, fake_trial_config):
     assert [t["state"] for t in doc["trials"]] == ["ok", "stopped", "stopped"]  # SIGTERM, then they reported
 
 
+def test_a_trial_that_ignores_sigterm_is_killed_after_its_grace(tmp_path, fake_trial_config):
+    """Local mode as a pod's grace period: the search reaches its goal, asks trial 1 (which ignores SIGTERM and
+    would never end) to stop, and kills it local.graceSeconds later; the search ends, the trial stopped, the kill
+    said in its reason. Before, the search waited on it for ever."""
+    store = str(tmp_path / "runs")
+    cfg = fake_trial_config("search:\n  goal: 0.05\nlocal:\n  graceSeconds: 1\n")
+    ffile, gate = tmp_path / "faults.json", tmp_path / "gate"
+    ffile.write_text(json.dumps({"1": "deaf"}))
+    gate.mkdir()
+    env = {**os.environ, "FAKE_TRIAL_FAULTS": str(ffile), "FAKE_TRIAL_GATE": str(gate)}
+    proc = subprocess.Popen([PY, "-m", "controller", "run", "--config", str(cfg), "--local", "--store", store,
+                             "--max-trials", "4", "--parallelism", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    trials = tmp_path / "runs" / "cifar100" / "trials"
+    wait_for("trial 1 to report its epoch", lambda: (trials / "000001" / "progress.json").exists(), proc=proc)
+    (gate / "0").touch()  # trial 0 ends and reaches the goal: trial 1 is asked to stop
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        subprocess.run(["pkill", "-KILL", "-f", "--", f"--trial {trials}/000001"])  # were the kill missing
+    assert proc.returncode == 0 and json.loads(out)["state"] == "goal_reached", err[-2000:]
+    deaf = _status(store)["trials"][1]
+    assert deaf["state"] == "stopped", json.dumps(deaf)[:3000]
+    assert "killed by SIGKILL: still running 1 s after SIGTERM (local.graceSeconds)" in deaf["reason"], deaf
+
+
 def _kill_loop(args, env, rng, kills, gate, startlog):
     """Start the controller and SIGKILL it at a random moment after trial 2k has started, `kills` times; then let it
     finish. The gate holds trials 2k on, so no machine is fast enough for the search to end before a kill."""
