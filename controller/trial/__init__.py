@@ -36,7 +36,9 @@ from controller.errors import ConfigError, TemporaryError
 from controller.store.base import TrialStore, create_json, get_json, put_json
 from controller.store.grant import GrantStore
 from controller.store.uri import open_store
+from controller.trial.checkpoint import Restored, commit, latest
 from controller.trial.contract import (
+    ATTEMPT_ENV,
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -109,6 +111,14 @@ class Trial:
         return str(self.proposal.get("model_file") or MODEL_FILE)
 
     @property
+    def attempt(self) -> int:
+        """Which attempt of this trial the process is: 1, or more once it was preempted (or killed) before."""
+        try:
+            return max(1, int(os.environ.get(ATTEMPT_ENV, "1")))
+        except ValueError:
+            return 1
+
+    @property
     def seed(self) -> int:
         return int(self.proposal.get("seed") or 0)
 
@@ -159,6 +169,25 @@ class Trial:
             put_json(self.store, "progress.json", doc)
         except TemporaryError as e:
             log.warning("trial %d: progress.json not written (%s); training goes on", self.tid, e)
+
+    # -- checkpoints (the contract's version 2) ------------------------------------------------------------------
+    def checkpoint(self, step: int, state: bytes) -> None:
+        """After a step: the program's whole state (weights, optimizer, RNG, whatever it needs to go on as if never
+        stopped), committed atomically with the history up to that step; the older checkpoint is removed. Advisory:
+        a store outage is logged and training goes on (the next step's checkpoint replaces it)."""
+        try:
+            commit(self.store, step, state, self.history)
+        except TemporaryError as e:
+            log.warning("trial %d: checkpoint of step %d not written (%s); training goes on", self.tid, step, e)
+
+    def restore(self) -> Restored | None:
+        """The last whole checkpoint, or None (a first attempt, nothing committed, or nothing whole): resume after
+        its step. The trial's history becomes the checkpoint's, so each step is reported once across attempts."""
+        restored = patiently("reading the checkpoint", lambda: latest(self.store))
+        if restored is not None:
+            self.history = {name: list(values) for name, values in restored.history.items()}
+            log.info("trial %d: attempt %d resumes after step %d", self.tid, self.attempt, restored.step)
+        return restored
 
     def should_stop(self) -> bool:
         """True once the controller asked this trial to stop (stop.json: early stopping, the search's end) or the

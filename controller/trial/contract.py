@@ -172,8 +172,16 @@ DEADLINE_MARGIN_S = 300.0
 
 GRANT_ENV = "CIFAR_HPO_TRIAL_GRANT"
 # The trial contract's keys and what a trial may do with each; the model's key is the search's trial.modelFile.
+CHECKPOINT_POINTER = "checkpoint/latest.json"
+CHECKPOINT_SLOTS = ("checkpoint/slot-a", "checkpoint/slot-b")
+"""The checkpoint clause's keys (controller/trial/checkpoint.py): two slots written in turn, and the pointer."""
 TRIAL_KEYS = {"proposal.json": ("GET",), "stop.json": ("HEAD",), "progress.json": ("PUT",),
-              "result.json": ("CREATE",)}
+              "result.json": ("CREATE",), **dict.fromkeys((CHECKPOINT_POINTER, *CHECKPOINT_SLOTS), ("GET", "PUT"))}
+ATTEMPT_ENV = "CIFAR_HPO_ATTEMPT"
+"""Which attempt of its trial a process is (1, 2, ...): 2 on is a trial started again after a preemption or a kill
+that was not the controller's, told to resume (t.restore())."""
+RESUME_STEP_ENV = "CIFAR_HPO_RESUME_STEP"
+"""The step of the checkpoint the controller saw committed when it started this attempt (absent: none)."""
 MODEL_FILE = "model.keras"
 """The model's name in the trial's folder unless the search names another (trial.modelFile)."""
 MODEL_FILE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

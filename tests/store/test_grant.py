@@ -36,6 +36,11 @@ store.put("progress.json", b'{"epoch": 1}')
 out["own result created"] = store.create("result.json", b'{"status": "ok"}')
 out["own result replaced"] = store.create("result.json", b'{"status": "forged"}')
 out["stop requested"] = store.exists("stop.json")
+from controller.trial.checkpoint import commit, latest
+for step in (1, 2, 3):  # through both slots and back
+    commit(store, step, b"state %d" % step, {"objective": [0.1, 0.2, 0.3][:step]})
+restored = latest(store)
+out["checkpoint"] = [restored.step, restored.state.decode(), restored.history]
 parent, _, name = grant["data"]["uri"].rpartition("/")
 out["dataset bytes"] = len(data_opener(parent).get(name))
 
@@ -109,6 +114,7 @@ def test_a_trial_program_cannot_read_or_overwrite_another_searchs_records(versit
     assert out["own proposal"] == 1 and out["dataset bytes"] == len(b"staged arrays")
     assert out["own result created"] is True and out["own result replaced"] is False
     assert out["stop requested"] is False
+    assert out["checkpoint"] == [3, "state 3", {"objective": [0.1, 0.2, 0.3]}]  # the checkpoint clause's keys
     # Everything else: refused by the store.
     for what in ("read another search's result (own URL, other key)",
                  "overwrite another search's result (own URL, other key)", "overwrite the staged dataset",
@@ -143,9 +149,13 @@ def test_no_grant_where_trials_are_given_the_store_keys_or_the_store_is_a_folder
     env = trial_grants(Settings(), root.child("s"), root)(7)
     grant = json.loads(env[GRANT_ENV])
     assert grant["trial"].endswith("/p/s/trials/000007") and "data" not in grant  # no staged data: none granted
-    assert set(grant["urls"]) == {"proposal.json", "stop.json", "progress.json", "model.keras", "result.json"}
+    checkpoint = {"checkpoint/latest.json", "checkpoint/slot-a", "checkpoint/slot-b"}
+    assert set(grant["urls"]) == {"proposal.json", "stop.json", "progress.json", "model.keras", "result.json",
+                                  *checkpoint}
+    assert all(grant["urls"][k].keys() == {"GET", "PUT"} for k in checkpoint)
     # A search that names its model file: the grant covers that name, and no model.keras.
     named = settings_from_mapping({"trial": {"modelFile": "booster.txt"}})
     grant = json.loads(trial_grants(named, root.child("s"), root)(7)[GRANT_ENV])
-    assert set(grant["urls"]) == {"proposal.json", "stop.json", "progress.json", "booster.txt", "result.json"}
+    assert set(grant["urls"]) == {"proposal.json", "stop.json", "progress.json", "booster.txt", "result.json",
+                                  *checkpoint}
     assert grant["urls"]["booster.txt"].keys() == {"PUT"}
