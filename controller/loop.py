@@ -20,6 +20,7 @@ from typing import Any
 from controller.backoff import Backoff
 from controller.errors import ConfigError, TemporaryError
 from controller.launch.protocol import Launcher, TrialExit, TrialLaunch
+from controller.ledger.attempts import interruptions, record_attempt
 from controller.ledger.layout import trial_prefix
 from controller.ledger.trials import Ledger, TrialRecord, best_of, best_record, proposal_record
 from controller.report.publish import Publisher, SearchStatus
@@ -28,7 +29,15 @@ from controller.search.stopping import decide
 from controller.search.suggest import Observation, Suggester
 from controller.settings.config import Settings
 from controller.store.base import Store, create_json, get_json
-from controller.trial.contract import SCHEMA_VERSION, SEARCH_ORIGINS, SearchState, TrialState
+from controller.trial.checkpoint import pointer_step
+from controller.trial.contract import (
+    ATTEMPT_ENV,
+    RESUME_STEP_ENV,
+    SCHEMA_VERSION,
+    SEARCH_ORIGINS,
+    SearchState,
+    TrialState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,8 @@ class SearchLoop:
         self._asked_to_stop: set[int] = set()
         """Trials this search's end asked to stop: one that then ends without a result was stopped, not failed."""
         self.waiting: dict[int, str] = {}
+        self.interruptions: dict[int, int] = {}
+        """Trials interrupted from outside, and how often (each one resumed from its checkpoint)."""
         self._decided_since_checkpoint = 0
         self._next_stop_check = 0.0
         self.halted = False
@@ -126,7 +137,7 @@ class SearchLoop:
         best = self.best()
         waiting = {t: why for t, why in self.waiting.items() if t in self.records and not self.records[t].finished}
         return SearchStatus(state, reason, self.counts(), self.settings.search.max_trials, done,
-                            best_record(best) if best else None, waiting=waiting)
+                            best_record(best) if best else None, waiting=waiting, interruptions=self.interruptions)
 
     # -- the loop ------------------------------------------------------------------------------------
     def halt(self) -> None:
@@ -157,6 +168,9 @@ class SearchLoop:
     def _start(self) -> None:
         self.backoff.retrying("opening the search", lambda: open_search(self.store, self.settings, self.space))
         self.records = self.backoff.retrying("reading the trial records", self.ledger.load)
+        if self.launcher.relaunches:
+            self.interruptions = self.backoff.retrying("reading the trials' attempts",
+                                                       lambda: interruptions(self.store.list("trials/")))
         log.info("search %s: %d trials on record (%d finished in budget, %d open)", self.settings.search.name,
                  len(self.records), self.finished_count(), self.open_count())
         self._reconcile([t for t, r in self.records.items() if not r.finished])
@@ -227,11 +241,16 @@ class SearchLoop:
             self.publisher.event("TrialCreated", f"trial {p.tid} ({p.method}): {_short(p.params)}")
         self.publisher.progress(self.status())
 
-    def _launch(self, tid: int) -> None:
+    def _launch(self, tid: int, attempt: int = 1, resume_step: int | None = None) -> None:
         rec = self.records[tid]
         argv = self.settings.trial.argv(self.store.child(trial_prefix(tid)).uri)
+        env = dict(self.trial_env)
+        if attempt > 1:
+            env[ATTEMPT_ENV] = str(attempt)
+            if resume_step is not None:
+                env[RESUME_STEP_ENV] = str(resume_step)
         t0 = time.perf_counter()
-        self.launcher.launch(TrialLaunch(tid, argv, self.trial_env, rec.params))
+        self.launcher.launch(TrialLaunch(tid, argv, env, rec.params, attempt))
         self.publisher.launched(time.perf_counter() - t0)
         rec.state = TrialState.RUNNING
 
@@ -245,12 +264,18 @@ class SearchLoop:
             log.warning("trial %d: the launcher reported its end, but it has no proposal; ignoring it", tid)
             self.launcher.release(tid)
             return None
+        if not rec.finished and self._resume(ended):
+            return None
         if not rec.finished and tid in self._asked_to_stop and self.stop_reason is not None:
             why = ended.reason or f"exit code {ended.exit_code}"
             rec = self.ledger.record_stop(rec, f"search {self.stop_reason[0]}: asked to stop; ended without a "
                                                f"result ({why})", self.ledger.read_curve(tid))
         elif not rec.finished:
-            rec = self.ledger.record_failure(rec, ended.exit_code, ended.reason, ended.log_tail)
+            failure = ended.reason
+            if self.launcher.relaunches and ended.interrupted:
+                failure = (f"interrupted {ended.attempt} times, the bound (search.maxAttempts="
+                       f"{self.settings.search.max_attempts}); the last: {ended.reason or ended.exit_code}")
+            rec = self.ledger.record_failure(rec, ended.exit_code, failure, ended.log_tail)
         elif rec.state is TrialState.STOPPED:
             rec = self.ledger.seal(rec)
             if "ignored the stop request" in (rec.reason or ""):
@@ -261,6 +286,26 @@ class SearchLoop:
         previous_best = self.best()
         self.records[tid] = rec
         return ended, rec, previous_best
+
+    def _resume(self, ended: TrialExit) -> bool:
+        """A trial interrupted from outside (not asked to stop) with attempts left: the attempt is recorded, once,
+        and the next one started, to resume after its last checkpoint (True). False: its end is decided as any."""
+        tid, k = ended.tid, ended.attempt
+        if not (self.launcher.relaunches and ended.interrupted) or tid in self._asked_to_stop:
+            return False
+        if k >= self.settings.search.max_attempts:
+            return False
+        step = pointer_step(self.store.child(trial_prefix(tid)))
+        why = ended.reason or f"exit code {ended.exit_code}"
+        if record_attempt(self.store, tid, k, ended.exit_code, why, step):
+            self.interruptions[tid] = self.interruptions.get(tid, 0) + 1
+            resumes = "from the beginning" if step is None else f"after step {step}"
+            log.warning("trial %d: attempt %d interrupted (%s); attempt %d resumes %s", tid, k, why, k + 1, resumes)
+            self.publisher.event("TrialInterrupted", f"trial {tid}: attempt {k} interrupted ({why}); attempt "
+                                                     f"{k + 1} resumes {resumes}", warning=True)
+            self.publisher.status(self.status())
+        self._launch(tid, k + 1, step)
+        return True
 
     def _record_end(self, ended: TrialExit, rec: TrialRecord, previous_best: TrialRecord | None) -> None:
         """Publish the trial's end (log, Events, best, status); then the launcher may forget it."""

@@ -62,6 +62,8 @@ class KubernetesLauncher:
     """The Launcher with trials as Jobs: creates them (idempotent by name), adopts them after a restart, and hears
     their ends from a watch of Jobs and pods."""
 
+    relaunches = False  # one Job per trial; its backoffLimit retries it (a Job per attempt: issue 36, next)
+
     def __init__(self, kube: KubeClient, settings: KubeSettings, search: str, owner: OwnerRef | None = None,
                  grants: Callable[[int], dict[str, str]] | None = None):
         """owner: what owns the trial Jobs (the operator's Search); else the release's ConfigMap, if configured.

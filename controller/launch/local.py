@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class ProcessLauncher:
-    """Trials as local processes. workdir/<tid>/ holds lock, exit.json and trial.log."""
+    """Trials as local processes. workdir/<tid>/ holds lock, exit.json, trial.log (every attempt's output, in
+    turn) and attempt (which attempt runs or last ran)."""
+
+    relaunches = True
 
     def __init__(self, workdir: str | os.PathLike[str], poll_seconds: float = 0.2,
                  grace_seconds: float = DEFAULT_GRACE_SECONDS):
@@ -37,6 +40,12 @@ class ProcessLauncher:
 
     def _dir(self, tid: int) -> Path:
         return self.workdir / f"{tid:06d}"
+
+    def _attempt(self, tid: int) -> int:
+        try:
+            return int((self._dir(tid) / "attempt").read_text())
+        except (OSError, ValueError):
+            return 1
 
     def _locked(self, tid: int) -> bool:
         """True while a supervisor holds the trial's lock (it is alive)."""
@@ -55,7 +64,7 @@ class ProcessLauncher:
         tid = trial.tid
         if tid in self._tracked and (self._locked(tid) or tid in self._children):
             return
-        if self._locked(tid) or self._unreleased_end(tid):
+        if self._locked(tid) or (self._unreleased_end(tid) and self._attempt(tid) >= trial.attempt):
             # Left by an earlier controller: its process still runs, or its end was never released. Adopted, so a
             # caller that launches what it should have adopted still never runs the trial twice.
             self._tracked.add(tid)
@@ -66,6 +75,7 @@ class ProcessLauncher:
         # A relaunch (the first attempt left no trace) starts from a clean slate.
         (d / "exit.json").unlink(missing_ok=True)
         (d / "released").unlink(missing_ok=True)
+        (d / "attempt").write_text(str(trial.attempt))
         cmd = [sys.executable, "-m", "controller.launch.supervise", str(d), "--grace", str(self.grace_seconds), "--",
                *trial.argv]
         with open(d / "trial.log", "ab") as logf:
@@ -133,7 +143,7 @@ class ProcessLauncher:
 
     def _exit(self, tid: int, code: int | None, reason: str | None) -> TrialExit:
         data = read_log(self._dir(tid) / "trial.log")
-        return TrialExit(tid, code, reason, log_tail(data), data)
+        return TrialExit(tid, code, reason, log_tail(data), data, self._attempt(tid))
 
     def wait(self, timeout: float) -> list[TrialExit]:
         deadline = time.monotonic() + timeout

@@ -21,6 +21,15 @@ class TrialExit:
     reason: str | None = None
     log_tail: str = ""
     log: bytes | None = None
+    attempt: int = 1
+    """Which attempt of the trial ended (a launcher that starts each trial once says 1)."""
+
+    @property
+    def interrupted(self) -> bool:
+        """Ended by a signal from outside the program (SIGTERM, SIGKILL, SIGHUP, SIGINT: a preemption, an
+        eviction, a laptop's kill), not by its own failure."""
+        return self.exit_code in (129, 130, 137, 143) or (self.reason or "").startswith(
+            ("killed by SIGTERM", "killed by SIGKILL", "killed by SIGHUP", "killed by SIGINT"))
 
 
 # What is kept of a trial's output (its stdout and stderr): the last 16 MiB, as of a pod's log on a cluster (the
@@ -56,14 +65,21 @@ class TrialLaunch:
     argv: list[str]
     env: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    """1, or the next attempt of a trial whose last one was interrupted (it resumes from its checkpoint)."""
 
 
 class Launcher(Protocol):
     """How the loop runs trials, whatever runs them: launch, adopt after a restart, wait for ends, cancel, and why a
     trial waits."""
 
+    relaunches: bool
+    """Whether launch() starts a further attempt of a trial whose attempt ended (the loop then resumes interrupted
+    trials from their checkpoints); False: each trial is started once, and the platform retries it."""
+
     def launch(self, trial: TrialLaunch) -> None:
-        """Start the trial; a no-op if it is already running."""
+        """Start the trial (attempt trial.attempt); a no-op if it is already running, or if that attempt has
+        already run."""
 
     def adopt(self, tids: Iterable[int]) -> set[int]:
         """After a (re)start: which of these open trials still exist (running or ended but not yet

@@ -33,6 +33,8 @@ class SearchStatus:
     best: dict[str, Any] | None = None
     waiting: dict[int, str] = field(default_factory=dict)
     """Launched trials the platform has not started yet, with its reason."""
+    interruptions: dict[int, int] = field(default_factory=dict)
+    """Trials interrupted from outside (preempted, evicted, killed), and how often: each resumed, none failed."""
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -48,6 +50,7 @@ class SearchStatus:
         return {"schema_version": SCHEMA_VERSION, "state": self.state, "reason": self.reason, "counts": self.counts,
                 "budget": self.budget, "finished": self.finished, "budget_left": self.budget_left,
                 "best": self.best, "waiting": {str(t): why for t, why in sorted(self.waiting.items())},
+                "interruptions": {str(t): n for t, n in sorted(self.interruptions.items())},
                 "updated_at": self.updated_at}
 
 

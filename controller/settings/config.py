@@ -51,6 +51,9 @@ class SearchSection:
     """Trials this search runs to the end (imported trials do not count)."""
     max_failed_trials: int = field(default=5, metadata=limit(minimum=1, maximum=MAX_TRIALS))
     """The search stops, marked failed, when this many of its trials have failed."""
+    max_attempts: int = field(default=4, metadata=limit(minimum=1, maximum=100))
+    """Attempts per trial: a trial interrupted from outside (preempted, evicted, killed) starts again from its
+    last checkpoint, and fails once interrupted this many times. Interruptions are not failures."""
     parallelism: int = field(default=1, metadata=limit(minimum=1, maximum=MAX_PARALLELISM))
     """Trials in flight at once."""
     goal: float | None = field(default=None, metadata=limit(exclusive_minimum=0, maximum=1,

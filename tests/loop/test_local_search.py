@@ -356,3 +356,46 @@ def test_a_trial_that_prints_without_end_costs_its_store_16_mib_once(tmp_path, f
     assert kept.startswith(b"[... the first ") and b"bytes of this trial's output left out ...]" in kept[:200]
     copies = [p for p in store.rglob("trial.log") if p.stat().st_size > 2**20]
     assert copies == [store / "cifar100" / "trials" / "000000" / "trial.log"], copies
+
+
+def test_a_trial_killed_from_outside_resumes_from_its_checkpoint_and_is_not_a_failure(tmp_path):
+    """A laptop's `kill -9` of a trial process (not the controller's doing): local mode records the interrupted
+    attempt, starts the next one told to resume, and the trial ends ok with each epoch once; the search says how
+    often its trials were interrupted, and none counts as failed."""
+    store, epochs = tmp_path / "runs", 60
+    proc = subprocess.Popen([PY, "-m", "controller", "run", "--local", "--config",
+                             str(ROOT / "examples" / "digits" / "config.yaml"), "--store", str(store), "--max-trials",
+                             "1", "--epochs", str(epochs)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    trial = store / "digits" / "trials" / "000000"
+    pointer = trial / "checkpoint" / "latest.json"
+    wait_for("trial 0's checkpoint after epoch 3", lambda: pointer.exists() and json.loads(
+        pointer.read_text() or "{}").get("step", 0) >= 3, proc=proc)
+    os.kill(int((store / "digits" / ".local" / "000000" / "child.pid").read_text()), signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    attempt = json.loads((trial / "attempts" / "001.json").read_text())
+    assert attempt["attempt"] == 1 and "killed by SIGKILL" in attempt["why"] and attempt["resume_step"] >= 3
+    assert not (trial / "attempts" / "002.json").exists()
+    assert f"attempt 2 resumes after step {attempt['resume_step']}" in err
+    result = json.loads((trial / "result.json").read_text())
+    assert result["status"] == "ok" and len(result["history"]["objective"]) == result["epochs_run"] == epochs
+    log = (trial / "trial.log").read_text()
+    assert f"attempt 2 resumes after step {attempt['resume_step']}" in log  # the trainer said where it went on
+    status = json.loads((store / "digits" / "status.json").read_text())
+    assert status["interruptions"] == {"0": 1} and status["counts"].get("failed", 0) == 0
+
+
+def test_a_trial_interrupted_more_than_its_bound_fails_saying_so(tmp_path, fake_trial_config):
+    """search.maxAttempts bounds endless interruptions: the fake trial SIGKILLs itself at its end every attempt."""
+    ffile, startlog = tmp_path / "faults.json", tmp_path / "startlog"
+    ffile.write_text(json.dumps({"0": "kill9"}))
+    store = tmp_path / "runs"
+    run_cli("run", "--config", str(fake_trial_config("search:\n  maxAttempts: 3\n")), "--local", "--store", str(store),
+            "--max-trials", "2", env={"FAKE_TRIAL_FAULTS": str(ffile), "FAKE_TRIAL_STARTLOG": str(startlog)})
+    t0 = _status(str(store))["trials"][0]
+    assert t0["state"] == "failed", t0
+    assert "interrupted 3 times, the bound (search.maxAttempts=3); the last: killed by SIGKILL" in t0["reason"], t0
+    attempts = sorted(p.name for p in (store / "cifar100" / "trials" / "000000" / "attempts").iterdir())
+    assert attempts == ["001.json", "002.json"]  # the third ended the trial
+    assert local_starts(startlog)[0] == 3

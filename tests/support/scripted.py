@@ -61,6 +61,8 @@ class ScriptedLauncher:
     """One controller's launcher on a Platform. A restarted controller is restarted(): a new instance on the same
     platform, which knows nothing until it adopts, as a new ProcessLauncher or KubernetesLauncher."""
 
+    relaunches = False
+
     def __init__(self, root: MemoryStore, plan: Callable[[int, Mapping[str, Any]], Plan] = lambda tid, p: Plan(),
                  platform: Platform | None = None):
         self.root = root
