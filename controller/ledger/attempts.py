@@ -26,6 +26,7 @@ class AttemptDoc(TypedDict):
 
 
 def attempt_key(tid: int, attempt: int) -> str:
+    """Where attempt `attempt` of trial tid is recorded once it ended."""
     return trial_key(tid, f"attempts/{attempt:03d}.json")
 
 
