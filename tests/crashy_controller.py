@@ -1,7 +1,8 @@
 """The real controller CLI, SIGKILLed by itself at a chosen point: CRASH_AT=<point>:<n> kills it on the
 n-th time it reaches <point>, in local mode or on a cluster. Points: proposal (proposal.json written),
 launch (about to start the trial's process or create its Job), collect (a trial ended, its result not read
-yet), outcome (outcome.json written, the controller's state not yet updated)."""
+yet), outcome (outcome.json written, the controller's state not yet updated), attempt (an interrupted attempt
+recorded, the next one not started yet)."""
 
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 # in the environment, or a test run on a copy of the tree (scripts/mutations.py does) would run another one's code.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from controller import cli
+from controller import cli, loop
 from controller.kube.launcher import KubernetesLauncher
 from controller.launch.local import ProcessLauncher
 from controller.ledger.trials import Ledger
@@ -50,5 +51,14 @@ elif point == "outcome":
     crash_before(Ledger, "write_outcome", after=True)
 elif point == "proposal":
     crash_before(Ledger, "write_proposal", after=True)
+elif point == "attempt":
+    recorded = loop.record_attempt
+
+    def record_then_crash(*args, **kwargs):
+        out = recorded(*args, **kwargs)
+        _tick()
+        return out
+
+    loop.record_attempt = record_then_crash
 
 sys.exit(cli.main())

@@ -399,3 +399,24 @@ def test_a_trial_interrupted_more_than_its_bound_fails_saying_so(tmp_path, fake_
     attempts = sorted(p.name for p in (store / "cifar100" / "trials" / "000000" / "attempts").iterdir())
     assert attempts == ["001.json", "002.json"]  # the third ended the trial
     assert local_starts(startlog)[0] == 3
+
+
+def test_a_controller_killed_between_an_interrupted_attempt_and_the_next_starts_exactly_one_next(
+        tmp_path, fake_trial_config):
+    """Killed right after recording attempt 1's interruption, before starting attempt 2: the restarted controller
+    finds the record, records nothing twice, and starts attempt 2 once."""
+    ffile, startlog, store = tmp_path / "faults.json", tmp_path / "startlog", tmp_path / "runs"
+    ffile.write_text(json.dumps({"0": "kill9_first"}))
+    env = {"FAKE_TRIAL_STARTLOG": str(startlog), "FAKE_TRIAL_FAULTS": str(ffile)}
+    args = ["run", "--config", str(fake_trial_config()), "--local", "--store", str(store), "--max-trials", "1"]
+    crashed = subprocess.run([PY, str(ROOT / "tests" / "crashy_controller.py"), *args], cwd=ROOT,
+                             env={**os.environ, **env, "CRASH_AT": "attempt:1"}, capture_output=True, timeout=120)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
+    trial = store / "cifar100" / "trials" / "000000"
+    assert sorted(p.name for p in (trial / "attempts").iterdir()) == ["001.json"] and local_starts(startlog) == {0: 1}
+    assert json.loads(run_cli(*args, env=env).stdout)["finished"] == 1
+    assert sorted(p.name for p in (trial / "attempts").iterdir()) == ["001.json"]
+    assert local_starts(startlog) == {0: 2}  # attempt 1, then attempt 2 once
+    t0 = _status(str(store))["trials"][0]
+    assert t0["state"] == "ok", t0
+    assert json.loads((store / "cifar100" / "status.json").read_text())["interruptions"] == {"0": 1}
