@@ -66,6 +66,9 @@ def status_json(store: Store, search: str) -> dict[str, Any]:
     for r in records.values():
         counts[r.state] = counts.get(r.state, 0) + 1
     search_doc = get_json(store, "search.json") or {}
+    raw = saved.get("interruptions") if isinstance(saved, dict) else None
+    interrupted = {int(t): n for t, n in raw.items() if str(t).isdigit() and isinstance(n, int)} \
+        if isinstance(raw, dict) else {}
     return {
         "search": search,
         "key_params": list(search_doc.get("space") or {})[:KEY_PARAMS],
@@ -75,7 +78,8 @@ def status_json(store: Store, search: str) -> dict[str, Any]:
         "budget": saved.get("budget"),
         "counts": counts,
         "non_finite_values": sum(int(r.metrics.get("non_finite_values") or 0) for r in records.values()),
-        "trials": [_trial_json(r) for r in records.values()],
+        "interruptions": sum(interrupted.values()),
+        "trials": [{**_trial_json(r), "interruptions": interrupted.get(r.tid, 0)} for r in records.values()],
         "best": _trial_json(best) if best else None,
     }
 
@@ -112,6 +116,8 @@ def status_table(doc: dict[str, Any], key_params: Iterable[str] | None = None) -
         took = f"{end - t['created_at']:.0f}s" if end and t["created_at"] else ""
         obj = "" if t["objective"] is None else f"{t['objective']:.4f}"
         note = t["reason"] or ("imported" if t["origin"] == Origin.IMPORT else "")
+        if t.get("interruptions"):
+            note = f"interrupted {t['interruptions']}x, resumed; {note}".rstrip("; ")
         if t["metrics"].get("non_finite_values"):
             note = f"{note}; {t['metrics']['non_finite_values']} NaN/inf stored as null".lstrip("; ")
         rows.append([str(t["tid"]), t["state"], obj, *[_fmt(t["params"].get(k, "")) for k in key_params], took,
@@ -122,6 +128,8 @@ def status_table(doc: dict[str, Any], key_params: Iterable[str] | None = None) -
     counts = ", ".join(f"{v} {k}" for k, v in sorted(doc["counts"].items()))
     best = doc["best"]
     summary = f"search {doc['search']} ({doc['state']}): {counts or 'no trials'}"
+    if doc.get("interruptions"):
+        summary += f"; {doc['interruptions']} interruptions (preempted or killed from outside), each resumed"
     if doc.get("non_finite_values"):
         summary += f"; {doc['non_finite_values']} non-finite values (NaN/inf) in results, stored as null"
     if best:

@@ -384,6 +384,9 @@ def test_a_trial_killed_from_outside_resumes_from_its_checkpoint_and_is_not_a_fa
     assert f"attempt 2 resumes after step {attempt['resume_step']}" in log  # the trainer said where it went on
     status = json.loads((store / "digits" / "status.json").read_text())
     assert status["interruptions"] == {"0": 1} and status["counts"].get("failed", 0) == 0
+    table = run_cli("status", "--store", str(store)).stdout  # where a user looks
+    assert "1 interruptions (preempted or killed from outside), each resumed" in table
+    assert "interrupted 1x, resumed" in table.splitlines()[-1]
 
 
 def test_a_trial_interrupted_more_than_its_bound_fails_saying_so(tmp_path, fake_trial_config):
