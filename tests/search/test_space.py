@@ -119,12 +119,49 @@ def test_encode_rejects_points_outside_the_space_naming_the_parameter():
         space.encode({**params, "use_BN": 1})  # 1 is not True: bools are kept apart from numbers
 
 
+KINDS = Space.from_spec({
+    "u": {"dist": "uniform", "low": 0, "high": 1},
+    "q": {"dist": "quniform", "low": 0, "high": 100, "q": 10},
+    "g": {"dist": "normal", "mu": 0, "sigma": 1},
+    "ln": {"dist": "lognormal", "mu": 0, "sigma": 1},
+    "r": {"dist": "randint", "low": 2, "high": 5},
+    "big": {"dist": "uniform", "low": 0, "high": 1000},
+})
+POINT = {"u": 0.5, "q": 30.0, "g": -2.0, "ln": 0.5, "r": 3, "big": 10.0}
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("g", "x", r"params\.g: expected a finite number for normal 'g', got 'x'"),
+    ("g", math.inf, r"params\.g: expected a finite number"),
+    ("ln", -0.5, r"params\.ln: lognormal values are >= 0, got -0\.5"),
+    ("r", 3.5, r"params\.r: expected an integer in \[2, 5\), got 3\.5"),
+    ("r", 5, r"params\.r: expected an integer in \[2, 5\), got 5"),  # high excluded, as hyperopt's
+    ("r", 1, r"params\.r: expected an integer in \[2, 5\), got 1"),
+    ("q", 35.0, r"params\.q: 35\.0 is not a multiple of q=10"),
+    ("q", 106.0, r"params\.q: 106\.0 is outside \[0, 100\]"),
+    ("u", 1.0 + 2e-9, r"params\.u: 1\.000000002 is outside \[0, 1\]"),  # the tolerance is relative, ~1e-9
+])
+def test_encode_refuses_each_kind_of_value_outside_its_distribution(name, value, says):
+    """mutmut S2's survivors in Space._check_numeric: each check, and its message, pinned."""
+    with pytest.raises(SpaceError, match=says):
+        KINDS.encode({**POINT, name: value})
+
+
+def test_encode_accepts_each_distributions_edges():
+    edges = {**POINT, "u": 1.0, "q": 100.0, "g": -50.0, "ln": 0.0, "r": 2, "big": 1000 + 5e-7}  # within tolerance
+    vals = KINDS.encode(edges)
+    assert vals["r"] == 2 and isinstance(vals["r"], int) and vals["ln"] == 0.0 and vals["g"] == -50.0
+
+
 def test_diff_names_the_first_difference():
     a = Space.default()
     spec = json.loads(json.dumps(a.spec))
     spec["batch_size"]["high"] = 700
     assert a.diff(Space.from_spec(spec)) == "space.batch_size.high"
     assert a.diff(Space.default()) is None
+    del spec["batch_size"]
+    assert a.diff(Space.from_spec(spec)) == "space.batch_size"  # a key one side lacks
+    assert Space.from_spec(spec).diff(a) == "space.batch_size"
 
 
 def test_a_search_with_a_mistyped_distribution_is_refused_naming_its_spec_path():

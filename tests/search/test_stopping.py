@@ -31,6 +31,39 @@ def test_median_rule_waits_for_start_epoch_and_min_trials():
 
 
 @pytest.mark.pure
+def test_rungs_include_one_exactly_at_the_last_epoch_and_never_repeat():
+    assert rungs(ASHA, 16) == [2, 4, 8, 16]  # a rung at max_epoch itself is a rung (mutmut S2 survivor)
+    assert rungs(StoppingSettings("asha", grace_epochs=1, eta=1.2), 3) == [1, 2, 3]  # 1, 1.2, 1.44, 1.73, 2.07 ...
+
+
+@pytest.mark.pure
+def test_no_rule_stops_nothing_however_bad_the_curve():
+    assert decide(StoppingSettings("none", start_epoch=1, min_trials=1), [0.0] * 5, [GOOD] * 5, [GOOD] * 5) is None
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("rule", ["median", "asha"])
+def test_the_margin_spares_a_trial_within_it_below_the_cut(rule):
+    """margin: stop only a trial more than `margin` below the cut (mutmut S2: its sign was untested)."""
+    peers = [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
+    kwargs = {"start_epoch": 2, "min_trials": 3} if rule == "median" else {"grace_epochs": 2, "min_trials": 3}
+    assert decide(StoppingSettings(rule, margin=0.1, **kwargs), [0.45, 0.45], peers, peers) is None
+    assert decide(StoppingSettings(rule, margin=0.1, **kwargs), [0.35, 0.35], peers, peers) is not None
+
+
+@pytest.mark.pure
+def test_an_unknown_rule_is_named():
+    with pytest.raises(ValueError, match="unknown stopping rule 'hyperband'; use one of"):
+        decide(_unchecked("hyperband"), [0.1], [])
+
+
+def _unchecked(rule):
+    s = StoppingSettings()
+    object.__setattr__(s, "rule", rule)  # past validation, as a record written by a newer version could be
+    return s
+
+
+@pytest.mark.pure
 def test_median_uses_best_so_far_not_the_last_epoch():
     ended = [[0.1, 0.2, 0.3]] * 3
     dip = [0.1, 0.35, 0.05]  # last epoch noisy, best so far is above the median

@@ -79,6 +79,39 @@ def test_pending_trials_change_the_proposal():
     assert with_pending.params != without.params or with_pending.vals != without.vals
 
 
+def test_each_pending_strategy_is_what_it_says():
+    """mutmut S2 survivors: the three strategies were never told apart. 'ignore' proposes as if the running trials
+    did not exist; 'liar_mean' as if each had ended at the mean loss of the finished ones; 'hyperopt' (the default)
+    hands them to hyperopt as new trials, which is neither."""
+    import statistics
+
+    hist = _history(25)
+    running = suggest(SPACE, hist, [30, 31], 1)
+    pending = [Observation(p.tid, p.vals, None) for p in running]
+    lie = statistics.fmean(o.loss for o in hist)
+
+    def proposal(observed, strategy):
+        return suggest(SPACE, observed, [32], 1, SuggestSettings(pending=strategy))  # one: no batch of its own
+
+    ignored = proposal(hist + pending, "ignore")
+    assert ignored == proposal(hist, "ignore")
+    lied = proposal(hist + pending, "liar_mean")
+    assert lied == proposal(hist + [Observation(o.tid, o.vals, lie) for o in pending], "ignore")
+    assert lied != ignored
+    assert proposal(hist + pending, "hyperopt") == suggest(SPACE, hist + pending, [32], 1)  # the default
+
+
+def test_an_unknown_pending_strategy_is_named():
+    with pytest.raises(ValueError, match="pending must be one of .*, got 'optimistic'"):
+        suggest(SPACE, [], [0], 1, _unchecked("optimistic"))
+
+
+def _unchecked(pending):
+    settings = SuggestSettings()
+    object.__setattr__(settings, "pending", pending)  # past validation
+    return settings
+
+
 def test_startup_phase_counts_warm_started_trials():
     hist = _history(20)
     assert suggest(SPACE, hist[:5], [100], 1, SuggestSettings(n_startup_jobs=20))[0].method == "random"
