@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# S2: mutmut over the pure core (stopping, space, suggest, ledger), each mutant run against the pure tests of those
-# modules and of the loop that uses them. Runs in a scratch copy of the working tree (mutmut writes a mutants/ folder there); prints the counts
-# and the score (killed / (killed + survived)), and the surviving mutants' names.
+# S2: mutmut over the pure core (stopping, space, suggest, ledger), each mutant run against the pure and contract
+# tests of those modules and of the loop that uses them (the ledger's contract tests on the in-memory and folder
+# stores: the S3 servers are left out, as each mutant would start them). Runs in a scratch copy of the working tree
+# (mutmut writes a mutants/ folder there); prints the counts and the score (killed / (killed + survived)), and the
+# surviving mutants' names.
 #   benchmarks/mutmut_core.sh [module ...]      # default: the four modules of the pure core
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,7 @@ source_paths = [${paths%, }]
 pytest_add_cli_args_test_selection = ["tests/search/test_stopping.py", "tests/search/test_space.py", "tests/search/test_suggest.py",
                                       "tests/ledger/test_ledger.py", "tests/loop/test_loop.py"]
 also_copy = ["controller/", "scripts/", "examples/", "charts/", "tests/"]
-pytest_add_cli_args = ["-m", "pure", "-p", "no:xdist", "-p", "no:cacheprovider"]
+pytest_add_cli_args = ["-m", "pure or contract", "-k", "not s3 and not versitygw", "-p", "no:xdist", "-p", "no:cacheprovider"]
 TOML
 cd "$work"
 echo "S2 mutmut $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("mutmut"))') over ${modules[*]}" \

@@ -97,7 +97,9 @@ def _run(args: argparse.Namespace, t: trial.Trial) -> int:
         _log_epoch(t.tid, settings.epochs, snap)
         t.progress(snap)
 
-    out = train(t.params, dataset, settings, on_epoch, t.interrupted)
+    restored = t.restore()  # attempt 2 on: the state after the last epoch it committed
+    out = train(t.params, dataset, settings, on_epoch, t.interrupted, checkpoint=t.checkpoint,
+                resume=restored.state if restored is not None else None)
     if out.status == ResultStatus.FAIL and not t.sigterm:
         return t.fail(f"no epoch finished ({out.stop_reason})")
     fields = _result_fields(out, dataset.source,

@@ -117,9 +117,12 @@ class _Watch(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untype
     """Per-epoch history, best weights, progress reports, patience, time limit, SIGTERM."""
 
     def __init__(self, settings: TrainSettings, on_epoch: Callable[[dict[str, Any]], None], stop_event: threading.Event,
-                 n_train: int, context: dict[str, Any] | None = None):
-        """context: what every progress report carries (the device and precision the trial trains with)."""
+                 n_train: int, context: dict[str, Any] | None = None,
+                 checkpoint: Callable[[int, bytes], None] | None = None):
+        """context: what every progress report carries (the device and precision the trial trains with);
+        checkpoint: called with the state after each epoch."""
         super().__init__()
+        self.checkpoint = checkpoint
         self.context = context or {}
         self.settings = settings
         self.on_epoch = on_epoch
@@ -177,9 +180,26 @@ class _Watch(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untype
         self.on_epoch({"epoch": epoch + 1, "history": self.history, "best_epoch": self.best_epoch,
                        "best_objective": self.best_val["fine_accuracy"], "images_per_second": self.rates[-1],
                        "epoch_seconds": seconds, **self.context})
+        if self.checkpoint is not None:
+            from trainer import checkpoint
+
+            self.checkpoint(epoch + 1, checkpoint.dump(self.model, self, epoch + 1))
         if self.settings.patience and self.since_best >= self.settings.patience:
             self.stop_reason = "patience"
             self.model.stop_training = True
+
+
+def _resumed(model: Any, watch: _Watch, state: bytes) -> int:
+    """The epochs a checkpoint says are done, its state loaded; 0 (start over) for one that does not fit."""
+    from trainer import checkpoint
+
+    try:
+        done = checkpoint.load(model, watch, state)
+    except (ValueError, KeyError) as e:
+        log.warning("the checkpoint does not fit this model (%s); starting from the first epoch", e)
+        return 0
+    log.info("resuming after epoch %d of %d", done, watch.settings.epochs)
+    return done
 
 
 def _device() -> str:
@@ -204,9 +224,10 @@ def _saved(model: Any) -> bytes:
 
 
 def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epoch: Callable[[dict[str, Any]], None],
-          stop_event: threading.Event) -> Outcome:
+          stop_event: threading.Event, checkpoint: Callable[[int, bytes], None] | None = None,
+          resume: bytes | None = None) -> Outcome:
     """Fits one point, selecting on the validation split, and evaluates the test split once with the best epoch's
-    weights."""
+    weights. checkpoint(epoch, state) is called after every epoch; resume: such a state, to go on after its epoch."""
     from trainer.model import build_model, check_params
 
     arch = check_params(params)
@@ -220,15 +241,17 @@ def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epo
     model = build_model(params, jit_compile=xla, width_scale=settings.width_scale)
     build_seconds = time.monotonic() - t_build
     watch = _Watch(settings, on_epoch, stop_event, len(train_split),
-                   {"device": _device(), "precision": "mixed_float16" if mixed else "float32", "xla": bool(xla)})
+                   {"device": _device(), "precision": "mixed_float16" if mixed else "float32", "xla": bool(xla)},
+                   checkpoint)
+    done = _resumed(model, watch, resume) if resume is not None else 0
     bs = arch.batch_size
     fit_data = make_dataset(train_split, bs, True, settings.seed)
     val_data = make_dataset(val_split, bs, False, settings.seed)
     verbose = "auto" if sys.stdout.isatty() else 0
     t0 = time.monotonic()
     try:
-        model.fit(fit_data, validation_data=val_data, epochs=settings.epochs, callbacks=[watch], verbose=verbose,
-                  shuffle=False)  # shuffled by tf.data already
+        model.fit(fit_data, validation_data=val_data, epochs=settings.epochs, initial_epoch=done, callbacks=[watch],
+                  verbose=verbose, shuffle=False)  # shuffled by tf.data already
     except Stopped:
         log.info("training stopped (%s) after %d epoch(s)", watch.stop_reason, len(watch.rates))
     train_seconds = time.monotonic() - t0

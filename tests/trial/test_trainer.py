@@ -1,6 +1,7 @@
 """The trainer as a process, as local mode and Kubernetes run it, on tiny models and generated data."""
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -243,3 +244,40 @@ def test_the_time_limit_ends_training_before_the_jobs_deadline(monkeypatch):
     monkeypatch.setenv("CIFAR_HPO_DEADLINE_AT", "4600")
     assert time_limit(None, now=1000.0) == 3300.0  # 3600 s left, 300 s kept for the test set and the model
     assert time_limit(600.0, now=1000.0) == 600.0 and time_limit(None, now=4500.0) == 0.0
+
+
+def test_a_trial_killed_after_a_checkpoint_resumes_at_the_next_epoch_with_each_epoch_once(tmp_path):
+    """The CIFAR trainer checkpoints every epoch (weights, the optimizer's variables, the history, the best epoch
+    and its weights): killed -9 after one, and started again as attempt 2, it trains only the epochs left, and its
+    result has each epoch once and the total asked."""
+    import signal
+
+    from support.realkube import wait_for
+
+    epochs, d = 12, _trial(tmp_path)
+    args = [PY, "-m", "trainer", "--trial", str(d), "--data", "synthetic:600", "--epochs", str(epochs),
+            "--patience", "0", *TINY]
+    pointer = d / "checkpoint" / "latest.json"
+
+    def step():
+        try:
+            return json.loads(pointer.read_text())["step"]
+        except (OSError, ValueError):
+            return 0
+
+    first = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.DEVNULL)
+    wait_for("the checkpoint of epoch 2", lambda: step() >= 2, proc=first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(60)
+    at_kill = step()
+    assert not (d / "result.json").exists() and at_kill < epochs, "it ended before the kill: raise epochs"
+    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "CIFAR_HPO_ATTEMPT": "2"})
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resuming after epoch {at_kill} of {epochs}" in second.stderr
+    assert f"epoch {at_kill}/{epochs}" not in second.stderr and f"epoch {at_kill + 1}/{epochs}" in second.stderr
+    result = json.loads((d / "result.json").read_text())
+    assert result["epochs_run"] == epochs and len(result["history"]["objective"]) == epochs
+    assert all(len(series) == epochs for series in result["history"].values()), result["history"]
+    assert result["objective"] == max(result["history"]["objective"])
+    assert result["history"]["objective"][result["best_epoch"] - 1] == result["objective"]
