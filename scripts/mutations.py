@@ -465,6 +465,11 @@ MUTATIONS = [
       "examples/digits/trainer.py", "it starts over instead",
       (("    restored = t.restore()", "    restored = None"),),
       "tests/trial/test_resume.py::test_a_trial_killed_after_a_checkpoint_resumes_as_if_never_stopped"),
+    M("trainer-resume", "the CIFAR trainer resumes after its last checkpoint", "trainer/__main__.py",
+      "it starts over instead",
+      (("                resume=restored.state if restored is not None else None)", "                resume=None)"),),
+      "tests/trial/test_trainer.py::"
+      "test_a_trial_killed_after_a_checkpoint_resumes_at_the_next_epoch_with_each_epoch_once"),
     M("audit-ignored-stop", "a trial that ignores its stop request is flagged", "controller/ledger/trials.py",
       "a stopped trial that ran to its end is not told apart",
       (("        if isinstance(result, Mapping) and result.get(\"status\") == ResultStatus.OK:",
