@@ -226,8 +226,8 @@ def _saved(model: Any) -> bytes:
 def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epoch: Callable[[dict[str, Any]], None],
           stop_event: threading.Event, checkpoint: Callable[[int, bytes], None] | None = None,
           resume: bytes | None = None) -> Outcome:
-    """Fits one point, selecting on the validation split, and evaluates the test split once with the best epoch's
-    weights. checkpoint(epoch, state) is called after every epoch; resume: such a state, to go on after its epoch."""
+    """Fits one point on the validation split, then tests its best epoch's weights once; checkpoint(epoch, state)
+    after every epoch, and resume: such a state, to go on after its epoch."""
     from trainer.model import build_model, check_params
 
     arch = check_params(params)
