@@ -255,8 +255,7 @@ def train(params: dict[str, Any], data: Dataset, settings: TrainSettings, on_epo
     except Stopped:
         log.info("training stopped (%s) after %d epoch(s)", watch.stop_reason, len(watch.rates))
     train_seconds = time.monotonic() - t0
-    test = None
-    model_bytes = None
+    test, model_bytes = None, None
     if watch.best_weights is not None:
         model.set_weights(watch.best_weights)
         if watch.stop_reason != "sigterm":  # a stopped trial must exit within seconds
