@@ -36,6 +36,13 @@ status = collections.Counter(l.rsplit(":", 1)[1].strip() for l in lines)
 killed, survived = status.get("killed", 0), status.get("survived", 0)
 print("status counts:", dict(sorted(status.items())))
 print(f"score: {killed} killed of {killed + survived} decided = {killed / max(1, killed + survived):.1%}")
+by_module = collections.defaultdict(collections.Counter)
+for l in lines:
+    name, state = l.rsplit(":", 1)
+    by_module[name.split(".x")[0]][state.strip()] += 1
+for module, c in sorted(by_module.items()):
+    k, s = c.get("killed", 0), c.get("survived", 0)
+    print(f"  {module}: {k} killed of {k + s} decided = {k / max(1, k + s):.1%} ({dict(sorted(c.items()))})")
 for l in lines:
     if l.endswith(": survived"):
         print("  survived:", l.rsplit(":", 1)[0])
