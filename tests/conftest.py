@@ -43,11 +43,13 @@ def pytest_sessionfinish(session, exitstatus):
     # What ran: a skipped test is not a passed one (the generator refuses a run with any test that did not run).
     stats = session.config.pluginmanager.get_plugin("terminalreporter").stats
     outcomes = {k: len(stats.get(k, [])) for k in ("passed", "skipped", "xfailed", "xpassed", "error", "deselected")}
+    failed_tests = sorted({r.nodeid for r in stats.get("failed", []) + stats.get("error", [])})
     paths = [os.path.relpath(a.split("::")[0], ROOT) + ("::" if "::" in a else "") for a in session.config.args]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     (out / "run.json").write_text(json.dumps({
         "run_id": RUN_ID, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "exitstatus": int(exitstatus),
-        "collected": session.testscollected, "failed": session.testsfailed, "outcomes": outcomes, "options": options,
+        "collected": session.testscollected, "failed": session.testsfailed, "failed_tests": failed_tests,
+        "outcomes": outcomes, "options": options,
         "paths": paths,
         "args": list(session.config.invocation_params.args), "commit": commit.stdout.strip() or None,
         "machine": f"{platform.node()}, {os.cpu_count()} cores",

@@ -66,7 +66,7 @@ def _mutations(commit=HEAD):
 
 
 def _run(tmp_path, exitstatus=0, failed=0, figures=FIGURES, finished=True, options=WHOLE, paths=("tests",),
-         outcomes=ALL_RAN, commit=HEAD, mutations_at=HEAD):
+         outcomes=ALL_RAN, commit=HEAD, mutations_at=HEAD, failed_tests=()):
     run = tmp_path / "run"
     (run / "figures").mkdir(parents=True)
     for i, (name, fig) in enumerate(figures.items()):
@@ -76,7 +76,7 @@ def _run(tmp_path, exitstatus=0, failed=0, figures=FIGURES, finished=True, optio
         (run / "run.json").write_text(json.dumps({
             "run_id": "r1", "finished_at": "2026-11-28", "exitstatus": exitstatus, "failed": failed,
             "collected": 200, "machine": "vm, 2 cores", "options": options, "paths": list(paths),
-            "outcomes": outcomes, "commit": commit}))
+            "outcomes": outcomes, "commit": commit, "failed_tests": list(failed_tests)}))
     (tmp_path / "mutations.json").write_text(json.dumps(_mutations(mutations_at)))
     return run
 
@@ -95,6 +95,11 @@ def _no_record_written(tmp_path, monkeypatch):
 
 GATE = [
     ("failed run", {"exitstatus": 1, "failed": 1}, "the run failed"),
+    ("another test failed", {"exitstatus": 1, "failed": 1, "failed_tests": ["tests/x.py::t"],
+                             "outcomes": {**ALL_RAN, "passed": 199}}, "the run failed"),
+    ("the page's check and another failed", {"exitstatus": 1, "failed": 2, "outcomes": {**ALL_RAN, "passed": 198},
+                                             "failed_tests": [reliability_checks.PAGE_TEST, "tests/x.py::t"]},
+     "the run failed"),
     ("unfinished run", {"finished": False}, "did not finish"),
     ("partial run", {"figures": {k: v for k, v in FIGURES.items() if k != "credentials grep"}}, "a partial run"),
     ("one bad-input case missing", {"figures": {k: v for k, v in FIGURES.items() if k != "bad input: wrong type"}},
@@ -205,6 +210,17 @@ def test_every_verdict_of_an_intact_run_is_nothing_and_each_figure_names_its_tes
     code, page = _page(tmp_path)
     assert code == 0 and page.count("**nothing**") == 9 and "LOST" not in page
     assert "`tests/x.py::t0`" in page and (tmp_path / "record" / "run.json").exists()
+
+
+def test_a_run_whose_only_failure_is_the_check_of_the_page_it_replaces_backs_a_page_that_says_so(tmp_path):
+    """The generator changed and needs counts the committed record lacks: the committed-page check then fails in the
+    one run that produces the new record. That run, and only that failure, is taken, and the page says so."""
+    code, page = _page(tmp_path, exitstatus=1, failed=1, failed_tests=[reliability_checks.PAGE_TEST],
+                       outcomes={**ALL_RAN, "passed": 199})
+    assert code == 0 and "ran and passed but one: the check that the page committed before this run" in page
+    (tmp_path / "again").mkdir()
+    code, page = _page(tmp_path / "again", exitstatus=1, failed=1, failed_tests=[reliability_checks.PAGE_TEST])
+    assert code == 2  # 200 passed and one failed of 200 collected: counts that do not add up
 
 
 def test_the_generator_knows_every_bad_input_case_the_test_runs():
